@@ -1,0 +1,1 @@
+"""The regulatory sandbox: the gateway every participant call passes, the launcher and the CLI."""

@@ -1,0 +1,77 @@
+"""The one description of the sandbox's topology. The launcher, docker-compose.yml (generated
+from it by `fintech-sandbox compose`), the OpenAPI export and the contract tests all read it."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str  # also the compose service name and the database name
+    port: int
+    app: str  # "module:factory", a zero-argument create_app() reading its settings from env
+    env_prefix: str  # settings come from <PREFIX>DATABASE_URL, <PREFIX>DATA_DIR, ...
+    gateway_prefix: str | None  # path prefix at the gateway; None for the gateway itself
+    title: str
+
+    @property
+    def module(self) -> str:
+        return self.app.split(":")[0]
+
+    def is_built(self) -> bool:
+        """Services land one issue at a time; the launcher starts those whose code exists."""
+        try:
+            return importlib.util.find_spec(self.module) is not None
+        except ModuleNotFoundError:
+            return False
+
+
+GATEWAY = ServiceSpec("gateway", 8000, "sandbox.gateway.main:create_app", "GATEWAY_", None,
+                      "Regulatory sandbox gateway")
+SERVICES: tuple[ServiceSpec, ...] = (
+    GATEWAY,
+    ServiceSpec("payments", 8001, "services.payments.main:create_app", "PAYMENTS_", "/payments",
+                "Payments: wallets and a double-entry ledger"),
+    ServiceSpec("credit", 8002, "services.credit.main:create_app", "CREDIT_", "/credit",
+                "Credit: scorecard and the 310 loan"),
+    ServiceSpec("advisor", 8003, "services.advisor.main:create_app", "ADVISOR_", "/advisor",
+                "Robo-advisor"),
+    ServiceSpec("openbanking", 8004, "services.openbanking.main:create_app", "OPENBANKING_",
+                "/open-banking", "Open banking: Sandbox Bank's OBIE API"),
+)
+
+
+def by_name(name: str) -> ServiceSpec:
+    for spec in SERVICES:
+        if spec.name == name:
+            return spec
+    raise KeyError(name)
+
+
+def built_services() -> list[ServiceSpec]:
+    return [spec for spec in SERVICES if spec.is_built()]
+
+
+def environment(spec: ServiceSpec, *, compose: bool, data_dir: str = ".sandbox-data") -> dict[str, str]:
+    """The environment a service runs with: under the launcher (127.0.0.1, SQLite files) or in
+    docker compose (service names as hosts, one PostgreSQL database per service)."""
+    from services.common.demo import SERVICE_PARTICIPANT_KEYS
+
+    def url(other: ServiceSpec) -> str:
+        return f"http://{other.name if compose else '127.0.0.1'}:{other.port}"
+
+    p = spec.env_prefix
+    env = {f"{p}GATEWAY_URL": url(GATEWAY)}
+    if compose:
+        env[f"{p}DATABASE_URL"] = f"postgresql://postgres:sandbox@postgres:5432/{spec.name}"
+    else:
+        env[f"{p}DATA_DIR"] = data_dir
+    if spec.name in SERVICE_PARTICIPANT_KEYS:
+        env[f"{p}PARTICIPANT_KEY"] = SERVICE_PARTICIPANT_KEYS[spec.name]
+    if spec is GATEWAY:
+        for other in SERVICES:
+            if other is not GATEWAY:
+                env[f"{p}UPSTREAM_{other.name.upper()}"] = url(other)
+    return env

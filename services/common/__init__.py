@@ -1,0 +1,1 @@
+"""The shared service kit: settings, database, problems, money, ids, clock, health, idempotency."""

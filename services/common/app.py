@@ -1,0 +1,173 @@
+"""The composition root every service shares: `build_service_app` wires settings, database,
+clock, problems, request ids, health and the OpenAPI conventions around a service's routers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.common.clock import Clock
+from services.common.db import Database
+from services.common.health import health_router
+from services.common.problems import (
+    PROBLEM_MEDIA_TYPE,
+    Problem,
+    ProblemDetails,
+    install_problem_handlers,
+    problem_responses,
+)
+from services.common.requestctx import RequestContextMiddleware, RequestIdLogFilter
+from services.common.settings import ServiceSettings
+
+
+def get_clock(request: Request) -> Clock:
+    return request.app.state.clock
+
+
+def get_settings(request: Request) -> ServiceSettings:
+    return request.app.state.settings
+
+
+ClockDep = Annotated[Clock, Depends(get_clock)]
+SettingsDep = Annotated[ServiceSettings, Depends(get_settings)]
+
+
+class ClockAdvance(BaseModel):
+    """How far to move this service's clock forward."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seconds: int = Field(ge=0, le=366 * 24 * 3600, description="Seconds to move forward.")
+
+
+class ClockState(BaseModel):
+    """The service's current time, as every rule in it sees it."""
+
+    now: datetime
+
+
+def clock_router() -> APIRouter:
+    router = APIRouter(prefix="/_sandbox", tags=["sandbox"])
+
+    @router.get("/clock", operation_id="get_clock", response_model=ClockState)
+    def read_clock(clock: ClockDep) -> ClockState:
+        """The service's current time."""
+        return ClockState(now=clock.now())
+
+    @router.post(
+        "/clock/advance",
+        operation_id="advance_clock",
+        response_model=ClockState,
+        responses=problem_responses(403, 422),
+    )
+    def advance_clock(body: ClockAdvance, clock: ClockDep, settings: SettingsDep) -> ClockState:
+        """Move time forward (consent expiry, key retention, wash-sale windows)."""
+        if not settings.allow_time_travel:
+            raise Problem(403, "time-travel-disabled", "Time travel is disabled on this service")
+        return ClockState(now=clock.advance(timedelta(seconds=body.seconds)))
+
+    return router
+
+
+def _operation_id(route: APIRoute) -> str:
+    return route.name
+
+
+def configure_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not any(isinstance(f, RequestIdLogFilter) for h in root.handlers for f in h.filters):
+        handler = logging.StreamHandler()
+        handler.addFilter(RequestIdLogFilter())
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+        )
+        root.addHandler(handler)
+    root.setLevel(level)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per proxied call is noise
+
+
+def build_service_app(
+    *,
+    name: str,
+    title: str,
+    description: str,
+    settings: ServiceSettings,
+    database: Database,
+    clock: Clock,
+    routers: Iterable[APIRouter],
+    version: str = "1.0.0",
+    openapi_tags: list[dict[str, Any]] | None = None,
+    on_shutdown: Callable[[], None] | None = None,
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):  # type: ignore[no-untyped-def]
+        yield
+        if on_shutdown:
+            on_shutdown()
+        database.dispose()
+
+    app = FastAPI(
+        title=title,
+        description=description,
+        version=version,
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+        openapi_tags=openapi_tags,
+    )
+    app.state.settings = settings
+    app.state.db = database
+    app.state.clock = clock
+    app.state.service_name = name
+    install_problem_handlers(app)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.include_router(health_router(name, lambda request: request.app.state.db.ping()))
+    app.include_router(clock_router())
+    for router in routers:
+        app.include_router(router)
+    install_openapi_conventions(app)
+    return app
+
+
+def install_openapi_conventions(app: FastAPI) -> None:
+    """Validation errors are documented as problem+json, as they are served."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+        components["ProblemDetails"] = ProblemDetails.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+        nested = components["ProblemDetails"].pop("$defs", {})
+        components.update(nested)
+        for path_item in schema.get("paths", {}).values():
+            for operation in path_item.values():
+                for status, response in operation.get("responses", {}).items():
+                    content = response.get("content", {})
+                    if status == "422" or PROBLEM_MEDIA_TYPE in content or (
+                        status[0] in "45" and "application/json" in content
+                    ):
+                        response["content"] = {
+                            PROBLEM_MEDIA_TYPE: {
+                                "schema": {"$ref": "#/components/schemas/ProblemDetails"}
+                            }
+                        }
+                        if status == "422":
+                            response["description"] = (
+                                "Request failed schema validation; `errors` names each field"
+                            )
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

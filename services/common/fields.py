@@ -1,0 +1,63 @@
+"""Field types every service's request models reuse, so the contract says what is valid."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Path
+from pydantic import AfterValidator, Field, WithJsonSchema
+
+from services.common.ids import id_pattern
+from services.common.money import currency_exponents
+
+# Printable text with at least one non-space character: no NUL or control characters, which
+# PostgreSQL refuses in text columns and no statement should carry.
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*[^\x00-\x20\x7f][^\x00-\x1f\x7f]*$"
+
+
+def Text(  # noqa: N802
+    max_length: int,
+    description: str | None = None,
+    examples: list[str] | None = None,
+    *,
+    optional: bool = False,
+):
+    """Printable text; `optional=True` makes the field default to null."""
+    return Field(
+        None if optional else ...,
+        min_length=1,
+        max_length=max_length,
+        pattern=TEXT_PATTERN,
+        description=description,
+        examples=examples,
+    )
+
+
+def _known_currency(value: str) -> str:
+    if value not in currency_exponents():
+        raise ValueError(f"{value!r} is not an ISO 4217 currency with minor units")
+    return value
+
+
+CurrencyCode = Annotated[
+    str,
+    AfterValidator(_known_currency),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "enum": sorted(currency_exponents()),
+            "description": "ISO 4217 alphabetic code",
+            "examples": ["CNY"],
+        }
+    ),
+]
+
+
+def IdField(prefix: str, description: str | None = None, examples: list[str] | None = None):  # noqa: N802
+    """A body field holding an id with the given prefix (or `a|b` alternation)."""
+    return Field(pattern=id_pattern(f"({prefix})" if "|" in prefix else prefix),
+                 description=description, examples=examples)
+
+
+def IdPath(prefix: str, description: str | None = None):  # noqa: N802
+    return Path(pattern=id_pattern(f"({prefix})" if "|" in prefix else prefix), description=description)

@@ -1,0 +1,235 @@
+"""Idempotency-Key handling with Stripe's semantics.
+
+- Same key, same request: the saved status and body, with `Idempotent-Replayed: true`.
+- Same key, another request (method, path or body differ): 409 `idempotency-key-reused`.
+- Same key while the first request is still running: 409 `idempotency-key-in-flight`.
+- Keys are kept 24 hours (by the service clock); an older key counts as new.
+- A request that fails validation saves nothing. A business refusal after the work began is
+  saved and replayed like a success. A crash rolls the work back and forgets the key, so a
+  retry runs again: nothing was applied, and the client gets another chance.
+
+The saved response is written in the same transaction as the work, so a key is applied at most
+once: the work and its record commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    delete,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from services.common.clock import Clock
+from services.common.ids import new_id
+from services.common.problems import PROBLEM_MEDIA_TYPE, Problem
+
+RETENTION = timedelta(hours=24)
+REPLAY_HEADER = "Idempotent-Replayed"
+KEY_HEADER_DOC = (
+    "A unique key (a V4 UUID is advised) that makes this request safe to retry: the same key "
+    "and body return the saved response; another body with the same key is refused (409)."
+)
+
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description=KEY_HEADER_DOC,
+    ),
+]
+
+
+def idempotency_table(metadata: MetaData) -> Table:
+    """The key store, created in each service's own database."""
+    return Table(
+        "idempotency_keys",
+        metadata,
+        Column("id", String(40), primary_key=True),
+        Column("scope", String(200), nullable=False),
+        Column("key", String(255), nullable=False),
+        Column("fingerprint", String(64), nullable=False),
+        Column("state", String(12), nullable=False),  # in_flight | done
+        Column("status_code", Integer),
+        Column("media_type", String(60)),
+        Column("body", Text),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        UniqueConstraint("scope", "key", name="uq_idempotency_scope_key"),
+    )
+
+
+def fingerprint(method: str, path: str, body: bytes) -> str:
+    """Same request = same method, path and JSON body (key order and spacing ignored)."""
+    try:
+        canonical = json.dumps(json.loads(body or b"null"), sort_keys=True, separators=(",", ":"))
+    except ValueError:
+        canonical = body.decode("latin-1")
+    return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
+
+
+def _as_aware(value: datetime, reference: datetime) -> datetime:
+    # SQLite hands back naive datetimes; they were stored in UTC.
+    return value if value.tzinfo else value.replace(tzinfo=reference.tzinfo)
+
+
+class Idempotency:
+    """Wraps one request's unit of work; `record_id` ties the work's rows to the key."""
+
+    def __init__(
+        self, table: Table, clock: Clock, key: str | None, scope: str, fingerprint: str
+    ) -> None:
+        self.table = table
+        self.clock = clock
+        self.key = key
+        self.scope = scope
+        self.fingerprint = fingerprint
+        self.record_id: str | None = None
+
+    def run(
+        self,
+        session: Session,
+        work: Callable[[], BaseModel | dict[str, Any]],
+        status_code: int = 201,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        """Run `work` once per key; commit its changes together with the saved response."""
+        if self.key is None:
+            result = work()
+            session.commit()
+            return JSONResponse(jsonable_encoder(result), status_code=status_code, headers=headers)
+
+        replay = self._claim(session)
+        if replay is not None:
+            return replay
+        try:
+            result = work()
+        except Problem as problem:
+            session.rollback()
+            body = problem.body()
+            self._finish(session, problem.status, PROBLEM_MEDIA_TYPE, body)
+            session.commit()
+            raise
+        except BaseException:
+            session.rollback()
+            session.execute(delete(self.table).where(self.table.c.id == self.record_id))
+            session.commit()
+            raise
+        body = jsonable_encoder(result)
+        self._finish(session, status_code, "application/json", body)
+        session.commit()
+        return JSONResponse(body, status_code=status_code, headers=headers)
+
+    def _claim(self, session: Session) -> Response | None:
+        t = self.table
+        now = self.clock.now()
+        row = session.execute(
+            select(t).where(t.c.scope == self.scope, t.c.key == self.key)
+        ).first()
+        if row is not None and _as_aware(row.created_at, now) < now - RETENTION:
+            session.execute(delete(t).where(t.c.id == row.id))
+            row = None
+        if row is None:
+            self.record_id = new_id("idem")
+            try:
+                session.execute(
+                    insert(t).values(
+                        id=self.record_id,
+                        scope=self.scope,
+                        key=self.key,
+                        fingerprint=self.fingerprint,
+                        state="in_flight",
+                        created_at=now,
+                    )
+                )
+                session.commit()  # visible at once, so a concurrent duplicate sees it in flight
+                return None
+            except IntegrityError:
+                session.rollback()
+                row = session.execute(
+                    select(t).where(t.c.scope == self.scope, t.c.key == self.key)
+                ).first()
+                if row is None:  # it vanished again (a crash released it): treat as in flight
+                    raise self._in_flight() from None
+        session.rollback()
+        if row.fingerprint != self.fingerprint:
+            raise Problem(
+                409,
+                "idempotency-key-reused",
+                "Idempotency key reused with another request",
+                f"The key {self.key!r} was first used with a different method, path or body. "
+                "Use a new key for a new request.",
+            )
+        if row.state != "done":
+            raise self._in_flight()
+        return Response(
+            content=row.body,
+            status_code=row.status_code,
+            media_type=row.media_type,
+            headers={REPLAY_HEADER: "true"},
+        )
+
+    def _in_flight(self) -> Problem:
+        return Problem(
+            409,
+            "idempotency-key-in-flight",
+            "A request with this idempotency key is still running",
+            f"Retry after the first request with key {self.key!r} has finished.",
+            headers={"Retry-After": "1"},
+        )
+
+    def _finish(self, session: Session, status: int, media_type: str, body: Any) -> None:
+        session.execute(
+            update(self.table)
+            .where(self.table.c.id == self.record_id)
+            .values(state="done", status_code=status, media_type=media_type, body=json.dumps(body))
+        )
+
+
+def idempotency_dependency(table_of: Callable[[Request], Table]) -> Any:
+    """Build the FastAPI dependency for a service whose key table `table_of(request)` returns."""
+
+    async def _dependency(request: Request, key: IdempotencyKeyHeader = None) -> Idempotency:
+        body = await request.body()
+        # Keys are scoped per caller, as Stripe scopes them per account: the gateway names the
+        # participant; direct calls share one scope. Another path under the same key is a reuse.
+        caller = request.headers.get("x-sandbox-participant", "direct")
+        return Idempotency(
+            table_of(request),
+            request.app.state.clock,
+            key,
+            scope=caller,
+            fingerprint=fingerprint(request.method, request.url.path, body),
+        )
+
+    return _dependency
+
+
+def default_idempotency(request: Request) -> Table:
+    return request.app.state.idempotency_table
+
+
+IdempotencyDep = Annotated[Idempotency, Depends(idempotency_dependency(default_idempotency))]

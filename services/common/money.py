@@ -1,0 +1,151 @@
+"""Money on the wire is a decimal string and an ISO 4217 code; in storage, integer minor units.
+
+The exponent comes from ISO 4217 itself (the `iso4217` package): CNY 2, JPY 0, KWD 3.
+An amount with more decimals than its currency has is refused, never rounded.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any
+
+from iso4217 import Currency
+from pydantic import BaseModel, ConfigDict, GetJsonSchemaHandler, field_validator
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
+
+MAX_INTEGER_DIGITS = 15  # 10^15 major units at exponent 3 still fits a signed 64-bit integer
+
+
+@lru_cache(maxsize=1)
+def currency_exponents() -> dict[str, int]:
+    """Every active ISO 4217 currency with a minor unit (funds and metals have none)."""
+    return {c.code: c.exponent for c in Currency if c.exponent is not None and c.exponent <= 4}
+
+
+def exponent_of(currency: str) -> int:
+    try:
+        return currency_exponents()[currency]
+    except KeyError:
+        raise ValueError(f"{currency!r} is not an ISO 4217 currency with minor units") from None
+
+
+def positive_amount_pattern(exponent: int) -> str:
+    """A regex for a positive decimal with at most `exponent` decimals and no lookaheads.
+
+    Written without lookaheads so contract fuzzers can generate from it.
+    """
+    whole = f"[1-9][0-9]{{0,{MAX_INTEGER_DIGITS - 1}}}"
+    if exponent == 0:
+        return f"^{whole}$"
+    fractions = "|".join(
+        f"0{{{zeros}}}[1-9][0-9]{{0,{exponent - 1 - zeros}}}" for zeros in range(exponent)
+    )
+    return f"^({whole}(\\.[0-9]{{1,{exponent}}})?|0\\.({fractions}))$"
+
+
+def to_minor(amount: str | Decimal, currency: str) -> int:
+    """'12.34' CNY → 1234. Raises ValueError when the amount is over-precise for the currency."""
+    exponent = exponent_of(currency)
+    value = Decimal(amount)
+    scaled = value.scaleb(exponent)
+    if scaled != scaled.to_integral_value():
+        raise ValueError(f"{currency} has {exponent} decimal places; {amount} has more")
+    return int(scaled)
+
+
+def format_minor(minor: int, currency: str) -> str:
+    """1234 CNY → '12.34'; 1200 JPY → '1200'; -5 KWD → '-0.005'."""
+    exponent = exponent_of(currency)
+    return f"{Decimal(minor).scaleb(-exponent):.{exponent}f}"
+
+
+class Money(BaseModel):
+    """An amount as shown in responses: exponent-aware decimal string, sign allowed."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        json_schema_extra={"examples": [{"amount": "12.34", "currency": "CNY"}]},
+    )
+
+    amount: str
+    currency: str
+
+    @classmethod
+    def of(cls, minor: int, currency: str) -> Money:
+        return cls(amount=format_minor(minor, currency), currency=currency)
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        schema = handler.resolve_ref_schema(schema)
+        schema["properties"]["amount"]["pattern"] = r"^-?[0-9]+(\.[0-9]{1,4})?$"
+        schema["properties"]["currency"]["pattern"] = "^[A-Z]{3}$"
+        schema["description"] = "Decimal string in the currency's exponent, and an ISO 4217 code."
+        return schema
+
+
+class AmountIn(BaseModel):
+    """A positive amount in a request. The currency comes first so the amount can be checked
+    against its exponent; over-precise amounts (12.345 CNY) are refused, never rounded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    currency: str
+    amount: str
+
+    @field_validator("currency")
+    @classmethod
+    def _known_currency(cls, value: str) -> str:
+        exponent_of(value)
+        return value
+
+    @field_validator("amount")
+    @classmethod
+    def _amount_fits_currency(cls, value: str, info: Any) -> str:
+        currency = info.data.get("currency")
+        if currency is None:  # the currency error is already reported
+            return value
+        exponent = exponent_of(currency)
+        if not re.fullmatch(positive_amount_pattern(exponent)[1:-1], value):
+            places = "no decimals" if exponent == 0 else f"at most {exponent} decimals"
+            example = "12" + ("." + "3456"[:exponent] if exponent else "")
+            raise ValueError(
+                f"must be a positive decimal string with {places} for {currency}, e.g. {example!r}"
+            )
+        return value
+
+    @property
+    def minor(self) -> int:
+        return to_minor(self.amount, self.currency)
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        # One branch per exponent: the contract itself says 12.345 CNY is invalid.
+        by_exponent: dict[int, list[str]] = {}
+        for code, exponent in sorted(currency_exponents().items()):
+            by_exponent.setdefault(exponent, []).append(code)
+        return {
+            "title": "AmountIn",
+            "description": "A positive amount: decimal string with no more decimals than the "
+            "ISO 4217 currency allows (CNY 2, JPY 0, KWD 3).",
+            "anyOf": [
+                {
+                    "type": "object",
+                    "properties": {
+                        "amount": {"type": "string", "pattern": positive_amount_pattern(exp)},
+                        "currency": {"type": "string", "enum": codes},
+                    },
+                    "required": ["amount", "currency"],
+                    "additionalProperties": False,
+                }
+                for exp, codes in sorted(by_exponent.items())
+            ],
+            "examples": [{"amount": "100.00", "currency": "CNY"}],
+        }

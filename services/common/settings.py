@@ -1,0 +1,27 @@
+"""Settings every service shares; each service subclasses with its own env prefix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Read from `<PREFIX>_*` environment variables (e.g. PAYMENTS_DATABASE_URL)."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    # A SQLite file under data_dir unless a database URL is given (postgresql://...).
+    database_url: str | None = None
+    data_dir: Path = Path(".sandbox-data")
+    # Participant calls to other services go through the gateway with this service's own key.
+    gateway_url: str = "http://127.0.0.1:8000"
+    participant_key: str | None = None
+    # Requests larger than this are refused with 413 before any handler runs.
+    max_body_bytes: int = 64 * 1024
+    # Seed the demo customers and accounts on first start.
+    seed_demo_data: bool = True
+    # Let a teacher or a test move this service's clock over HTTP (/_sandbox/clock).
+    allow_time_travel: bool = True
+    log_level: str = "INFO"

@@ -1,0 +1,1 @@
+"""Payments: wallets, merchants and a double-entry ledger (Alipay / WeChat Pay)."""

@@ -1,0 +1,223 @@
+"""Thin HTTP handlers for payments; the rules live in service.py."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+
+from services.common.app import ClockDep
+from services.common.db import SessionDep
+from services.common.fields import CurrencyCode, IdPath
+from services.common.idempotency import IdempotencyDep
+from services.common.money import Money
+from services.common.pagination import CursorQuery, LimitQuery, Page, page_of
+from services.common.problems import problem_responses
+from services.payments import service
+from services.payments.schemas import (
+    ACCOUNT_PREFIX,
+    JOURNAL_PREFIXES,
+    AccountCreate,
+    AccountPublic,
+    BalancePublic,
+    DepositCreate,
+    InvariantsReport,
+    JournalPublic,
+    RefundCreate,
+    TransferCreate,
+    WithdrawalCreate,
+)
+
+AccountId = Annotated[str, IdPath(ACCOUNT_PREFIX, "An account id, `acc_…`.")]
+JournalId = Annotated[str, IdPath(JOURNAL_PREFIXES, "A journal id: `dep_`, `wd_`, `tr_`, `pay_`, `re_` or `ob_`.")]
+
+router = APIRouter()
+
+# OpenAPI links: how one response feeds the next call (read by schemathesis's stateful phase).
+ACCOUNT_LINKS: dict[str, Any] = {
+    "GetAccount": {"operationId": "get_account", "parameters": {"account_id": "$response.body#/id"}},
+    "GetBalance": {"operationId": "get_balance", "parameters": {"account_id": "$response.body#/id"}},
+    "TopUp": {
+        "operationId": "create_deposit",
+        "requestBody": {"account_id": "$response.body#/id", "card_number": "4242424242424242"},
+    },
+    "PayFrom": {"operationId": "create_transfer", "requestBody": {"from_account_id": "$response.body#/id"}},
+    "PayTo": {"operationId": "create_transfer", "requestBody": {"to_account_id": "$response.body#/id"}},
+    "Withdraw": {"operationId": "create_withdrawal", "requestBody": {"account_id": "$response.body#/id"}},
+}
+JOURNAL_LINKS: dict[str, Any] = {
+    "GetJournal": {"operationId": "get_journal", "parameters": {"journal_id": "$response.body#/id"}},
+    "Refund": {"operationId": "create_refund", "requestBody": {"journal_id": "$response.body#/id"}},
+    "PayeeBalance": {
+        "operationId": "get_balance",
+        "parameters": {"account_id": "$response.body#/to_account_id"},
+    },
+}
+
+
+def _created(model: type, links: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
+    return {201: {"model": model, "description": "Created", "links": links}}
+
+
+@router.post(
+    "/accounts",
+    status_code=201,
+    tags=["accounts"],
+    operation_id="create_account",
+    response_model=AccountPublic,
+    responses={**_created(AccountPublic, ACCOUNT_LINKS), **problem_responses(409, 422)},
+)
+def create_account(body: AccountCreate, session: SessionDep, clock: ClockDep, idem: IdempotencyDep):
+    """Open a personal wallet or a merchant account in one currency."""
+    return idem.run(session, lambda: service.open_account(session, body, clock.now()))
+
+
+@router.get(
+    "/accounts",
+    tags=["accounts"],
+    operation_id="list_accounts",
+    response_model=Page[AccountPublic],
+    responses=problem_responses(422),
+)
+def list_accounts(
+    session: SessionDep,
+    limit: LimitQuery = 20,
+    cursor: CursorQuery = None,
+    kind: Annotated[Literal["personal", "merchant", "internal"] | None, Query()] = None,
+    currency: Annotated[CurrencyCode | None, Query()] = None,
+) -> Page[AccountPublic]:
+    """List accounts, oldest first, a page at a time."""
+    accounts = service.list_accounts(session, limit, cursor, kind, currency)
+    return page_of(accounts, limit, lambda a: a.id)
+
+
+@router.get(
+    "/accounts/{account_id}",
+    tags=["accounts"],
+    operation_id="get_account",
+    response_model=AccountPublic,
+    responses=problem_responses(404, 422),
+)
+def get_account(account_id: AccountId, session: SessionDep) -> AccountPublic:
+    """One account, with its balance."""
+    return service.account_public(service.get_account(session, account_id))
+
+
+@router.get(
+    "/accounts/{account_id}/balance",
+    tags=["accounts"],
+    operation_id="get_balance",
+    response_model=BalancePublic,
+    responses=problem_responses(404, 422),
+)
+def get_balance(account_id: AccountId, session: SessionDep, clock: ClockDep) -> BalancePublic:
+    """What the account holds now."""
+    account = service.get_account(session, account_id)
+    return BalancePublic(
+        account_id=account.id,
+        available=Money.of(account.balance_minor, account.currency),
+        as_of=clock.now(),
+    )
+
+
+@router.get(
+    "/accounts/{account_id}/journals",
+    tags=["accounts"],
+    operation_id="list_account_journals",
+    response_model=Page[JournalPublic],
+    responses=problem_responses(404, 422),
+)
+def list_account_journals(
+    account_id: AccountId, session: SessionDep, limit: LimitQuery = 20, cursor: CursorQuery = None
+) -> Page[JournalPublic]:
+    """The account's statement: every journal that touched it, oldest first."""
+    service.get_account(session, account_id)
+    journals = service.list_journals(session, limit, cursor, account_id)
+    return page_of(journals, limit, lambda j: j.id)
+
+
+@router.post(
+    "/deposits",
+    status_code=201,
+    tags=["movements"],
+    operation_id="create_deposit",
+    response_model=JournalPublic,
+    responses={**_created(JournalPublic, JOURNAL_LINKS), **problem_responses(402, 404, 409, 422)},
+)
+def create_deposit(body: DepositCreate, session: SessionDep, clock: ClockDep, idem: IdempotencyDep):
+    """Top up a wallet from a card (test cards force declines)."""
+    return idem.run(session, lambda: service.deposit(session, body, clock.now(), idem.record_id))
+
+
+@router.post(
+    "/withdrawals",
+    status_code=201,
+    tags=["movements"],
+    operation_id="create_withdrawal",
+    response_model=JournalPublic,
+    responses={**_created(JournalPublic, JOURNAL_LINKS), **problem_responses(404, 409, 422)},
+)
+def create_withdrawal(body: WithdrawalCreate, session: SessionDep, clock: ClockDep, idem: IdempotencyDep):
+    """Pay money out of a wallet to the owner's bank."""
+    return idem.run(session, lambda: service.withdraw(session, body, clock.now(), idem.record_id))
+
+
+@router.post(
+    "/transfers",
+    status_code=201,
+    tags=["movements"],
+    operation_id="create_transfer",
+    response_model=JournalPublic,
+    responses={**_created(JournalPublic, JOURNAL_LINKS), **problem_responses(404, 409, 422)},
+)
+def create_transfer(body: TransferCreate, session: SessionDep, clock: ClockDep, idem: IdempotencyDep):
+    """Send money to a person (P2P) or pay a merchant (0.6% fee to the merchant)."""
+    return idem.run(session, lambda: service.transfer(session, body, clock.now(), idem.record_id))
+
+
+@router.post(
+    "/refunds",
+    status_code=201,
+    tags=["movements"],
+    operation_id="create_refund",
+    response_model=JournalPublic,
+    responses={**_created(JournalPublic, JOURNAL_LINKS), **problem_responses(404, 409, 422)},
+)
+def create_refund(body: RefundCreate, session: SessionDep, clock: ClockDep, idem: IdempotencyDep):
+    """Refund all or part of a transfer or payment, never more than it in total."""
+    return idem.run(session, lambda: service.refund(session, body, clock.now(), idem.record_id))
+
+
+@router.get(
+    "/journals",
+    tags=["movements"],
+    operation_id="list_journals",
+    response_model=Page[JournalPublic],
+    responses=problem_responses(422),
+)
+def list_journals(session: SessionDep, limit: LimitQuery = 20, cursor: CursorQuery = None) -> Page[JournalPublic]:
+    """Every journal in the ledger, oldest first."""
+    return page_of(service.list_journals(session, limit, cursor, None), limit, lambda j: j.id)
+
+
+@router.get(
+    "/journals/{journal_id}",
+    tags=["movements"],
+    operation_id="get_journal",
+    response_model=JournalPublic,
+    responses=problem_responses(404, 422),
+)
+def get_journal(journal_id: JournalId, session: SessionDep) -> JournalPublic:
+    """One journal and its postings."""
+    return service.get_journal(session, journal_id)
+
+
+@router.get(
+    "/invariants",
+    tags=["ledger"],
+    operation_id="check_invariants",
+    response_model=InvariantsReport,
+)
+def check_invariants(session: SessionDep) -> InvariantsReport:
+    """Check the ledger: debits equal credits, no forbidden overdraft, keys applied once."""
+    return service.check_invariants(session)

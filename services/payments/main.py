@@ -1,0 +1,73 @@
+"""Composition root of the payments service."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from pydantic_settings import SettingsConfigDict
+from sqlalchemy import func, select
+
+from services.common.app import build_service_app, configure_logging
+from services.common.clock import Clock
+from services.common.db import Database, database_url
+from services.common.demo import DEMO_ACCOUNTS
+from services.common.money import to_minor
+from services.common.settings import ServiceSettings
+from services.payments import service
+from services.payments.endpoints import router
+from services.payments.models import Account, IdempotencyKeys, PaymentsModel
+
+
+class PaymentsSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="PAYMENTS_", extra="ignore")
+
+
+DESCRIPTION = """Wallets, merchant accounts and a real double-entry ledger, after Alipay and WeChat Pay.
+
+Every movement is a journal whose postings sum to zero; a refund is a new journal. Amounts are
+decimal strings in the currency's ISO 4217 exponent. POSTs take an `Idempotency-Key`.
+`GET /invariants` checks the whole ledger after any step.
+
+Test cards for top-ups: `4242424242424242` pays; `4000000000000002` declines, `4000000000009995`
+insufficient funds, `4000000000009987` lost card, `4000000000009979` stolen card,
+`4000000000000069` expired card, `4000000000000119` processing error; a number failing the Luhn
+check is an incorrect number.
+"""
+
+
+def seed_demo_accounts(db: Database, clock: Clock) -> None:
+    """Open the demo world's accounts with their opening balances, once."""
+    with db.session() as session:
+        if session.execute(select(func.count()).select_from(Account)).scalar_one():
+            return
+        now = clock.now()
+        for demo in DEMO_ACCOUNTS:
+            account = Account(id=demo.id, kind=demo.kind, owner_name=demo.owner_name,
+                              currency=demo.currency, created_at=now)
+            service.open_with_balance(session, account, to_minor(demo.opening_balance, demo.currency), now)
+        session.commit()
+
+
+def create_app(settings: PaymentsSettings | None = None, clock: Clock | None = None) -> FastAPI:
+    settings = settings or PaymentsSettings()
+    configure_logging(settings.log_level)
+    clock = clock or Clock()
+    db = Database(database_url(settings.database_url, settings.data_dir, "payments"), PaymentsModel.metadata)
+    db.create_tables()
+    if settings.seed_demo_data:
+        seed_demo_accounts(db, clock)
+    app = build_service_app(
+        name="payments",
+        title="Payments",
+        description=DESCRIPTION,
+        settings=settings,
+        database=db,
+        clock=clock,
+        routers=[router],
+        openapi_tags=[
+            {"name": "accounts", "description": "Wallets and merchant accounts"},
+            {"name": "movements", "description": "Top-ups, withdrawals, transfers, payments, refunds"},
+            {"name": "ledger", "description": "The ledger's invariants"},
+        ],
+    )
+    app.state.idempotency_table = IdempotencyKeys
+    return app

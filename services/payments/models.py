@@ -1,0 +1,62 @@
+"""Tables of the payments database. Balances are integer minor units; postings are never edited."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, DateTime
+from sqlmodel import Field
+
+from services.common.db import model_base
+from services.common.idempotency import idempotency_table
+
+PaymentsModel = model_base("PaymentsModel")
+IdempotencyKeys = idempotency_table(PaymentsModel.metadata)
+
+
+# An account holds one currency; `balance_minor` is kept equal to the sum of its postings.
+class Account(PaymentsModel, table=True):
+    __tablename__ = "accounts"
+
+    id: str = Field(primary_key=True, max_length=40)
+    kind: str = Field(max_length=12, index=True)  # personal | merchant | internal
+    owner_name: str = Field(max_length=100)
+    currency: str = Field(max_length=3)
+    balance_minor: int = Field(default=0, sa_type=BigInteger)
+    allow_overdraft: bool = False
+    # Internal accounts are found by code ("card_funding:CNY"); customers' have none.
+    system_code: str | None = Field(default=None, max_length=40, unique=True)
+    created_at: datetime = Field(sa_type=DateTime(timezone=True))
+
+
+# One money movement: its postings sum to zero. A refund is a new journal pointing at the old.
+class Journal(PaymentsModel, table=True):
+    __tablename__ = "journals"
+
+    id: str = Field(primary_key=True, max_length=40)
+    kind: str = Field(max_length=12)  # deposit | withdrawal | transfer | payment | refund | opening
+    currency: str = Field(max_length=3)
+    amount_minor: int = Field(sa_type=BigInteger)
+    fee_minor: int = Field(default=0, sa_type=BigInteger)
+    from_account_id: str | None = Field(default=None, foreign_key="accounts.id", index=True)
+    to_account_id: str | None = Field(default=None, foreign_key="accounts.id", index=True)
+    description: str | None = Field(default=None, max_length=200)
+    card_last4: str | None = Field(default=None, max_length=4)
+    refund_of: str | None = Field(default=None, foreign_key="journals.id", index=True)
+    refunded_minor: int = Field(default=0, sa_type=BigInteger)
+    fee_refunded_minor: int = Field(default=0, sa_type=BigInteger)
+    # The idempotency record that produced this journal: unique, so a key applies at most once.
+    idempotency_key_id: str | None = Field(default=None, max_length=40, unique=True)
+    created_at: datetime = Field(sa_type=DateTime(timezone=True))
+
+
+class Posting(PaymentsModel, table=True):
+    __tablename__ = "postings"
+
+    id: int | None = Field(default=None, primary_key=True)
+    journal_id: str = Field(foreign_key="journals.id", index=True, max_length=40)
+    account_id: str = Field(foreign_key="accounts.id", index=True, max_length=40)
+    amount_minor: int = Field(sa_type=BigInteger)  # what it adds to the account's balance
+    balance_after_minor: int = Field(sa_type=BigInteger)
+    currency: str = Field(max_length=3)
+    created_at: datetime = Field(sa_type=DateTime(timezone=True))

@@ -1,0 +1,227 @@
+"""Every query the payments service makes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import case, func, insert, or_, select, update
+from sqlmodel import Session
+
+from services.common.ids import new_id
+from services.payments.ledger import Leg
+from services.payments.models import Account, IdempotencyKeys, Journal, Posting
+
+
+class AccountsRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, account_id: str) -> Account | None:
+        return self.session.get(Account, account_id)
+
+    def get_many(self, ids: list[str]) -> dict[str, Account]:
+        rows = self.session.execute(select(Account).where(Account.id.in_(ids))).scalars()
+        return {account.id: account for account in rows}
+
+    def list(self, limit: int, after: str | None, kind: str | None, currency: str | None) -> list[Account]:
+        query = select(Account).order_by(Account.id).limit(limit + 1)
+        if after:
+            query = query.where(Account.id > after)
+        if kind:
+            query = query.where(Account.kind == kind)
+        if currency:
+            query = query.where(Account.currency == currency)
+        return list(self.session.execute(query).scalars())
+
+    def add(self, account: Account) -> Account:
+        self.session.add(account)
+        self.session.flush()
+        return account
+
+    def system_account(self, code: str, currency: str, now: datetime) -> Account:
+        """The internal account for `code` in `currency`, created on first use."""
+        system_code = f"{code}:{currency}"
+        account = self.session.execute(
+            select(Account).where(Account.system_code == system_code)
+        ).scalar_one_or_none()
+        if account is None:
+            account = self.add(
+                Account(
+                    id=new_id("acc"),
+                    kind="internal",
+                    owner_name=code.replace("_", " "),
+                    currency=currency,
+                    allow_overdraft=True,
+                    system_code=system_code,
+                    created_at=now,
+                )
+            )
+        return account
+
+    def apply(self, account_id: str, delta: int) -> int | None:
+        """Add `delta` to the balance unless that would overdraw an account that forbids it.
+
+        The check and the write are one conditional UPDATE, so concurrent requests cannot both
+        spend the same money: the database serialises them on the row. Returns the new
+        balance, or None when the update was refused.
+        """
+        new_balance = self.session.execute(
+            update(Account)
+            .where(
+                Account.id == account_id,
+                or_(Account.allow_overdraft, Account.balance_minor + delta >= 0),
+            )
+            .values(balance_minor=Account.balance_minor + delta)
+            .returning(Account.balance_minor)
+        ).scalar_one_or_none()
+        return new_balance
+
+
+class JournalsRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, journal_id: str) -> Journal | None:
+        return self.session.get(Journal, journal_id)
+
+    def add(self, journal: Journal, legs: list[Leg], balances_after: dict[str, int]) -> list[Posting]:
+        self.session.execute(insert(Journal).values(**journal.model_dump()))
+        postings = [
+            Posting(
+                journal_id=journal.id,
+                account_id=leg.account_id,
+                amount_minor=leg.amount_minor,
+                balance_after_minor=balances_after[leg.account_id],
+                currency=journal.currency,
+                created_at=journal.created_at,
+            )
+            for leg in legs
+        ]
+        self.session.execute(
+            insert(Posting), [p.model_dump(exclude={"id"}) for p in postings]
+        )
+        return postings
+
+    def add_refunded(self, journal_id: str, refund_minor: int, fee_share: int) -> bool:
+        """Count a refund against its original, never past the original amount (one
+        conditional UPDATE, so two concurrent refunds cannot both take the last yuan)."""
+        result = self.session.execute(
+            update(Journal)
+            .where(
+                Journal.id == journal_id,
+                Journal.refunded_minor + refund_minor <= Journal.amount_minor,
+            )
+            .values(
+                refunded_minor=Journal.refunded_minor + refund_minor,
+                fee_refunded_minor=Journal.fee_refunded_minor + fee_share,
+            )
+        )
+        return result.rowcount == 1
+
+    def postings_of(self, journal_ids: list[str]) -> dict[str, list[Posting]]:
+        rows = self.session.execute(
+            select(Posting).where(Posting.journal_id.in_(journal_ids)).order_by(Posting.id)
+        ).scalars()
+        grouped: dict[str, list[Posting]] = {jid: [] for jid in journal_ids}
+        for posting in rows:
+            grouped[posting.journal_id].append(posting)
+        return grouped
+
+    def list(self, limit: int, after: str | None, account_id: str | None) -> list[Journal]:
+        query = select(Journal).order_by(Journal.id).limit(limit + 1)
+        if after:
+            query = query.where(Journal.id > after)
+        if account_id:
+            touched = select(Posting.journal_id).where(Posting.account_id == account_id)
+            query = query.where(Journal.id.in_(touched))
+        return list(self.session.execute(query).scalars())
+
+
+class InvariantsRepository:
+    """The queries behind GET /invariants: each returns the rows that break one rule."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def unbalanced_journals(self) -> list[tuple[str, int]]:
+        return list(
+            self.session.execute(
+                select(Posting.journal_id, func.sum(Posting.amount_minor))
+                .group_by(Posting.journal_id)
+                .having(func.sum(Posting.amount_minor) != 0)
+            ).tuples()
+        )
+
+    def currency_totals(self) -> list[tuple[str, int, int]]:
+        rows = self.session.execute(
+            select(
+                Posting.currency,
+                func.coalesce(func.sum(case((Posting.amount_minor < 0, -Posting.amount_minor), else_=0)), 0),
+                func.coalesce(func.sum(case((Posting.amount_minor > 0, Posting.amount_minor), else_=0)), 0),
+            ).group_by(Posting.currency).order_by(Posting.currency)
+        ).tuples()
+        return [(c, int(d), int(k)) for c, d, k in rows]
+
+    def balance_mismatches(self) -> list[tuple[str, int, int]]:
+        posted = (
+            select(Posting.account_id, func.sum(Posting.amount_minor).label("total"))
+            .group_by(Posting.account_id)
+            .subquery()
+        )
+        rows = self.session.execute(
+            select(Account.id, Account.balance_minor, func.coalesce(posted.c.total, 0))
+            .outerjoin(posted, posted.c.account_id == Account.id)
+            .where(Account.balance_minor != func.coalesce(posted.c.total, 0))
+        ).tuples()
+        return [(a, int(b), int(t)) for a, b, t in rows]
+
+    def forbidden_negatives(self) -> list[tuple[str, int]]:
+        return list(
+            self.session.execute(
+                select(Account.id, Account.balance_minor).where(
+                    Account.balance_minor < 0, Account.allow_overdraft.is_(False)
+                )
+            ).tuples()
+        )
+
+    def over_refunded(self) -> list[tuple[str, int, int]]:
+        refunded = (
+            select(Journal.refund_of, func.sum(Journal.amount_minor).label("total"))
+            .where(Journal.refund_of.is_not(None))
+            .group_by(Journal.refund_of)
+            .subquery()
+        )
+        rows = self.session.execute(
+            select(Journal.id, Journal.amount_minor, refunded.c.total)
+            .join(refunded, refunded.c.refund_of == Journal.id)
+            .where(or_(refunded.c.total > Journal.amount_minor,
+                       refunded.c.total != Journal.refunded_minor))
+        ).tuples()
+        return [(j, int(a), int(t)) for j, a, t in rows]
+
+    def keys_applied_twice(self) -> list[tuple[str, int]]:
+        return list(
+            self.session.execute(
+                select(Journal.idempotency_key_id, func.count())
+                .where(Journal.idempotency_key_id.is_not(None))
+                .group_by(Journal.idempotency_key_id)
+                .having(func.count() > 1)
+            ).tuples()
+        )
+
+    def keys_without_record(self) -> list[str]:
+        """Journals claiming a key whose record is gone or not finished: a half-applied key."""
+        k = IdempotencyKeys.c
+        return list(
+            self.session.execute(
+                select(Journal.id)
+                .outerjoin(IdempotencyKeys, k.id == Journal.idempotency_key_id)
+                .where(Journal.idempotency_key_id.is_not(None))
+                .where(or_(k.id.is_(None), k.state != "done"))
+            ).scalars()
+        )
+
+    def counts(self) -> tuple[int, int]:
+        journals = self.session.execute(select(func.count()).select_from(Journal)).scalar_one()
+        postings = self.session.execute(select(func.count()).select_from(Posting)).scalar_one()
+        return int(journals), int(postings)

@@ -1,0 +1,375 @@
+"""The payments rules: open accounts, top up, pay out, transfer, pay merchants, refund.
+
+Each function does its work in the caller's session and does not commit: the endpoint's unit
+of work (with its idempotency record) commits once, so a movement is all or nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlmodel import Session
+
+from services.common.ids import new_id
+from services.common.money import AmountIn, Money
+from services.common.problems import Problem, not_found
+from services.payments import cards, ledger
+from services.payments.models import Account, Journal, Posting
+from services.payments.repository import AccountsRepository, InvariantsRepository, JournalsRepository
+from services.payments.schemas import (
+    AccountCreate,
+    AccountPublic,
+    CurrencyTotals,
+    DepositCreate,
+    InvariantCheck,
+    InvariantsReport,
+    JournalPublic,
+    PostingPublic,
+    RefundCreate,
+    TransferCreate,
+    WithdrawalCreate,
+)
+
+CARD_FUNDING = "card_funding"
+BANK_PAYOUTS = "bank_payouts"
+MERCHANT_FEES = "merchant_fees"
+OPENING_BALANCES = "opening_balances"
+
+
+def account_public(account: Account) -> AccountPublic:
+    return AccountPublic(
+        id=account.id,
+        kind=account.kind,  # type: ignore[arg-type]
+        owner_name=account.owner_name,
+        currency=account.currency,
+        balance=Money.of(account.balance_minor, account.currency),
+        allow_overdraft=account.allow_overdraft,
+        created_at=account.created_at,
+    )
+
+
+def journal_public(journal: Journal, postings: list[Posting]) -> JournalPublic:
+    ccy = journal.currency
+    return JournalPublic(
+        id=journal.id,
+        kind=journal.kind,  # type: ignore[arg-type]
+        amount=Money.of(journal.amount_minor, ccy),
+        fee=Money.of(journal.fee_minor, ccy),
+        from_account_id=journal.from_account_id,
+        to_account_id=journal.to_account_id,
+        description=journal.description,
+        card_last4=journal.card_last4,
+        refund_of=journal.refund_of,
+        refunded=Money.of(journal.refunded_minor, ccy),
+        postings=[
+            PostingPublic(
+                account_id=p.account_id,
+                amount=Money.of(p.amount_minor, ccy),
+                balance_after=Money.of(p.balance_after_minor, ccy),
+            )
+            for p in postings
+        ],
+        created_at=journal.created_at,
+    )
+
+
+def open_account(session: Session, body: AccountCreate, now: datetime) -> AccountPublic:
+    account = AccountsRepository(session).add(
+        Account(
+            id=new_id("acc"),
+            kind=body.kind,
+            owner_name=body.owner_name,
+            currency=body.currency,
+            created_at=now,
+        )
+    )
+    return account_public(account)
+
+
+def list_accounts(
+    session: Session, limit: int, after: str | None, kind: str | None, currency: str | None
+) -> list[AccountPublic]:
+    accounts = AccountsRepository(session).list(limit, after, kind, currency)
+    return [account_public(a) for a in accounts]
+
+
+def get_account(session: Session, account_id: str) -> Account:
+    account = AccountsRepository(session).get(account_id)
+    if account is None:
+        raise not_found("Account", account_id)
+    return account
+
+
+def _check_currency(account: Account, amount: AmountIn) -> None:
+    if account.currency != amount.currency:
+        raise Problem(
+            409,
+            "currency-mismatch",
+            "Currency does not match the account",
+            f"Account {account.id} holds {account.currency}; the amount is in {amount.currency}.",
+            account_id=account.id,
+            account_currency=account.currency,
+        )
+
+
+def _post(
+    session: Session,
+    journal: Journal,
+    legs: list[ledger.Leg],
+    accounts: dict[str, Account],
+) -> JournalPublic:
+    """Apply the legs to the balances (refusing any overdraft), then record the journal."""
+    repo = AccountsRepository(session)
+    balances_after: dict[str, int] = {}
+    for account_id, delta in ledger.net_by_account(legs):
+        new_balance = repo.apply(account_id, delta)
+        if new_balance is None:
+            account = accounts[account_id]
+            raise Problem(
+                409,
+                "insufficient-funds",
+                "Insufficient funds",
+                f"Account {account_id} cannot pay "
+                f"{Money.of(-delta, account.currency).amount} {account.currency}.",
+                account_id=account_id,
+            )
+        balances_after[account_id] = new_balance
+    postings = JournalsRepository(session).add(journal, legs, balances_after)
+    return journal_public(journal, postings)
+
+
+def deposit(session: Session, body: DepositCreate, now: datetime, idem_id: str | None) -> JournalPublic:
+    wallet = get_account(session, body.account_id)
+    _check_currency(wallet, body.amount)
+    decline = cards.authorise(body.card_number)
+    if decline is not None:
+        raise Problem(
+            402,
+            "card-declined",
+            "The card was declined",
+            decline.message,
+            decline_code=decline.code,
+        )
+    funding = AccountsRepository(session).system_account(CARD_FUNDING, wallet.currency, now)
+    journal = Journal(
+        id=new_id("dep"),
+        kind="deposit",
+        currency=wallet.currency,
+        amount_minor=body.amount.minor,
+        from_account_id=funding.id,
+        to_account_id=wallet.id,
+        description=body.description,
+        card_last4=body.card_number[-4:],
+        idempotency_key_id=idem_id,
+        created_at=now,
+    )
+    legs = ledger.move(funding.id, wallet.id, journal.amount_minor)
+    return _post(session, journal, legs, {funding.id: funding, wallet.id: wallet})
+
+
+def withdraw(session: Session, body: WithdrawalCreate, now: datetime, idem_id: str | None) -> JournalPublic:
+    wallet = get_account(session, body.account_id)
+    _check_currency(wallet, body.amount)
+    payouts = AccountsRepository(session).system_account(BANK_PAYOUTS, wallet.currency, now)
+    journal = Journal(
+        id=new_id("wd"),
+        kind="withdrawal",
+        currency=wallet.currency,
+        amount_minor=body.amount.minor,
+        from_account_id=wallet.id,
+        to_account_id=payouts.id,
+        description=body.description,
+        idempotency_key_id=idem_id,
+        created_at=now,
+    )
+    legs = ledger.move(wallet.id, payouts.id, journal.amount_minor)
+    return _post(session, journal, legs, {payouts.id: payouts, wallet.id: wallet})
+
+
+def transfer(session: Session, body: TransferCreate, now: datetime, idem_id: str | None) -> JournalPublic:
+    if body.from_account_id == body.to_account_id:
+        raise Problem(409, "same-account", "Payer and payee are the same account",
+                      "A transfer needs two different accounts.")
+    accounts = AccountsRepository(session).get_many([body.from_account_id, body.to_account_id])
+    for account_id in (body.from_account_id, body.to_account_id):
+        if account_id not in accounts:
+            raise not_found("Account", account_id)
+    payer, payee = accounts[body.from_account_id], accounts[body.to_account_id]
+    if payer.kind == "internal" or payee.kind == "internal":
+        raise Problem(409, "internal-account", "Internal accounts cannot be used directly",
+                      "Card funding, fee and payout accounts only move through deposits, "
+                      "withdrawals and fees.")
+    _check_currency(payer, body.amount)
+    _check_currency(payee, body.amount)
+    amount = body.amount.minor
+    if payee.kind == "merchant":
+        fee = ledger.merchant_fee(amount)
+        fees = AccountsRepository(session).system_account(MERCHANT_FEES, payee.currency, now)
+        accounts[fees.id] = fees
+        legs = ledger.merchant_payment(payer.id, payee.id, fees.id, amount, fee)
+        kind, prefix = "payment", "pay"
+    else:
+        fee = 0
+        legs = ledger.move(payer.id, payee.id, amount)
+        kind, prefix = "transfer", "tr"
+    journal = Journal(
+        id=new_id(prefix),
+        kind=kind,
+        currency=payer.currency,
+        amount_minor=amount,
+        fee_minor=fee,
+        from_account_id=payer.id,
+        to_account_id=payee.id,
+        description=body.description,
+        idempotency_key_id=idem_id,
+        created_at=now,
+    )
+    return _post(session, journal, legs, accounts)
+
+
+def refund(session: Session, body: RefundCreate, now: datetime, idem_id: str | None) -> JournalPublic:
+    journals = JournalsRepository(session)
+    original = journals.get(body.journal_id)
+    if original is None:
+        raise not_found("Journal", body.journal_id)
+    if original.kind not in ("transfer", "payment"):
+        raise Problem(409, "not-refundable", "Only transfers and payments can be refunded",
+                      f"{original.id} is a {original.kind}.")
+    remaining = original.amount_minor - original.refunded_minor
+    if body.amount is not None and body.amount.currency != original.currency:
+        raise Problem(409, "currency-mismatch", "Currency does not match the original payment",
+                      f"{original.id} was paid in {original.currency}.")
+    refund_minor = body.amount.minor if body.amount is not None else remaining
+    if refund_minor <= 0 or refund_minor > remaining:
+        raise Problem(
+            409,
+            "refund-exceeds-payment",
+            "Refund exceeds what is left to refund",
+            f"{Money.of(remaining, original.currency).amount} {original.currency} of "
+            f"{original.id} can still be refunded.",
+            refundable=Money.of(remaining, original.currency).model_dump(),
+        )
+    fee_share = ledger.refund_fee_share(
+        original.amount_minor, original.fee_minor, original.refunded_minor,
+        original.fee_refunded_minor, refund_minor,
+    )
+    if not journals.add_refunded(original.id, refund_minor, fee_share):
+        raise Problem(409, "refund-exceeds-payment", "Refund exceeds what is left to refund",
+                      "Another refund of this payment was applied first; fetch it and retry.")
+    payer, payee = original.from_account_id, original.to_account_id
+    assert payer is not None and payee is not None
+    accounts_repo = AccountsRepository(session)
+    fees = (
+        accounts_repo.system_account(MERCHANT_FEES, original.currency, now)
+        if original.kind == "payment"
+        else None
+    )
+    legs = ledger.refund(payer, payee, fees.id if fees else None, refund_minor, fee_share)
+    accounts = accounts_repo.get_many([leg.account_id for leg in legs])
+    journal = Journal(
+        id=new_id("re"),
+        kind="refund",
+        currency=original.currency,
+        amount_minor=refund_minor,
+        fee_minor=fee_share,
+        from_account_id=payee,
+        to_account_id=payer,
+        description=body.reason,
+        refund_of=original.id,
+        idempotency_key_id=idem_id,
+        created_at=now,
+    )
+    return _post(session, journal, legs, accounts)
+
+
+def open_with_balance(session: Session, account: Account, opening_minor: int, now: datetime) -> None:
+    """Seed an account with an opening balance, posted like any other journal."""
+    AccountsRepository(session).add(account)
+    if opening_minor <= 0:
+        return
+    source = AccountsRepository(session).system_account(OPENING_BALANCES, account.currency, now)
+    journal = Journal(
+        id=new_id("ob"),
+        kind="opening",
+        currency=account.currency,
+        amount_minor=opening_minor,
+        from_account_id=source.id,
+        to_account_id=account.id,
+        description="Opening balance",
+        created_at=now,
+    )
+    _post(session, journal, ledger.move(source.id, account.id, opening_minor),
+          {source.id: source, account.id: account})
+
+
+def get_journal(session: Session, journal_id: str) -> JournalPublic:
+    repo = JournalsRepository(session)
+    journal = repo.get(journal_id)
+    if journal is None:
+        raise not_found("Journal", journal_id)
+    return journal_public(journal, repo.postings_of([journal.id])[journal.id])
+
+
+def list_journals(session: Session, limit: int, after: str | None, account_id: str | None) -> list[JournalPublic]:
+    repo = JournalsRepository(session)
+    journals = repo.list(limit, after, account_id)
+    postings = repo.postings_of([j.id for j in journals])
+    return [journal_public(j, postings[j.id]) for j in journals]
+
+
+def check_invariants(session: Session) -> InvariantsReport:
+    repo = InvariantsRepository(session)
+    totals = repo.currency_totals()
+    checks = [
+        InvariantCheck(
+            name="journals_balance",
+            description="Every journal's postings sum to zero.",
+            violations=[f"{j}: off by {s}" for j, s in repo.unbalanced_journals()],
+            ok=True,
+        ),
+        InvariantCheck(
+            name="debits_equal_credits",
+            description="Per currency, total debits equal total credits.",
+            violations=[f"{c}: debits {d} != credits {k}" for c, d, k in totals if d != k],
+            ok=True,
+        ),
+        InvariantCheck(
+            name="balances_match_postings",
+            description="Every account's balance equals the sum of its postings.",
+            violations=[f"{a}: balance {b} != postings {t}" for a, b, t in repo.balance_mismatches()],
+            ok=True,
+        ),
+        InvariantCheck(
+            name="no_forbidden_overdraft",
+            description="No account that forbids overdraft has a negative balance.",
+            violations=[f"{a}: {b}" for a, b in repo.forbidden_negatives()],
+            ok=True,
+        ),
+        InvariantCheck(
+            name="refunds_within_original",
+            description="Refunds of a journal never exceed it, and match its refunded total.",
+            violations=[f"{j}: amount {a}, refunds {t}" for j, a, t in repo.over_refunded()],
+            ok=True,
+        ),
+        InvariantCheck(
+            name="idempotency_keys_applied_at_most_once",
+            description="Each idempotency key produced at most one journal, and only a key whose "
+            "response was saved in the same transaction.",
+            violations=[f"{k}: {n} journals" for k, n in repo.keys_applied_twice()]
+            + [f"{j}: key record missing or unfinished" for j in repo.keys_without_record()],
+            ok=True,
+        ),
+    ]
+    for check in checks:
+        check.ok = not check.violations
+    journals, postings = repo.counts()
+    return InvariantsReport(
+        ok=all(c.ok for c in checks),
+        checks=checks,
+        currencies=[
+            CurrencyTotals(currency=c, debits=Money.of(d, c), credits=Money.of(k, c))
+            for c, d, k in totals
+        ],
+        journals=journals,
+        postings=postings,
+    )
