@@ -54,13 +54,17 @@ def built_services() -> list[ServiceSpec]:
     return [spec for spec in SERVICES if spec.is_built()]
 
 
-def environment(spec: ServiceSpec, *, compose: bool, data_dir: str = ".sandbox-data") -> dict[str, str]:
+def environment(
+    spec: ServiceSpec, *, compose: bool, data_dir: str = ".sandbox-data", port_offset: int = 0
+) -> dict[str, str]:
     """The environment a service runs with: under the launcher (127.0.0.1, SQLite files) or in
     docker compose (service names as hosts, one PostgreSQL database per service)."""
     from services.common.demo import SERVICE_PARTICIPANT_KEYS
 
     def url(other: ServiceSpec) -> str:
-        return f"http://{other.name if compose else '127.0.0.1'}:{other.port}"
+        if compose:
+            return f"http://{other.name}:{other.port}"
+        return f"http://127.0.0.1:{other.port + port_offset}"
 
     p = spec.env_prefix
     env = {f"{p}GATEWAY_URL": url(GATEWAY)}

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.common.clock import Clock
 from services.common.db import Database
+from services.common.fields import JsonInt
 from services.common.health import health_router
 from services.common.problems import (
     PROBLEM_MEDIA_TYPE,
@@ -44,7 +45,7 @@ class ClockAdvance(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    seconds: int = Field(ge=0, le=366 * 24 * 3600, description="Seconds to move forward.")
+    seconds: JsonInt = Field(ge=0, le=366 * 24 * 3600, description="Seconds to move forward.")
 
 
 class ClockState(BaseModel):
@@ -151,8 +152,17 @@ def install_openapi_conventions(app: FastAPI) -> None:
         )
         nested = components["ProblemDetails"].pop("$defs", {})
         components.update(nested)
+        problem_ref = {"$ref": "#/components/schemas/ProblemDetails"}
         for path_item in schema.get("paths", {}).values():
             for operation in path_item.values():
+                if "requestBody" in operation:
+                    # Every body is parsed and size-checked before any handler runs.
+                    for status, why in (("400", "Body is not valid JSON"),
+                                        ("413", "Request body too large")):
+                        operation["responses"].setdefault(
+                            status,
+                            {"description": why, "content": {PROBLEM_MEDIA_TYPE: {"schema": problem_ref}}},
+                        )
                 for status, response in operation.get("responses", {}).items():
                     content = response.get("content", {})
                     if status == "422" or PROBLEM_MEDIA_TYPE in content or (

@@ -12,10 +12,33 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import Engine, MetaData, event, text
+from datetime import UTC, datetime
+
+from sqlalchemy import DateTime, Engine, MetaData, event, text
+from sqlalchemy.types import TypeDecorator
 from sqlalchemy.orm import registry
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel, create_engine
+
+
+class UTCDateTime(TypeDecorator):
+    """Timestamps go in as UTC and come out timezone-aware on every backend (SQLite drops
+    the offset; PostgreSQL keeps it), so APIs always print `...Z`/`+00:00`."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: use the service clock, which is UTC-aware")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def model_base(name: str) -> type[SQLModel]:

@@ -36,6 +36,15 @@ DEMO_ACCOUNTS: tuple[DemoAccount, ...] = (
                 "a US customer for cross-currency lessons"),
     DemoAccount("acc_00000000000000000000000008", "personal", "Wang Fang", "CNY", "32000.00",
                 "a Sandbox Bank customer (open banking PSU)"),
+    # --- open banking (Sandbox Bank): more PSU accounts and the bank's own demo merchant ---
+    DemoAccount("acc_00000000000000000000000b01", "personal", "Wang Fang", "CNY", "8000.00",
+                "Wang Fang's savings account at Sandbox Bank"),
+    DemoAccount("acc_00000000000000000000000b02", "personal", "Zhao Lei", "CNY", "150.00",
+                "a Sandbox Bank customer with little money (funds checks say no)"),
+    DemoAccount("acc_00000000000000000000000b03", "personal", "Sun Yue", "CNY", "600.00",
+                "the magic PSU whose consents expire a minute after she authorises"),
+    DemoAccount("acc_00000000000000000000000b04", "merchant", "Hutong Coffee", "CNY", "0.00",
+                "a merchant Sandbox Bank customers pay (open-banking demo transactions)"),
 )
 
 
@@ -83,3 +92,59 @@ SERVICE_PARTICIPANT_KEYS: dict[str, str] = {
     "advisor": "sbx_svc_advisor_key",
     "openbanking": "sbx_svc_openbanking_key",
 }
+
+
+# --- open banking (Sandbox Bank): PSUs, TPP clients, magic values -----------------------------
+# Read by services/openbanking only. A PSU's accounts live in the payments ledger (ids above).
+
+OPENBANKING_TEST_OTP = "123456"  # the one-time code every PSU types when authorising a consent
+
+
+@dataclass(frozen=True)
+class DemoPsu:
+    id: str  # what the PSU types to log in at the bank's authorise step
+    name: str
+    account_ids: tuple[str, ...]
+    behaviour: str  # normal | reject (refuses every consent) | expire (consents expire in 60 s)
+    role: str
+
+
+DEMO_PSUS: tuple[DemoPsu, ...] = (
+    DemoPsu("wangfang", "Wang Fang",
+            ("acc_00000000000000000000000008", "acc_00000000000000000000000b01"), "normal",
+            "a customer with a current wallet and a savings account, and some history"),
+    DemoPsu("zhaolei", "Zhao Lei", ("acc_00000000000000000000000b02",), "normal",
+            "a customer with little money: larger payments are rejected"),
+    DemoPsu("psu-reject", "Rejecting Ren", (), "reject",
+            "magic PSU: rejects every consent at the authorise step"),
+    DemoPsu("psu-expire", "Sun Yue", ("acc_00000000000000000000000b03",), "expire",
+            "magic PSU: authorises, and the consent expires 60 seconds later (move the clock)"),
+)
+
+
+@dataclass(frozen=True)
+class DemoTppClient:
+    client_id: str
+    client_secret: str  # sandbox-only; stored hashed by the bank
+    name: str
+    redirect_uri: str
+    role: str
+
+
+DEMO_TPP_CLIENTS: tuple[DemoTppClient, ...] = (
+    DemoTppClient("tpp_demo", "sbx_demo_tpp_secret", "Demo TPP Ltd",
+                  "https://tpp.example/callback", "the TPP of the README walkthrough"),
+    DemoTppClient("tpp_other", "sbx_other_tpp_secret", "Other TPP Ltd",
+                  "https://other-tpp.example/callback", "a second TPP: it may not use the first's consents"),
+)
+
+# Demo history the bank writes into the payments ledger once (through the gateway, idempotently):
+# (idempotency key, from account, to account, amount CNY, description).
+OPENBANKING_DEMO_TRANSFERS: tuple[tuple[str, str, str, str, str], ...] = (
+    ("sbx-bank-seed-1", "acc_00000000000000000000000008", "acc_00000000000000000000000b04",
+     "36.50", "Coffee and a bun"),
+    ("sbx-bank-seed-2", "acc_00000000000000000000000008", "acc_00000000000000000000000b01",
+     "1000.00", "Monthly saving"),
+    ("sbx-bank-seed-3", "acc_00000000000000000000000b02", "acc_00000000000000000000000008",
+     "88.88", "Red packet"),
+)

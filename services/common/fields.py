@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Path
-from pydantic import AfterValidator, Field, WithJsonSchema
+from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 
 from services.common.ids import id_pattern
-from services.common.money import currency_exponents
+from services.common.money import currency_codes, currency_exponents
 
 # Printable text with at least one non-space character: no NUL or control characters, which
 # PostgreSQL refuses in text columns and no statement should carry.
@@ -45,7 +45,7 @@ CurrencyCode = Annotated[
     WithJsonSchema(
         {
             "type": "string",
-            "enum": sorted(currency_exponents()),
+            "enum": currency_codes(),
             "description": "ISO 4217 alphabetic code",
             "examples": ["CNY"],
         }
@@ -61,3 +61,16 @@ def IdField(prefix: str, description: str | None = None, examples: list[str] | N
 
 def IdPath(prefix: str, description: str | None = None):  # noqa: N802
     return Path(pattern=id_pattern(f"({prefix})" if "|" in prefix else prefix), description=description)
+
+
+def _json_integer(value: object) -> object:
+    # JSON Schema's integer: 3 and 3.0, but not true, "3" or 3.5 (pydantic's lax mode takes
+    # the first two, strict mode refuses 3.0; contract fuzzers send all of them).
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be an integer")
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError("must be an integer")
+    return int(value)
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_integer)]

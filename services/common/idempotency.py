@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request, Response
@@ -26,7 +26,6 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import (
     Column,
-    DateTime,
     Integer,
     MetaData,
     String,
@@ -42,6 +41,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from services.common.clock import Clock
+from services.common.db import UTCDateTime
 from services.common.ids import new_id
 from services.common.problems import PROBLEM_MEDIA_TYPE, Problem
 
@@ -77,7 +77,7 @@ def idempotency_table(metadata: MetaData) -> Table:
         Column("status_code", Integer),
         Column("media_type", String(60)),
         Column("body", Text),
-        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("created_at", UTCDateTime(), nullable=False),
         UniqueConstraint("scope", "key", name="uq_idempotency_scope_key"),
     )
 
@@ -89,11 +89,6 @@ def fingerprint(method: str, path: str, body: bytes) -> str:
     except ValueError:
         canonical = body.decode("latin-1")
     return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
-
-
-def _as_aware(value: datetime, reference: datetime) -> datetime:
-    # SQLite hands back naive datetimes; they were stored in UTC.
-    return value if value.tzinfo else value.replace(tzinfo=reference.tzinfo)
 
 
 class Idempotency:
@@ -149,7 +144,7 @@ class Idempotency:
         row = session.execute(
             select(t).where(t.c.scope == self.scope, t.c.key == self.key)
         ).first()
-        if row is not None and _as_aware(row.created_at, now) < now - RETENTION:
+        if row is not None and row.created_at < now - RETENTION:
             session.execute(delete(t).where(t.c.id == row.id))
             row = None
         if row is None:

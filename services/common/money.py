@@ -25,6 +25,17 @@ def currency_exponents() -> dict[str, int]:
     return {c.code: c.exponent for c in Currency if c.exponent is not None and c.exponent <= 4}
 
 
+# The sandbox's scenarios use these most; they come first in enums, so examples and fuzzers
+# that favour early values start with the currencies the demo world holds.
+FEATURED_CURRENCIES = ("CNY", "USD", "EUR", "GBP", "HKD", "SGD", "JPY", "KWD")
+
+
+def currency_codes() -> list[str]:
+    """Every supported code, featured ones first, then alphabetical."""
+    featured = [c for c in FEATURED_CURRENCIES if c in currency_exponents()]
+    return featured + sorted(set(currency_exponents()) - set(featured))
+
+
 def exponent_of(currency: str) -> int:
     try:
         return currency_exponents()[currency]
@@ -129,8 +140,9 @@ class AmountIn(BaseModel):
     ) -> JsonSchemaValue:
         # One branch per exponent: the contract itself says 12.345 CNY is invalid.
         by_exponent: dict[int, list[str]] = {}
-        for code, exponent in sorted(currency_exponents().items()):
-            by_exponent.setdefault(exponent, []).append(code)
+        for code in currency_codes():
+            by_exponent.setdefault(currency_exponents()[code], []).append(code)
+        order = sorted(by_exponent, key=lambda exp: (exp != 2, exp))  # CNY's branch first
         return {
             "title": "AmountIn",
             "description": "A positive amount: decimal string with no more decimals than the "
@@ -145,7 +157,7 @@ class AmountIn(BaseModel):
                     "required": ["amount", "currency"],
                     "additionalProperties": False,
                 }
-                for exp, codes in sorted(by_exponent.items())
+                for exp, codes in ((e, by_exponent[e]) for e in order)
             ],
             "examples": [{"amount": "100.00", "currency": "CNY"}],
         }

@@ -137,11 +137,28 @@ _STATUS_SLUGS = {
 }
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method any route serves at this path (Starlette's 405 names only the first route's)."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    scope = {**request.scope, "method": "GET"}
+    for route in request.app.router.routes:
+        match, _ = route.matches(scope)
+        if match != Match.NONE and getattr(route, "methods", None):
+            methods |= set(route.methods)
+    return sorted(methods)
+
+
 def _http_problem(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     slug, title = _STATUS_SLUGS.get(exc.status_code, ("http-error", "HTTP error"))
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else None
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(allowed_methods(request))
+        detail = f"{request.method} is not served here; use {headers['Allow']}."
     body = problem_body(exc.status_code, slug, title, detail, instance=request.url.path)
-    return problem_response(exc.status_code, body, headers=getattr(exc, "headers", None))
+    return problem_response(exc.status_code, body, headers=headers)
 
 
 def _domain_problem(request: Request, exc: Problem) -> JSONResponse:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 
 from services.common.app import ClockDep
 from services.common.db import SessionDep
+from services.common.demo import demo_account
 from services.common.fields import CurrencyCode, IdPath
 from services.common.idempotency import IdempotencyDep
 from services.common.money import Money
@@ -33,25 +34,34 @@ JournalId = Annotated[str, IdPath(JOURNAL_PREFIXES, "A journal id: `dep_`, `wd_`
 
 router = APIRouter()
 
-# OpenAPI links: how one response feeds the next call (read by schemathesis's stateful phase).
+# OpenAPI links: how one response feeds the next call. Schemathesis's stateful phase follows
+# them: open an account, top it up, pay the demo merchant from it, refund the payment.
+DEMO_MERCHANT = demo_account("Lanzhou Noodle House").id
 ACCOUNT_LINKS: dict[str, Any] = {
     "GetAccount": {"operationId": "get_account", "parameters": {"account_id": "$response.body#/id"}},
-    "GetBalance": {"operationId": "get_balance", "parameters": {"account_id": "$response.body#/id"}},
     "TopUp": {
         "operationId": "create_deposit",
-        "requestBody": {"account_id": "$response.body#/id", "card_number": "4242424242424242"},
+        "description": "Top the new account up by 100 of its currency from the test card that pays.",
+        "requestBody": {
+            "account_id": "$response.body#/id",
+            "amount": {"amount": "100", "currency": "$response.body#/currency"},
+            "card_number": "4242424242424242",
+        },
     },
-    "PayFrom": {"operationId": "create_transfer", "requestBody": {"from_account_id": "$response.body#/id"}},
-    "PayTo": {"operationId": "create_transfer", "requestBody": {"to_account_id": "$response.body#/id"}},
-    "Withdraw": {"operationId": "create_withdrawal", "requestBody": {"account_id": "$response.body#/id"}},
 }
 JOURNAL_LINKS: dict[str, Any] = {
     "GetJournal": {"operationId": "get_journal", "parameters": {"journal_id": "$response.body#/id"}},
-    "Refund": {"operationId": "create_refund", "requestBody": {"journal_id": "$response.body#/id"}},
-    "PayeeBalance": {
-        "operationId": "get_balance",
-        "parameters": {"account_id": "$response.body#/to_account_id"},
+    "PayMerchant": {
+        "operationId": "create_transfer",
+        "description": "Spend from the account this journal credited at the demo merchant "
+        f"({DEMO_MERCHANT}, CNY).",
+        "requestBody": {
+            "from_account_id": "$response.body#/to_account_id",
+            "to_account_id": DEMO_MERCHANT,
+            "amount": {"amount": "10", "currency": "$response.body#/amount/currency"},
+        },
     },
+    "Refund": {"operationId": "create_refund", "requestBody": {"journal_id": "$response.body#/id"}},
 }
 
 

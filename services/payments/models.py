@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime
+from sqlalchemy import BigInteger
 from sqlmodel import Field
 
-from services.common.db import model_base
+from services.common.db import UTCDateTime, model_base
 from services.common.idempotency import idempotency_table
 
 PaymentsModel = model_base("PaymentsModel")
@@ -26,7 +26,7 @@ class Account(PaymentsModel, table=True):
     allow_overdraft: bool = False
     # Internal accounts are found by code ("card_funding:CNY"); customers' have none.
     system_code: str | None = Field(default=None, max_length=40, unique=True)
-    created_at: datetime = Field(sa_type=DateTime(timezone=True))
+    created_at: datetime = Field(sa_type=UTCDateTime)
 
 
 # One money movement: its postings sum to zero. A refund is a new journal pointing at the old.
@@ -47,7 +47,7 @@ class Journal(PaymentsModel, table=True):
     fee_refunded_minor: int = Field(default=0, sa_type=BigInteger)
     # The idempotency record that produced this journal: unique, so a key applies at most once.
     idempotency_key_id: str | None = Field(default=None, max_length=40, unique=True)
-    created_at: datetime = Field(sa_type=DateTime(timezone=True))
+    created_at: datetime = Field(sa_type=UTCDateTime)
 
 
 class Posting(PaymentsModel, table=True):
@@ -59,4 +59,4 @@ class Posting(PaymentsModel, table=True):
     amount_minor: int = Field(sa_type=BigInteger)  # what it adds to the account's balance
     balance_after_minor: int = Field(sa_type=BigInteger)
     currency: str = Field(max_length=3)
-    created_at: datetime = Field(sa_type=DateTime(timezone=True))
+    created_at: datetime = Field(sa_type=UTCDateTime)

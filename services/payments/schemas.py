@@ -30,7 +30,7 @@ class AccountCreate(BaseModel):
         description="`personal` wallet, or `merchant` account that takes payments (0.6% fee)."
     )
     owner_name: str = Text(100, "Whose account it is.", ["Li Wei"])
-    currency: CurrencyCode
+    currency: CurrencyCode = Field(default="CNY", description="ISO 4217 code; CNY when omitted.")
 
 
 class AccountPublic(BaseModel):

@@ -1,0 +1,351 @@
+"""The credit API's request and response models."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.common.fields import IdField, Text
+from services.common.money import AmountIn, Money
+
+ACCOUNT_PREFIX = "acc"
+APPLICATION_PREFIX = "app"
+LOAN_PREFIX = "loan"
+REPAYMENT_PREFIX = "rep"
+OB_ID_PATTERN = r"^[A-Za-z0-9_\-]{1,64}$"
+
+_FORBID = ConfigDict(extra="forbid")
+
+CHEN_EXAMPLE: dict[str, Any] = {
+    "applicant_type": "business",
+    "applicant_name": "Chen's Tea Stall",
+    "account_id": "acc_00000000000000000000000004",
+    "requested_amount": {"amount": "20000.00", "currency": "CNY"},
+    "term_months": 12,
+    "cash_flow": {
+        "source": "inline",
+        "monthly_inflow": {"amount": "18600.00", "currency": "CNY"},
+        "inflow_volatility_pct": 22,
+    },
+    "records": {
+        "months_in_business": 30,
+        "tax_filings_on_time_pct": 100,
+        "utility_bills_on_time_pct": 96,
+        "customer_rating": 4.7,
+        "existing_monthly_debt_payments": None,
+    },
+}
+
+
+class InlineCashFlow(BaseModel):
+    """The applicant's transaction flow, summarised by the applicant's own platform."""
+
+    model_config = _FORBID
+
+    source: Literal["inline"]
+    monthly_inflow: AmountIn = Field(description="Average monthly inflow over the last 12 months (CNY).")
+    inflow_volatility_pct: int = Field(
+        ge=0, le=1000, description="Coefficient of variation of the monthly inflow, in percent."
+    )
+
+
+class OpenBankingCashFlow(BaseModel):
+    """Read the flow from Sandbox Bank with the applicant's open-banking consent (AISP)."""
+
+    model_config = _FORBID
+
+    source: Literal["open_banking"]
+    consent_id: str = Field(pattern=OB_ID_PATTERN, description="An authorised account-access consent.")
+    account_id: str = Field(pattern=OB_ID_PATTERN, description="The bank's AccountId to read.")
+
+
+CashFlow = Annotated[InlineCashFlow | OpenBankingCashFlow, Field(discriminator="source")]
+
+
+class Records(BaseModel):
+    """Alternative data: time in business, tax, utilities, ratings, existing debt. Null = no record."""
+
+    model_config = _FORBID
+
+    months_in_business: int = Field(
+        ge=0, le=1200, description="Months trading; for an individual, months of wallet history."
+    )
+    tax_filings_on_time_pct: int | None = Field(
+        default=None, ge=0, le=100, description="Share of tax filings made on time, last 24 months."
+    )
+    utility_bills_on_time_pct: int | None = Field(
+        default=None, ge=0, le=100, description="Share of utility bills paid on time, last 24 months."
+    )
+    customer_rating: float | None = Field(
+        default=None, ge=1, le=5, description="Average customer rating, 1 to 5 stars."
+    )
+    existing_monthly_debt_payments: AmountIn | None = Field(
+        default=None, description="What existing loans cost each month; null when there are none."
+    )
+
+
+class Monitoring(BaseModel):
+    """Collected only to monitor fairness; never passed to the scorecard."""
+
+    model_config = _FORBID
+
+    sex: Literal["F", "M", "undisclosed"] = "undisclosed"
+    age_band: Literal["18-29", "30-44", "45-59", "60+", "undisclosed"] = "undisclosed"
+
+
+class ApplicationCreate(BaseModel):
+    """A loan application. Magic names: `Test Decline` is always declined, `Test Refer` referred."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [CHEN_EXAMPLE]})
+
+    applicant_type: Literal["individual", "business"]
+    applicant_name: str = Text(100, "Person or business applying.", ["Chen's Tea Stall"])
+    account_id: str = IdField(ACCOUNT_PREFIX, "The applicant's wallet in payments: where the loan is paid.")
+    requested_amount: AmountIn = Field(description="How much the applicant asks for (CNY).")
+    term_months: int = Field(ge=1, le=36, description="Repayment term in months.")
+    cash_flow: CashFlow
+    records: Records
+    monitoring: Monitoring | None = None
+
+
+class ScoreRequest(BaseModel):
+    """Score data without applying: a what-if for learners and lenders."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{k: CHEN_EXAMPLE[k] for k in ("cash_flow", "records")}]},
+    )
+
+    cash_flow: InlineCashFlow
+    records: Records
+
+
+class PointsLine(BaseModel):
+    """One characteristic's contribution: its value, the bin it fell in, the points earned."""
+
+    characteristic: str
+    value: str | None = Field(description="The input as scored; null when no record was given.")
+    bin: str
+    points: int
+    max_points: int
+
+
+class ReasonPublic(BaseModel):
+    """A principal reason: the points lost against the characteristic's maximum."""
+
+    code: str
+    characteristic: str
+    text: str
+    points: int
+    max_points: int
+    points_lost: int
+
+
+class ScorePublic(BaseModel):
+    """A score, its band and probability of default, the points behind it and the top reasons."""
+
+    model_version: str
+    score: int
+    score_range: list[int] = Field(description="[lowest, highest] possible score.")
+    band: str
+    probability_of_default: float = Field(description="Of defaulting within 12 months.")
+    points: list[PointsLine]
+    reasons: list[ReasonPublic] = Field(description="Up to four, largest shortfall first.")
+
+
+class DecisionPublic(BaseModel):
+    """Approve, refer (to a human underwriter) or decline, and the terms when approved."""
+
+    outcome: Literal["approve", "refer", "decline"]
+    rule: Literal["score", "magic-applicant"]
+    risk_tier: str | None
+    apr_percent: str | None = Field(description="Annual percentage rate, e.g. `7.20`.")
+    limit: Money | None
+    amount_offered: Money | None
+
+
+class Timings(BaseModel):
+    """When each step happened, by the service clock, to check the "310" claim."""
+
+    received_at: datetime
+    decided_at: datetime
+    disbursed_at: datetime | None
+    decision_ms: float
+    received_to_disbursed_ms: float | None
+
+
+class ApplicationPublic(BaseModel):
+    """An application and its automated decision."""
+
+    id: str = Field(examples=["app_01jd3k8m9q2w4e6r8t0y2u4i6o"])
+    applicant_type: Literal["individual", "business"]
+    applicant_name: str
+    account_id: str
+    requested_amount: Money
+    term_months: int
+    data_source: Literal["inline", "open_banking"]
+    score: ScorePublic
+    decision: DecisionPublic
+    loan_id: str | None
+    timings: Timings
+
+
+class InstalmentPublic(BaseModel):
+    number: int
+    due_date: date
+    principal: Money
+    interest: Money
+    total: Money
+    paid: Money
+    status: Literal["due", "partly_paid", "paid"]
+
+
+class DisbursementPublic(BaseModel):
+    """The payout's journal in the payments ledger."""
+
+    journal_id: str
+    amount: Money
+    fee_charged_by_payments: Money
+    disbursed_at: datetime
+
+
+class PayoutError(BaseModel):
+    """Why the last payout attempt failed; the loan stayed undisbursed and no money moved."""
+
+    status: int
+    type: str
+    title: str
+    detail: str | None
+
+
+class RepaymentPublic(BaseModel):
+    """A repayment: a transfer from the borrower's wallet back to the lender."""
+
+    id: str = Field(examples=["rep_01jd3k8m9q2w4e6r8t0y2u4i6o"])
+    loan_id: str
+    amount: Money
+    status: Literal["completed"]
+    journal_id: str
+    created_at: datetime
+
+
+class LoanPublic(BaseModel):
+    """A loan: its terms, payout, schedule and repayments."""
+
+    id: str = Field(examples=["loan_01jd3k8m9q2w4e6r8t0y2u4i6o"])
+    application_id: str
+    status: Literal["approved", "disbursing", "disbursed", "repaid"]
+    account_id: str
+    lender_account_id: str
+    principal: Money
+    apr_percent: str
+    term_months: int
+    disbursement: DisbursementPublic | None
+    last_payout_error: PayoutError | None
+    schedule: list[InstalmentPublic] = Field(description="Set when the loan is disbursed.")
+    repaid: Money
+    outstanding: Money
+    repayments: list[RepaymentPublic]
+    timings: Timings
+
+
+class RepaymentCreate(BaseModel):
+    """Repay part or all of a loan from the borrower's wallet."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"amount": {"amount": "1733.64", "currency": "CNY"}}]}
+    )
+
+    amount: AmountIn
+
+
+class BinPublic(BaseModel):
+    label: str
+    lower: float | None
+    upper: float | None
+    missing: bool
+    woe: float
+    points: int
+    training_share: float
+
+
+class CharacteristicPublic(BaseModel):
+    name: str
+    description: str
+    unit: str
+    reason_code: str
+    reason: str
+    coefficient: float
+    max_points: int
+    min_points: int
+    bins: list[BinPublic]
+
+
+class ScorecardPublic(BaseModel):
+    """The whole scorecard: every bin's points, the scaling and the lending policy."""
+
+    model_version: str
+    kind: str
+    scaling: dict[str, float]
+    policy: dict[str, Any]
+    characteristics: list[CharacteristicPublic]
+
+
+class ModelPublic(BaseModel):
+    """Which model decides, how it was trained and how well it separates good from bad."""
+
+    model_version: str
+    kind: str
+    trained_with: str
+    population: dict[str, Any]
+    validation: dict[str, float]
+    inputs: list[str] = Field(description="Every model input; no protected attribute among them.")
+
+
+class GroupFairness(BaseModel):
+    group: str
+    count: int
+    approval_rate: float
+    true_positive_rate: float | None = None
+    false_positive_rate: float | None = None
+
+
+class AttributeFairness(BaseModel):
+    """Demographic parity ratio (min/max approval rate across groups), equalized-odds difference."""
+
+    demographic_parity_ratio: float | None
+    equalized_odds_difference: float | None
+    flagged: bool = Field(description="Demographic parity ratio below the 0.8 (four-fifths) threshold.")
+    groups: list[GroupFairness]
+
+
+class PsiBin(BaseModel):
+    score_from: int
+    score_to: int
+    training_share: float
+    recent_share: float
+
+
+class StabilityPublic(BaseModel):
+    """Population stability index of recent applicants' scores against training."""
+
+    psi: float | None
+    status: Literal["stable", "moderate-shift", "significant-shift", "insufficient-data"]
+    recent_applications: int
+    bins: list[PsiBin]
+
+
+class FairnessReport(BaseModel):
+    """Fairness on the synthetic hold-out, stability of recent applicants, and what is flagged."""
+
+    model_version: str
+    threshold: float
+    holdout: dict[str, AttributeFairness]
+    holdout_decision: str
+    recent_applicants: dict[str, AttributeFairness] = Field(
+        description="Approval rates by self-declared monitoring data of stored applications."
+    )
+    stability: StabilityPublic
+    flags: list[str]
