@@ -31,7 +31,7 @@ CHEN_EXAMPLE: dict[str, Any] = {
     },
     "records": {
         "months_in_business": 30,
-        "tax_filings_on_time_pct": 100,
+        "tax_filings_on_time_pct": 92,
         "utility_bills_on_time_pct": 96,
         "customer_rating": 4.7,
         "existing_monthly_debt_payments": None,

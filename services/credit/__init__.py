@@ -1,0 +1,1 @@
+"""Credit: an explainable points scorecard and the "310" small-business loan."""

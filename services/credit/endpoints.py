@@ -1,0 +1,171 @@
+"""Thin HTTP handlers for credit; the rules live in service.py, the maths in scorecard.py."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+
+from services.common.app import ClockDep
+from services.common.db import SessionDep
+from services.common.fields import IdPath
+from services.common.idempotency import IdempotencyKeyHeader
+from services.common.pagination import CursorQuery, LimitQuery, Page, page_of
+from services.common.problems import problem_responses
+from services.credit import service
+from services.credit.gateway import Gateway
+from services.credit.schemas import (
+    APPLICATION_PREFIX,
+    LOAN_PREFIX,
+    ApplicationCreate,
+    ApplicationPublic,
+    FairnessReport,
+    LoanPublic,
+    ModelPublic,
+    RepaymentCreate,
+    RepaymentPublic,
+    ScorecardPublic,
+    ScorePublic,
+    ScoreRequest,
+)
+from services.credit.scorecard import Scorecard
+
+
+def get_scorecard(request: Request) -> Scorecard:
+    return request.app.state.scorecard
+
+
+def get_gateway(request: Request) -> Gateway:
+    return request.app.state.gateway
+
+
+ScorecardDep = Annotated[Scorecard, Depends(get_scorecard)]
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+ApplicationId = Annotated[str, IdPath(APPLICATION_PREFIX, "An application id, `app_…`.")]
+LoanId = Annotated[str, IdPath(LOAN_PREFIX, "A loan id, `loan_…`.")]
+
+router = APIRouter()
+
+APPLICATION_LINKS: dict[str, Any] = {
+    "GetApplication": {"operationId": "get_application", "parameters": {"application_id": "$response.body#/id"}},
+    "GetLoan": {"operationId": "get_loan", "parameters": {"loan_id": "$response.body#/loan_id"}},
+    "DisburseLoan": {"operationId": "disburse_loan", "parameters": {"loan_id": "$response.body#/loan_id"}},
+}
+LOAN_LINKS: dict[str, Any] = {
+    "GetLoan": {"operationId": "get_loan", "parameters": {"loan_id": "$response.body#/id"}},
+    "Repay": {"operationId": "create_repayment", "parameters": {"loan_id": "$response.body#/id"}},
+}
+
+
+@router.get("/scorecard", tags=["model"], operation_id="get_scorecard", response_model=ScorecardPublic)
+def get_scorecard_table(card: ScorecardDep) -> ScorecardPublic:
+    """The scorecard table: every characteristic's bins and points, scaling and policy."""
+    a = card.artifact
+    return ScorecardPublic(
+        model_version=card.version, kind=a["kind"], scaling=a["scaling"], policy=a["policy"],
+        characteristics=[
+            {**c, "bins": [{"lower": None, "upper": None, "missing": False, **b} for b in c["bins"]]}
+            for c in a["characteristics"]
+        ],
+    )
+
+
+@router.get("/model", tags=["model"], operation_id="get_model", response_model=ModelPublic)
+def get_model(card: ScorecardDep) -> ModelPublic:
+    """The model version, its training population and its validation figures."""
+    a = card.artifact
+    return ModelPublic(
+        model_version=card.version, kind=a["kind"], trained_with=a["trained_with"],
+        population=a["population"], validation=a["validation"], inputs=list(card.input_names),
+    )
+
+
+@router.post(
+    "/scores", tags=["model"], operation_id="create_score", response_model=ScorePublic,
+    responses=problem_responses(409, 422),
+)
+def create_score(body: ScoreRequest, card: ScorecardDep) -> ScorePublic:
+    """Score data without applying (a what-if): points, band, PD and reasons; nothing stored."""
+    return service.what_if(card, body.cash_flow, body.records)
+
+
+@router.post(
+    "/applications", status_code=201, tags=["applications"], operation_id="create_application",
+    response_model=ApplicationPublic,
+    responses={
+        201: {"model": ApplicationPublic, "description": "Decided", "links": APPLICATION_LINKS},
+        **problem_responses(409, 422, 503),
+    },
+)
+def create_application(
+    body: ApplicationCreate, session: SessionDep, clock: ClockDep, card: ScorecardDep, gateway: GatewayDep,
+    request: Request,
+) -> ApplicationPublic:
+    """Apply for a loan and get the automated decision: score, reasons, terms, timings."""
+    received_at = clock.now()
+    return service.apply(session, card, gateway, body, received_at, clock,
+                         request.app.state.settings.lender_account_id)
+
+
+@router.get(
+    "/applications", tags=["applications"], operation_id="list_applications",
+    response_model=Page[ApplicationPublic], responses=problem_responses(422),
+)
+def list_applications(
+    session: SessionDep, card: ScorecardDep, limit: LimitQuery = 20, cursor: CursorQuery = None
+) -> Page[ApplicationPublic]:
+    """Applications and their decisions, oldest first, a page at a time."""
+    return page_of(service.list_applications(session, card, limit, cursor), limit, lambda a: a.id)
+
+
+@router.get(
+    "/applications/{application_id}", tags=["applications"], operation_id="get_application",
+    response_model=ApplicationPublic, responses=problem_responses(404, 422),
+)
+def get_application(application_id: ApplicationId, session: SessionDep, card: ScorecardDep) -> ApplicationPublic:
+    """One application, its decision and its timings."""
+    return service.get_application(session, card, application_id)
+
+
+@router.get(
+    "/loans/{loan_id}", tags=["loans"], operation_id="get_loan", response_model=LoanPublic,
+    responses=problem_responses(404, 422),
+)
+def get_loan(loan_id: LoanId, session: SessionDep) -> LoanPublic:
+    """One loan: payout, repayment schedule, repayments, what is outstanding."""
+    return service.get_loan(session, loan_id)
+
+
+@router.post(
+    "/loans/{loan_id}/disbursement", tags=["loans"], operation_id="disburse_loan",
+    response_model=LoanPublic,
+    responses={
+        200: {"model": LoanPublic, "description": "Disbursed (or already was)", "links": LOAN_LINKS},
+        **problem_responses(404, 409, 422, 503),
+    },
+)
+def disburse_loan(loan_id: LoanId, session: SessionDep, clock: ClockDep, gateway: GatewayDep) -> LoanPublic:
+    """Pay the loan into the borrower's wallet (safe to retry: it never pays twice)."""
+    return service.disburse(session, gateway, clock, loan_id)
+
+
+@router.post(
+    "/loans/{loan_id}/repayments", status_code=201, tags=["loans"], operation_id="create_repayment",
+    response_model=RepaymentPublic,
+    responses={
+        201: {"model": RepaymentPublic, "description": "Repaid"},
+        **problem_responses(404, 409, 422, 503),
+    },
+)
+def create_repayment(
+    loan_id: LoanId, body: RepaymentCreate, session: SessionDep, clock: ClockDep, gateway: GatewayDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> RepaymentPublic:
+    """Repay from the borrower's wallet to the lender; applied to the oldest instalment first."""
+    return service.repay(session, gateway, clock, loan_id, body, idempotency_key)
+
+
+@router.get("/fairness", tags=["monitoring"], operation_id="get_fairness", response_model=FairnessReport)
+def get_fairness(session: SessionDep, card: ScorecardDep) -> FairnessReport:
+    """Fairness on the hold-out, approval rates of recent applicants, and score drift (PSI)."""
+    return service.fairness_report(session, card)
