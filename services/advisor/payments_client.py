@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from services.common.money import format_minor
+from services.common.money import format_minor, to_minor
 from services.common.requestctx import current_request_id
 
 
@@ -56,8 +56,8 @@ class PaymentsClient:
             raise PaymentsUnavailable(f"payments unreachable: {exc}") from exc
         if response.status_code == 201:
             data = response.json()
-            fee = data.get("fee", {}).get("amount", "0")
-            return TransferDone(journal_id=data["id"], fee_minor=_minor(fee))
+            fee = data.get("fee") or {"amount": "0", "currency": currency}
+            return TransferDone(journal_id=data["id"], fee_minor=to_minor(fee["amount"], fee["currency"]))
         problem = _problem(response)
         slug = str(problem.get("type", "")).rsplit(":", 1)[-1]
         if response.status_code >= 500 or slug == "idempotency-key-in-flight" or response.status_code == 429:
@@ -66,11 +66,6 @@ class PaymentsClient:
 
     def close(self) -> None:
         self._client.close()
-
-
-def _minor(amount: str) -> int:
-    whole, _, frac = amount.partition(".")
-    return int(whole) * 100 + int((frac + "00")[:2]) if not amount.startswith("-") else -_minor(amount[1:])
 
 
 def _problem(response: httpx.Response) -> dict[str, Any]:
