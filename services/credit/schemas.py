@@ -255,7 +255,7 @@ class RepaymentCreate(BaseModel):
     """Repay part or all of a loan from the borrower's wallet."""
 
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"amount": {"amount": "1733.64", "currency": "CNY"}}]}
+        extra="forbid", json_schema_extra={"examples": [{"amount": {"amount": "1732.38", "currency": "CNY"}}]}
     )
 
     amount: AmountIn

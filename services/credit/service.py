@@ -7,7 +7,7 @@ our own row, so a retry can never pay twice; the database is never locked during
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from statistics import mean, pstdev
 from typing import Any
@@ -222,18 +222,25 @@ def _apr(bps: int | None) -> str | None:
     return None if bps is None else f"{Decimal(bps).scaleb(-2):.2f}"
 
 
+def _aware(moment: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; they were stored in UTC.
+    return moment if moment is None or moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def _ms(start: datetime, end: datetime | None) -> float | None:
     return None if end is None else round((end - start).total_seconds() * 1000, 3)
 
 
 def _timings(application: Application, loan: Loan | None) -> Timings:
-    disbursed = loan.disbursed_at if loan else None
+    disbursed = _aware(loan.disbursed_at) if loan else None
+    received, decided = _aware(application.received_at), _aware(application.decided_at)
+    assert received is not None and decided is not None
     return Timings(
-        received_at=application.received_at,
-        decided_at=application.decided_at,
+        received_at=received,
+        decided_at=decided,
         disbursed_at=disbursed,
-        decision_ms=_ms(application.received_at, application.decided_at) or 0.0,
-        received_to_disbursed_ms=_ms(application.received_at, disbursed),
+        decision_ms=_ms(received, decided) or 0.0,
+        received_to_disbursed_ms=_ms(received, disbursed),
     )
 
 
@@ -315,7 +322,7 @@ def loan_public(session: Session, loan: Loan) -> LoanPublic:
             journal_id=loan.disbursement_journal_id,
             amount=Money.of(loan.principal_minor, ccy),
             fee_charged_by_payments=Money.of(loan.disbursement_fee_minor, ccy),
-            disbursed_at=loan.disbursed_at,  # type: ignore[arg-type]
+            disbursed_at=_aware(loan.disbursed_at),  # type: ignore[arg-type]
         ),
         last_payout_error=PayoutError(**error) if error else None,
         schedule=[
@@ -410,7 +417,7 @@ def disburse(session: Session, gateway: Gateway, clock: Any, loan_id: str) -> Lo
 def _repayment_public(repayment: Repayment) -> RepaymentPublic:
     return RepaymentPublic(
         id=repayment.id, loan_id=repayment.loan_id, amount=Money.of(repayment.amount_minor, repayment.currency),
-        status="completed", journal_id=repayment.journal_id or "", created_at=repayment.created_at,
+        status="completed", journal_id=repayment.journal_id or "", created_at=_aware(repayment.created_at),  # type: ignore[arg-type]
     )
 
 
