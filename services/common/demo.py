@@ -148,3 +148,31 @@ OPENBANKING_DEMO_TRANSFERS: tuple[tuple[str, str, str, str, str], ...] = (
     ("sbx-bank-seed-3", "acc_00000000000000000000000b02", "acc_00000000000000000000000008",
      "88.88", "Red packet"),
 )
+
+
+# --- gateway: each demo participant's boundary conditions (read by sandbox/gateway only) -------
+# The restricted authorisation a sandbox grants: amounts in CNY (the gateway's reporting
+# currency), a testing window of `window_days` from the day the sandbox first starts, and an
+# optional operation allow-list ("METHOD /path" per service; empty = every operation).
+
+
+@dataclass(frozen=True)
+class DemoLimits:
+    max_single: str  # largest single transaction
+    daily_volume: str  # total moved per UTC day
+    max_customers: int  # distinct customers (paying accounts) over the testing window
+    rate_limit_per_minute: int
+    window_days: int = 180  # FCA cohorts test for about six months
+    operations: tuple[str, ...] = ()
+
+
+DEMO_PARTICIPANT_LIMITS: dict[str, DemoLimits] = {
+    "ptp_00000000000000000000000001": DemoLimits("20000.00", "200000.00", 50, 600),
+    "ptp_00000000000000000000000002": DemoLimits("10000.00", "100000.00", 20, 600),
+    "ptp_00000000000000000000000003": DemoLimits("50000.00", "500000.00", 100, 600),
+    "ptp_00000000000000000000000004": DemoLimits("50000.00", "500000.00", 100, 600),
+    # The services' own keys: a lender float moves more, and seeding bursts need headroom.
+    "ptp_00000000000000000000000011": DemoLimits("1000000.00", "10000000.00", 10000, 6000),
+    "ptp_00000000000000000000000012": DemoLimits("1000000.00", "10000000.00", 10000, 6000),
+    "ptp_00000000000000000000000013": DemoLimits("100000.00", "5000000.00", 10000, 6000),
+}

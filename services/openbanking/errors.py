@@ -180,10 +180,11 @@ def install_obie_openapi(app: FastAPI) -> None:
     """Document errors as they are served: `OBErrorResponse1` (400 instead of 422), and the
     interaction id header on every response. Runs over the kit's own OpenAPI conventions."""
     kit_openapi = app.openapi
+    done: list[bool] = []
 
     def openapi() -> dict[str, Any]:
         schema = kit_openapi()
-        if schema.get("x-obie-errors"):
+        if done:
             return schema
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         error_schema = OBErrorResponse1.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -191,9 +192,14 @@ def install_obie_openapi(app: FastAPI) -> None:
         components["OBErrorResponse1"] = error_schema
         for name in ("ProblemDetails", "FieldError"):
             components.pop(name, None)
-        for path_item in schema.get("paths", {}).values():
+        for path, path_item in schema.get("paths", {}).items():
             for operation in path_item.values():
                 responses = operation.get("responses", {})
+                if path.startswith("/oauth2/"):  # OAuth2's own error format (RFC 6749 §5.2)
+                    for status, response in responses.items():
+                        if status[0] == "4" and status != "413" and "application/problem+json" in response.get("content", {}):
+                            response["content"] = {"application/json": {"schema": {"$ref": "#/components/schemas/OAuthError"}}}
+                    continue
                 if "422" in responses:
                     responses.pop("422")
                     responses["400"] = {"description": "Bad request: the request does not match the schema"}
@@ -203,7 +209,7 @@ def install_obie_openapi(app: FastAPI) -> None:
                     elif status[0] in "45":
                         response["content"] = {"application/json": {"schema": _ERROR_REF}}
                     response.setdefault("headers", {})[INTERACTION_HEADER] = _INTERACTION_RESPONSE_HEADER
-        schema["x-obie-errors"] = True
+        done.append(True)
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
