@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from services.common.fields import IdField, Text
 from services.common.money import AmountIn, Money
@@ -17,6 +17,21 @@ REPAYMENT_PREFIX = "rep"
 OB_ID_PATTERN = r"^[A-Za-z0-9_\-]{1,64}$"
 
 _FORBID = ConfigDict(extra="forbid")
+
+
+def _json_number(value: Any) -> Any:
+    # Lax pydantic would read `false` as 0 and "12" as 12; the contract says a JSON number.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a JSON number")
+    return value
+
+
+Whole = Annotated[int, BeforeValidator(_json_number)]
+# Stated outright: pydantic mis-renders bounds behind a validator inside an optional field.
+Percent = Annotated[int, BeforeValidator(_json_number), Field(ge=0, le=100),
+                    WithJsonSchema({"type": "integer", "minimum": 0, "maximum": 100})]
+Stars = Annotated[float, BeforeValidator(_json_number), Field(ge=1, le=5),
+                  WithJsonSchema({"type": "number", "minimum": 1, "maximum": 5})]
 
 CHEN_EXAMPLE: dict[str, Any] = {
     "applicant_type": "business",
@@ -46,7 +61,7 @@ class InlineCashFlow(BaseModel):
 
     source: Literal["inline"]
     monthly_inflow: AmountIn = Field(description="Average monthly inflow over the last 12 months (CNY).")
-    inflow_volatility_pct: int = Field(
+    inflow_volatility_pct: Whole = Field(
         ge=0, le=1000, description="Coefficient of variation of the monthly inflow, in percent."
     )
 
@@ -69,17 +84,17 @@ class Records(BaseModel):
 
     model_config = _FORBID
 
-    months_in_business: int = Field(
+    months_in_business: Whole = Field(
         ge=0, le=1200, description="Months trading; for an individual, months of wallet history."
     )
-    tax_filings_on_time_pct: int | None = Field(
-        default=None, ge=0, le=100, description="Share of tax filings made on time, last 24 months."
+    tax_filings_on_time_pct: Percent | None = Field(
+        default=None, description="Share of tax filings made on time, last 24 months."
     )
-    utility_bills_on_time_pct: int | None = Field(
-        default=None, ge=0, le=100, description="Share of utility bills paid on time, last 24 months."
+    utility_bills_on_time_pct: Percent | None = Field(
+        default=None, description="Share of utility bills paid on time, last 24 months."
     )
-    customer_rating: float | None = Field(
-        default=None, ge=1, le=5, description="Average customer rating, 1 to 5 stars."
+    customer_rating: Stars | None = Field(
+        default=None, description="Average customer rating, 1 to 5 stars."
     )
     existing_monthly_debt_payments: AmountIn | None = Field(
         default=None, description="What existing loans cost each month; null when there are none."
@@ -104,7 +119,7 @@ class ApplicationCreate(BaseModel):
     applicant_name: str = Text(100, "Person or business applying.", ["Chen's Tea Stall"])
     account_id: str = IdField(ACCOUNT_PREFIX, "The applicant's wallet in payments: where the loan is paid.")
     requested_amount: AmountIn = Field(description="How much the applicant asks for (CNY).")
-    term_months: int = Field(ge=1, le=36, description="Repayment term in months.")
+    term_months: Whole = Field(ge=1, le=36, description="Repayment term in months.")
     cash_flow: CashFlow
     records: Records
     monitoring: Monitoring | None = None
