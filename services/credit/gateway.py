@@ -73,14 +73,21 @@ class Gateway:
             headers=self._headers({"Idempotency-Key": key}),
         )
 
-    def account_transactions(self, consent_id: str, account_id: str) -> list[dict[str, Any]]:
-        """OBIE AISP: the consented account's transactions, read as a TPP."""
-        body = self._send(
-            "GET",
-            f"/open-banking/open-banking/v3.1/aisp/accounts/{account_id}/transactions",
-            headers=self._headers({"x-consent-id": consent_id}),
-        )
-        return list(body.get("Data", {}).get("Transaction", []))
+    def account_transactions(self, access_token: str, account_id: str, since: str) -> list[dict[str, Any]]:
+        """OBIE AISP: every page of the consented account's transactions since `since`."""
+        transactions: list[dict[str, Any]] = []
+        page, pages = 1, 1
+        while page <= min(pages, 40):
+            body = self._send(
+                "GET",
+                f"/open-banking/v3.1/aisp/accounts/{account_id}/transactions",
+                params={"fromBookingDateTime": since, "page": page},
+                headers=self._headers({"Authorization": f"Bearer {access_token}"}),
+            )
+            transactions += body.get("Data", {}).get("Transaction", [])
+            pages = int(body.get("Meta", {}).get("TotalPages", 1))
+            page += 1
+        return transactions
 
     def close(self) -> None:
         self.client.close()

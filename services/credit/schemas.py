@@ -14,7 +14,6 @@ ACCOUNT_PREFIX = "acc"
 APPLICATION_PREFIX = "app"
 LOAN_PREFIX = "loan"
 REPAYMENT_PREFIX = "rep"
-OB_ID_PATTERN = r"^[A-Za-z0-9_\-]{1,64}$"
 
 _FORBID = ConfigDict(extra="forbid")
 
@@ -67,13 +66,18 @@ class InlineCashFlow(BaseModel):
 
 
 class OpenBankingCashFlow(BaseModel):
-    """Read the flow from Sandbox Bank with the applicant's open-banking consent (AISP)."""
+    """Read the flow from Sandbox Bank (OBIE AISP) with the token of the applicant's authorised
+    account-access consent; the token is used for this one read and never stored."""
 
     model_config = _FORBID
 
     source: Literal["open_banking"]
-    consent_id: str = Field(pattern=OB_ID_PATTERN, description="An authorised account-access consent.")
-    account_id: str = Field(pattern=OB_ID_PATTERN, description="The bank's AccountId to read.")
+    consent_id: str = IdField("aac", "The authorised account-access ConsentId.")
+    account_id: str = IdField(ACCOUNT_PREFIX, "The bank AccountId to read (Sandbox Bank uses ledger ids).")
+    access_token: str = Field(
+        pattern=r"^[\x21-\x7e]{1,512}$",
+        description="The bearer token the bank issued for this consent (authorization_code grant).",
+    )
 
 
 CashFlow = Annotated[InlineCashFlow | OpenBankingCashFlow, Field(discriminator="source")]

@@ -141,11 +141,12 @@ def _cash_flow(card: Scorecard, gateway: Gateway, body: ApplicationCreate, now: 
     if isinstance(flow, InlineCashFlow):
         return flow.monthly_inflow.minor, flow.inflow_volatility_pct
     try:
-        transactions = gateway.account_transactions(flow.consent_id, flow.account_id)
+        since = (now - timedelta(days=365)).strftime("%Y-%m-%dT%H:%M:%S")
+        transactions = gateway.account_transactions(flow.access_token, flow.account_id, since)
     except Refused as refused:
         raise Problem(
             409, "consent-unusable", "The bank would not release the transactions",
-            f"Open banking answered {refused.status}: {refused.problem.get('title')}. Check that "
+            f"Open banking answered {refused.status}: {_bank_message(refused.problem)}. Check that "
             "the consent is authorised, covers ReadTransactions* and names this account.",
             bank_error=refused.problem,
         ) from None
@@ -155,6 +156,14 @@ def _cash_flow(card: Scorecard, gateway: Gateway, body: ApplicationCreate, now: 
 
 
 # --- applications ----------------------------------------------------------------------------
+
+def _bank_message(problem: dict[str, Any]) -> str:
+    # OBIE errors carry their words in Errors[].Message; problem+json in title/detail.
+    errors = problem.get("Errors") or []
+    if errors and isinstance(errors[0], dict):
+        return f"{errors[0].get('ErrorCode')}: {errors[0].get('Message')}"
+    return str(problem.get("Message") or problem.get("title"))
+
 
 def apply(
     session: Session, card: Scorecard, gateway: Gateway, body: ApplicationCreate,

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from services.common.clock import frozen_clock
+from services.common.clock import Clock, frozen_clock
 from services.credit.main import CreditSettings, create_app
 from services.credit.schemas import CHEN_EXAMPLE
 from services.credit.scorecard import Scorecard, load_scorecard
@@ -43,10 +43,11 @@ def application(**overrides: Any) -> dict[str, Any]:
     return body
 
 
-def credit_app(tmp_path: Path, client: httpx.Client | None = None, database_url: str | None = None, **settings: Any):
+def credit_app(tmp_path: Path, client: httpx.Client | None = None, database_url: str | None = None,
+               clock: Clock | None = None, **settings: Any):
     return create_app(
         CreditSettings(data_dir=tmp_path / "credit", database_url=database_url, **settings),
-        clock=frozen_clock(),
+        clock=clock or frozen_clock(),
         payments_client=client or httpx.Client(base_url="http://127.0.0.1:9", timeout=1),
     )
 

@@ -61,7 +61,8 @@ def test_an_unknown_field_is_a_validation_error(credit: TestClient) -> None:
 
 
 def test_open_banking_source_without_a_reachable_bank_is_a_503(credit: TestClient) -> None:
-    body = application(cash_flow={"source": "open_banking", "consent_id": "aac_x", "account_id": "22289"})
+    body = application(cash_flow={"source": "open_banking", "consent_id": "aac_" + "0" * 26,
+                                  "account_id": "acc_" + "0" * 26, "access_token": "sbx_at_x"})
     response = credit.post("/applications", json=body)
     assert response.status_code == 503
     assert credit.get("/applications").json()["data"] == []
