@@ -1,0 +1,302 @@
+"""The regulator's API at /sandbox/... (regulator key), and the receipt check participants use."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Security
+from fastapi.responses import Response
+from fastapi.security import APIKeyHeader
+
+from sandbox.gateway import repository, service
+from sandbox.gateway.limits import Policy
+from sandbox.gateway.proxy import Gateway
+from sandbox.gateway.schemas import (
+    ALERT_PREFIX,
+    PARTICIPANT_PREFIX,
+    ActivityReport,
+    AlertAssign,
+    AlertClose,
+    AlertPublic,
+    AuditEntryPublic,
+    AuditHead,
+    AuditPage,
+    ExitReport,
+    ParticipantAdmitted,
+    ParticipantCreate,
+    ParticipantPublic,
+    ReceiptCheck,
+    RuleSetPublic,
+    ServiceName,
+    StatusChange,
+    VerificationPublic,
+)
+from services.common.app import ClockDep
+from services.common.db import SessionDep
+from services.common.fields import IdPath
+from services.common.pagination import LimitQuery, Page, page_of
+from services.common.problems import Problem, not_found, problem_responses
+from services.common.requestctx import current_request_id
+
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="ApiKey",
+                              description="The regulator's key (a participant's key for receipts).")
+
+
+def get_gateway(request: Request) -> Gateway:
+    return request.app.state.gateway
+
+
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+
+
+def _unauthorised(api_key: str | None) -> Problem:
+    slug, title = ("missing-api-key", "API key required") if not api_key else ("invalid-api-key", "API key not recognised")
+    return Problem(401, slug, title, "Send the regulator's key in the X-API-Key header.",
+                   headers={"WWW-Authenticate": 'ApiKey header="X-API-Key"'})
+
+
+def require_regulator(gateway: GatewayDep, api_key: Annotated[str | None, Security(api_key_header)]) -> None:
+    if gateway.is_regulator(api_key):
+        return
+    if gateway.policy_for_key(api_key) is not None:
+        raise Problem(403, "regulator-only", "Regulator only",
+                      "This endpoint needs the regulator's key; a participant's key cannot use it.")
+    raise _unauthorised(api_key)
+
+
+def caller_policy(gateway: GatewayDep, api_key: Annotated[str | None, Security(api_key_header)]) -> Policy | None:
+    """None for the regulator, who sees everything; a participant sees only its own entries."""
+    if gateway.is_regulator(api_key):
+        return None
+    policy = gateway.policy_for_key(api_key)
+    if policy is None:
+        raise _unauthorised(api_key)
+    return policy
+
+
+ParticipantId = Annotated[str, IdPath(PARTICIPANT_PREFIX, "A participant id, `ptp_…`.")]
+AlertId = Annotated[str, IdPath(ALERT_PREFIX, "An alert id, `alt_…`.")]
+AuditIndex = Annotated[int, Path(ge=0, le=2**53, description="An entry's index in the log.")]
+AUTH = (401, 403)
+
+router = APIRouter(prefix="/sandbox", dependencies=[Depends(require_regulator)])
+receipts = APIRouter(prefix="/sandbox")
+
+PARTICIPANT_LINKS: dict[str, Any] = {
+    "GetParticipant": {"operationId": "get_participant", "parameters": {"participant_id": "$response.body#/id"}},
+    "Suspend": {"operationId": "suspend_participant", "parameters": {"participant_id": "$response.body#/id"}},
+    "Reinstate": {"operationId": "reinstate_participant", "parameters": {"participant_id": "$response.body#/id"}},
+    "Activity": {"operationId": "get_participant_activity", "parameters": {"participant_id": "$response.body#/id"}},
+    "ExitReport": {"operationId": "get_exit_report", "parameters": {"participant_id": "$response.body#/id"}},
+}
+ALERT_LINKS: dict[str, Any] = {
+    "GetAlert": {"operationId": "get_alert", "parameters": {"alert_id": "$response.body#/id"}},
+    "Close": {"operationId": "close_alert", "parameters": {"alert_id": "$response.body#/id"}},
+}
+
+
+def _log_change(request: Request, gateway: Gateway, clock: Any, status: int) -> None:
+    service.record_regulator_action(gateway, request.method, request.url.path, status, current_request_id(), clock.now())
+
+
+# -- participants --------------------------------------------------------------------------
+
+@router.get("/participants", tags=["participants"], operation_id="list_participants",
+            response_model=Page[ParticipantPublic], responses=problem_responses(*AUTH, 422))
+def list_participants(
+    session: SessionDep, limit: LimitQuery = 20,
+    after: Annotated[str | None, Query(pattern=r"^[a-z0-9_]{1,40}$", description="`next_cursor` of the previous page.")] = None,
+    status: Annotated[Literal["active", "suspended"] | None, Query()] = None,
+) -> Page[ParticipantPublic]:
+    """Admitted participants, a page at a time."""
+    rows = repository.list_participants(session, limit, after, status)
+    return page_of([service.participant_public(r) for r in rows], limit, lambda p: p.id)
+
+
+@router.post("/participants", status_code=201, tags=["participants"], operation_id="admit_participant",
+             response_model=ParticipantAdmitted,
+             responses={201: {"model": ParticipantAdmitted, "description": "Admitted", "links": PARTICIPANT_LINKS},
+                        **problem_responses(*AUTH, 422)})
+def admit_participant(body: ParticipantCreate, request: Request, session: SessionDep, gateway: GatewayDep,
+                      clock: ClockDep) -> ParticipantAdmitted:
+    """Admit a firm: its allow-list, window and limits; the response shows its key once."""
+    admitted = service.admit_participant(session, gateway, body, clock.now())
+    _log_change(request, gateway, clock, 201)
+    return admitted
+
+
+@router.get("/participants/{participant_id}", tags=["participants"], operation_id="get_participant",
+            response_model=ParticipantPublic, responses=problem_responses(*AUTH, 404, 422))
+def get_participant(participant_id: ParticipantId, session: SessionDep) -> ParticipantPublic:
+    """One participant, its authorisation and limits."""
+    return service.participant_public(service.get_participant(session, participant_id))
+
+
+@router.post("/participants/{participant_id}/suspend", tags=["participants"], operation_id="suspend_participant",
+             response_model=ParticipantPublic, responses=problem_responses(*AUTH, 404, 422))
+def suspend_participant(participant_id: ParticipantId, body: StatusChange, request: Request, session: SessionDep,
+                        gateway: GatewayDep, clock: ClockDep) -> ParticipantPublic:
+    """Stop a participant at once: every call it makes gets 403 until reinstated."""
+    result = service.set_status(session, gateway, participant_id, "suspended", body.reason)
+    _log_change(request, gateway, clock, 200)
+    return result
+
+
+@router.post("/participants/{participant_id}/reinstate", tags=["participants"], operation_id="reinstate_participant",
+             response_model=ParticipantPublic, responses=problem_responses(*AUTH, 404, 422))
+def reinstate_participant(participant_id: ParticipantId, body: StatusChange, request: Request, session: SessionDep,
+                          gateway: GatewayDep, clock: ClockDep) -> ParticipantPublic:
+    """Let a suspended participant call again."""
+    result = service.set_status(session, gateway, participant_id, "active", body.reason)
+    _log_change(request, gateway, clock, 200)
+    return result
+
+
+@router.get("/participants/{participant_id}/activity", tags=["participants"],
+            operation_id="get_participant_activity", response_model=ActivityReport,
+            responses=problem_responses(*AUTH, 404, 422))
+def get_participant_activity(participant_id: ParticipantId, session: SessionDep, clock: ClockDep) -> ActivityReport:
+    """Today's traffic, decisions, volume and breaches of one participant, against its limits."""
+    return service.today_activity(session, service.get_participant(session, participant_id), clock.now())
+
+
+@router.get("/participants/{participant_id}/exit-report", tags=["reports"], operation_id="get_exit_report",
+            response_model=ExitReport, responses=problem_responses(*AUTH, 404, 422))
+def get_exit_report(participant_id: ParticipantId, session: SessionDep, gateway: GatewayDep,
+                    clock: ClockDep) -> ExitReport:
+    """The testing window's volumes, decisions, alerts and limit breaches, as JSON."""
+    return service.exit_report(session, gateway, service.get_participant(session, participant_id), clock.now())
+
+
+@router.get("/participants/{participant_id}/exit-report.csv", tags=["reports"],
+            operation_id="get_exit_report_csv", response_class=Response,
+            responses={200: {"description": "`metric,value` rows", "content": {"text/csv": {"schema": {"type": "string"}}}},
+                       **problem_responses(*AUTH, 404, 422)})
+def get_exit_report_csv(participant_id: ParticipantId, session: SessionDep, gateway: GatewayDep,
+                        clock: ClockDep) -> Response:
+    """The same exit report as CSV, one `metric,value` row per figure."""
+    report = service.exit_report(session, gateway, service.get_participant(session, participant_id), clock.now())
+    return Response(service.exit_report_csv(report), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="exit-report-{participant_id}.csv"'})
+
+
+# -- the audit log -------------------------------------------------------------------------
+
+@router.get("/audit/entries", tags=["audit"], operation_id="list_audit_entries", response_model=AuditPage,
+            responses=problem_responses(*AUTH, 422))
+def list_audit_entries(
+    session: SessionDep, limit: LimitQuery = 50,
+    after: Annotated[int | None, Query(ge=-1, le=2**53, description="Entries after this index (`next_after`).")] = None,
+    participant_id: Annotated[str | None, Query(max_length=40, pattern=r"^[a-z0-9_]+$")] = None,
+    service_name: Annotated[ServiceName | None, Query(alias="service")] = None,
+    decision: Annotated[Literal["approve", "review", "block"] | None, Query()] = None,
+    status: Annotated[int | None, Query(ge=100, le=599)] = None,
+) -> AuditPage:
+    """The live log, oldest first, with filters; poll with `after` to follow it."""
+    filters = {"participant_id": participant_id, "service": service_name, "decision": decision, "status": status}
+    rows = repository.list_audit(session, limit, after, filters)
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    return AuditPage(data=[service.audit_public(r) for r in rows],
+                     next_after=rows[-1].idx if rows else after, has_more=has_more)
+
+
+@router.get("/audit/entries/{index}", tags=["audit"], operation_id="get_audit_entry",
+            response_model=AuditEntryPublic, responses=problem_responses(*AUTH, 404, 422))
+def get_audit_entry(index: AuditIndex, session: SessionDep) -> AuditEntryPublic:
+    """One entry of the log, with its hash and its predecessor's."""
+    row = repository.get_audit(session, index)
+    if row is None:
+        raise not_found("Audit entry", str(index))
+    return service.audit_public(row)
+
+
+@router.get("/audit/head", tags=["audit"], operation_id="get_audit_head", response_model=AuditHead,
+            responses=problem_responses(*AUTH))
+def get_audit_head(gateway: GatewayDep) -> AuditHead:
+    """The log's size and last hash, to publish."""
+    return service.audit_head(gateway)
+
+
+@router.get("/audit/verify", tags=["audit"], operation_id="verify_audit_log", response_model=VerificationPublic,
+            responses=problem_responses(*AUTH))
+def verify_audit_log(gateway: GatewayDep) -> VerificationPublic:
+    """Recompute every hash; name the first entry that does not match."""
+    return service.verify_log(gateway)
+
+
+# -- alerts --------------------------------------------------------------------------------
+
+@router.get("/alerts", tags=["alerts"], operation_id="list_alerts", response_model=Page[AlertPublic],
+            responses=problem_responses(*AUTH, 422))
+def list_alerts(
+    session: SessionDep, limit: LimitQuery = 20,
+    after: Annotated[str | None, Query(pattern=r"^[a-z0-9_]{1,40}$", description="`next_cursor` of the previous page.")] = None,
+    status: Annotated[Literal["open", "assigned", "closed"] | None, Query()] = None,
+    participant_id: Annotated[str | None, Query(max_length=40, pattern=r"^[a-z0-9_]+$")] = None,
+) -> Page[AlertPublic]:
+    """Alerts opened by review and block decisions, oldest first."""
+    rows = repository.list_alerts(session, limit, after, status, participant_id)
+    return page_of([service.alert_public(r) for r in rows], limit, lambda a: a.id)
+
+
+@router.get("/alerts/{alert_id}", tags=["alerts"], operation_id="get_alert", response_model=AlertPublic,
+            responses={200: {"model": AlertPublic, "description": "The alert", "links": ALERT_LINKS},
+                       **problem_responses(*AUTH, 404, 422)})
+def get_alert(alert_id: AlertId, session: SessionDep) -> AlertPublic:
+    """One alert: the decision, each rule that fired and why."""
+    return service.alert_public(service.get_alert(session, alert_id))
+
+
+@router.post("/alerts/{alert_id}/assign", tags=["alerts"], operation_id="assign_alert", response_model=AlertPublic,
+             responses=problem_responses(*AUTH, 404, 409, 422))
+def assign_alert(alert_id: AlertId, body: AlertAssign, request: Request, session: SessionDep,
+                 gateway: GatewayDep, clock: ClockDep) -> AlertPublic:
+    """Give an open alert to an investigator."""
+    result = service.assign_alert(session, alert_id, body.assignee)
+    _log_change(request, gateway, clock, 200)
+    return result
+
+
+@router.post("/alerts/{alert_id}/close", tags=["alerts"], operation_id="close_alert", response_model=AlertPublic,
+             responses=problem_responses(*AUTH, 404, 409, 422))
+def close_alert(alert_id: AlertId, body: AlertClose, request: Request, session: SessionDep,
+                gateway: GatewayDep, clock: ClockDep) -> AlertPublic:
+    """Close an alert as a false positive, suspicious, or reported."""
+    result = service.close_alert(session, alert_id, body.resolution, body.note, clock.now())
+    _log_change(request, gateway, clock, 200)
+    return result
+
+
+@router.get("/rules", tags=["alerts"], operation_id="get_rules", response_model=RuleSetPublic,
+            responses=problem_responses(*AUTH))
+def get_rules(gateway: GatewayDep) -> RuleSetPublic:
+    """The screening rule set in force: version, thresholds, screened operations, rules."""
+    rules = gateway.rules
+    return RuleSetPublic(
+        version=rules.version, reporting_currency=rules.reporting_currency,
+        thresholds={"review": rules.review_at, "block": rules.block_at},
+        screened_operations=[f"{op.service} {op.label}" for op in rules.operations],
+        rules=rules.config["rules"], watch_list_version=rules.watch_list.version,
+    )
+
+
+# -- receipts: a participant checks its own ------------------------------------------------
+
+@receipts.get("/receipts/{index}", tags=["audit"], operation_id="check_receipt", response_model=ReceiptCheck,
+              responses=problem_responses(401, 404, 422))
+def check_receipt(
+    index: AuditIndex, session: SessionDep, gateway: GatewayDep,
+    caller: Annotated[Policy | None, Depends(caller_policy)],
+    hash: Annotated[str | None, Query(pattern=r"^[0-9a-f]{64}$", description="The hash from the receipt.")] = None,  # noqa: A002
+) -> ReceiptCheck:
+    """Check a receipt (`X-Sandbox-Receipt`): the entry, its hash, and the chain up to it.
+    A participant sees only its own entries; another's index is not found."""
+    row = repository.get_audit(session, index)
+    if row is None or (caller is not None and row.participant_id != caller.id):
+        raise not_found("Audit entry", str(index))
+    verification = service.verify_log(gateway, up_to=index)
+    return ReceiptCheck(index=index, hash=row.hash, receipt_hash=hash,
+                        matches=None if hash is None else hash == row.hash,
+                        chain_ok=verification.ok and verification.size == index + 1,
+                        entry=service.audit_public(row))

@@ -1,0 +1,148 @@
+"""A participant's restricted authorisation, as plain data and plain checks: testing window,
+service and operation allow-list, per-transaction, daily-volume and customer limits, rate limit."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sandbox.gateway.screening import Transaction, path_regex
+
+
+def hash_key(api_key: str) -> str:
+    """SHA-256 of the key. Enough because sandbox keys are long random strings: a fast hash is
+    safe when guessing the input is hopeless, and it keeps the per-request check at ~1 µs.
+    (bcrypt/argon2 slow down guessing of low-entropy human passwords, which keys are not.)"""
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class AllowedOperation:
+    service: str
+    method: str
+    path: str
+    pattern: re.Pattern[str]
+
+    @classmethod
+    def parse(cls, text: str) -> AllowedOperation:
+        """'payments POST /transfers' (paths may use {param} and **)."""
+        service, method, path = text.split(" ", 2)
+        return cls(service, method.upper(), path, path_regex(path))
+
+    def __str__(self) -> str:
+        return f"{self.service} {self.method} {self.path}"
+
+
+@dataclass
+class Policy:
+    """What one participant may do; amounts in reporting-currency minor units."""
+
+    id: str
+    name: str
+    status: str
+    services: frozenset[str]
+    operations: tuple[AllowedOperation, ...]
+    window_from: datetime
+    window_to: datetime
+    max_single: int
+    daily_volume: int
+    max_customers: int
+    rate_limit_per_minute: int
+
+
+@dataclass
+class Usage:
+    """What a participant has used so far (rebuilt from the audit log on start)."""
+
+    day: int = -1  # UTC date ordinal the volume belongs to
+    day_volume: int = 0
+    customers: set[str] = field(default_factory=set)
+    rate_window: int = -1
+    rate_count: int = 0
+
+
+@dataclass(frozen=True)
+class Breach:
+    limit: str  # the limit's machine name, e.g. max_single_transaction
+    detail: str
+
+
+def check_access(policy: Policy, service: str, method: str, path: str, now: datetime) -> Breach | None:
+    """Status, testing window and allow-list: checked before anything is read or forwarded."""
+    if policy.status != "active":
+        return Breach("status", f"Participant {policy.id} is {policy.status}.")
+    if not policy.window_from <= now < policy.window_to:
+        return Breach("testing_window", f"The testing window runs from {policy.window_from.isoformat()} "
+                      f"to {policy.window_to.isoformat()}; it is now {now.isoformat()}.")
+    if service not in policy.services:
+        return Breach("allowed_services", f"{service} is not among the services this participant may "
+                      f"call ({', '.join(sorted(policy.services))}).")
+    if policy.operations:
+        for op in policy.operations:
+            if op.service == service and op.method == method and op.pattern.match(path):
+                return None
+        return Breach("allowed_operations", f"{method} {path} on {service} is not on this "
+                      "participant's operation allow-list.")
+    return None
+
+
+def check_amounts(policy: Policy, usage: Usage, tx: Transaction, now: datetime, money: callable) -> Breach | None:
+    """Boundary limits on a money-moving request; `money(minor)` formats amounts for the detail."""
+    if tx.value > policy.max_single:
+        return Breach("max_single_transaction", f"{money(tx.value)} is above the single-transaction "
+                      f"limit of {money(policy.max_single)}.")
+    day = now.astimezone(UTC).toordinal()
+    used = usage.day_volume if usage.day == day else 0
+    if used + tx.value > policy.daily_volume:
+        return Breach("daily_volume", f"{money(used)} already moved today; {money(tx.value)} more "
+                      f"would pass the daily limit of {money(policy.daily_volume)}.")
+    if tx.customer is not None and tx.customer not in usage.customers \
+            and len(usage.customers) >= policy.max_customers:
+        return Breach("max_customers", f"The participant already serves {len(usage.customers)} "
+                      f"customers, its limit; {tx.customer} would be a new one.")
+    return None
+
+
+def record_usage(usage: Usage, tx: Transaction, now: datetime) -> None:
+    """A forwarded money movement the service accepted counts against the limits."""
+    day = now.astimezone(UTC).toordinal()
+    if usage.day != day:
+        usage.day, usage.day_volume = day, 0
+    usage.day_volume += tx.value
+    if tx.customer is not None:
+        usage.customers.add(tx.customer)
+
+
+RATE_WINDOW_S = 60
+
+
+@dataclass(frozen=True)
+class RateState:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_s: int
+
+    def headers(self) -> dict[str, str]:
+        """IETF draft RateLimit header fields (as Kong sends them)."""
+        return {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset_s),
+            "RateLimit-Policy": f"{self.limit};w={RATE_WINDOW_S}",
+        }
+
+
+def take_rate(policy: Policy, usage: Usage, now_s: float) -> RateState:
+    """A fixed one-minute window per participant, on the gateway's clock."""
+    window = int(now_s // RATE_WINDOW_S)
+    if usage.rate_window != window:
+        usage.rate_window, usage.rate_count = window, 0
+    reset = max(1, int((window + 1) * RATE_WINDOW_S - now_s + 0.999))
+    limit = policy.rate_limit_per_minute
+    if usage.rate_count >= limit:
+        return RateState(False, limit, 0, reset)
+    usage.rate_count += 1
+    return RateState(True, limit, limit - usage.rate_count, reset)

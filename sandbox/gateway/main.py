@@ -1,0 +1,129 @@
+"""Composition root of the gateway."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from pydantic_settings import SettingsConfigDict
+
+from sandbox.gateway import service
+from sandbox.gateway.endpoints import receipts, router
+from sandbox.gateway.models import GatewayModel
+from sandbox.gateway.proxy import Gateway
+from sandbox.gateway.screening import DEFAULT_RULES_FILE, RuleSet
+from sandbox.topology import GATEWAY, SERVICES
+from services.common.app import build_service_app, configure_logging
+from services.common.clock import Clock
+from services.common.db import Database, database_url
+from services.common.demo import DEMO_REGULATOR_KEY
+from services.common.settings import ServiceSettings
+
+
+class GatewaySettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
+
+    upstream_payments: str = "http://127.0.0.1:8001"
+    upstream_credit: str = "http://127.0.0.1:8002"
+    upstream_advisor: str = "http://127.0.0.1:8003"
+    upstream_openbanking: str = "http://127.0.0.1:8004"
+    regulator_key: str = DEMO_REGULATOR_KEY
+    # The AML rule set (versioned YAML); the shipped one by default.
+    rules_file: Path = DEFAULT_RULES_FILE
+    # Down: connection refused is immediate, an unroutable host gives up after connect_timeout.
+    connect_timeout: float = 2.0
+    # Slow: no response headers within read_timeout → 504.
+    read_timeout: float = 10.0
+    max_connections: int = 200
+
+
+DESCRIPTION = """The regulatory sandbox's only door, as in the Beijing and UK FCA sandboxes: firms
+test inside limits while the regulator watches.
+
+Participants call `/payments/…`, `/credit/…`, `/advisor/…` and `/open-banking/…` with their
+`X-API-Key`; each request is checked against the participant's testing window, allow-list,
+limits and rate limit (`RateLimit-*` headers), money-moving requests are AML-screened
+(`X-Sandbox-Decision`), and every request is appended to a hash-chained audit log whose receipt
+comes back in `X-Sandbox-Receipt`. Those proxied routes are the services' own APIs and are
+documented there; this document is the regulator's API at `/sandbox/…` (regulator key).
+"""
+
+
+def create_app(settings: GatewaySettings | None = None, clock: Clock | None = None,
+               transports: Mapping[str, httpx.AsyncBaseTransport] | None = None) -> FastAPI:
+    """`transports` routes an upstream (by service name: payments, credit, advisor, openbanking)
+    to an in-process app, e.g. `{"payments": httpx.ASGITransport(app=payments_app)}`."""
+    settings = settings or GatewaySettings()
+    configure_logging(settings.log_level)
+    clock = clock or Clock()
+    db = Database(database_url(settings.database_url, settings.data_dir, "gateway"), GatewayModel.metadata)
+    db.create_tables()
+    if settings.seed_demo_data:
+        with db.session() as session:
+            service.seed_demo_participants(session, clock.now())
+    upstreams: dict[str, str] = {}
+    prefixes: dict[str, str] = {}
+    for spec in SERVICES:
+        if spec is GATEWAY or spec.gateway_prefix is None:
+            continue
+        label = spec.gateway_prefix.strip("/")
+        upstreams[label] = getattr(settings, f"upstream_{spec.name}")
+        prefixes[label] = spec.gateway_prefix
+    named = {spec.gateway_prefix.strip("/"): spec.name for spec in SERVICES if spec.gateway_prefix}
+    gateway = Gateway(
+        db=db, clock=clock, rules=RuleSet.load(settings.rules_file), upstreams=upstreams,
+        regulator_key=settings.regulator_key,
+        transports={label: transports[name] for label, name in named.items() if transports and name in transports},
+        connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout,
+        max_connections=settings.max_connections,
+    )
+    gateway.load()
+
+    app = build_service_app(
+        name="gateway",
+        title="Regulatory sandbox gateway",
+        description=DESCRIPTION,
+        settings=settings,
+        database=db,
+        clock=clock,
+        routers=[router, receipts],
+        openapi_tags=[
+            {"name": "participants", "description": "Admit, suspend and inspect participants"},
+            {"name": "alerts", "description": "Alerts from review and block decisions; the rule set"},
+            {"name": "audit", "description": "The tamper-evident log, its verification and receipts"},
+            {"name": "reports", "description": "Exit reports over a testing window"},
+        ],
+    )
+    app.state.gateway = gateway
+
+    inner_lifespan = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(a: FastAPI):  # type: ignore[no-untyped-def]
+        async with inner_lifespan(a) as state:
+            try:
+                yield state
+            finally:
+                await gateway.aclose()
+
+    app.router.lifespan_context = lifespan
+
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+    for label, prefix in prefixes.items():
+        app.router.add_route(f"{prefix}/{{path:path}}", _proxy_endpoint(gateway, label, prefix),
+                             methods=methods, include_in_schema=False)
+        app.router.add_route(prefix, _proxy_endpoint(gateway, label, prefix), methods=methods,
+                             include_in_schema=False)
+    return app
+
+
+def _proxy_endpoint(gateway: Gateway, service_label: str, prefix: str):  # type: ignore[no-untyped-def]
+    async def proxy(request: Request) -> Response:
+        return await gateway.handle(request, service_label, prefix)
+
+    proxy.__name__ = f"proxy_{service_label.replace('-', '_')}"
+    return proxy

@@ -1,0 +1,93 @@
+"""Tables of the gateway's own database: participants, alerts and the audit log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Index
+from sqlmodel import Field
+
+from services.common.db import UTCDateTime, model_base
+
+GatewayModel = model_base("GatewayModel")
+
+
+# An admitted firm. The API key is stored only as its SHA-256 (see service.hash_key for why).
+class Participant(GatewayModel, table=True):
+    __tablename__ = "participants"
+
+    id: str = Field(primary_key=True, max_length=40)
+    name: str = Field(max_length=100)
+    role: str = Field(default="", max_length=200)
+    key_hash: str = Field(max_length=64, unique=True)
+    key_hint: str = Field(max_length=12)  # the key's first characters, to tell keys apart
+    services: str = Field(max_length=200)  # comma-separated service names
+    operations: str = Field(default="", max_length=4000)  # newline-separated "service METHOD /path"
+    window_from: datetime = Field(sa_type=UTCDateTime)
+    window_to: datetime = Field(sa_type=UTCDateTime)
+    max_single_minor: int = Field(sa_type=BigInteger)
+    daily_volume_minor: int = Field(sa_type=BigInteger)
+    max_customers: int
+    rate_limit_per_minute: int
+    status: str = Field(default="active", max_length=12)  # active | suspended
+    status_reason: str | None = Field(default=None, max_length=200)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+# A review or block decision opened for the regulator: open → assigned → closed.
+class Alert(GatewayModel, table=True):
+    __tablename__ = "alerts"
+
+    id: str = Field(primary_key=True, max_length=40)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    participant_id: str = Field(max_length=40, index=True)
+    audit_index: int = Field(sa_type=BigInteger)
+    request_id: str = Field(max_length=128)
+    operation: str = Field(max_length=200)
+    decision: str = Field(max_length=8)
+    score: int
+    rules: str = Field(max_length=8000)  # JSON list of {rule, score, reason}
+    ruleset_version: str = Field(max_length=40)
+    amount: str = Field(max_length=40)
+    currency: str = Field(max_length=3)
+    payer: str | None = Field(default=None, max_length=100)
+    payee: str | None = Field(default=None, max_length=100)
+    status: str = Field(default="open", max_length=10, index=True)  # open | assigned | closed
+    assignee: str | None = Field(default=None, max_length=100)
+    resolution: str | None = Field(default=None, max_length=20)
+    note: str | None = Field(default=None, max_length=500)
+    closed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+# One request through the gateway. Timestamps are ISO strings so the hash is the same on every
+# backend; `hash` chains the entry to the one before it (auditlog.py).
+class AuditEntry(GatewayModel, table=True):
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_participant_idx", "participant_id", "idx"),)
+
+    idx: int = Field(primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False})
+    at: str = Field(max_length=32, index=True)
+    request_id: str = Field(max_length=128)
+    participant_id: str | None = Field(default=None, max_length=40)
+    method: str = Field(max_length=10)
+    path: str = Field(max_length=500)
+    service: str | None = Field(default=None, max_length=20)
+    operation: str | None = Field(default=None, max_length=200)
+    status: int
+    latency_us: int = Field(sa_type=BigInteger)
+    decision: str | None = Field(default=None, max_length=8)
+    score: int | None = None
+    rules: str = Field(default="", max_length=400)
+    ruleset_version: str | None = Field(default=None, max_length=40)
+    limit_name: str | None = Field(default=None, max_length=40)
+    amount: str | None = Field(default=None, max_length=40)
+    currency: str | None = Field(default=None, max_length=3)
+    value_minor: int | None = Field(default=None, sa_type=BigInteger)
+    payer: str | None = Field(default=None, max_length=100)
+    payee: str | None = Field(default=None, max_length=100)
+    customer: str | None = Field(default=None, max_length=100)
+    card_last4: str | None = Field(default=None, max_length=4)
+    error: str | None = Field(default=None, max_length=40)
+    alert_id: str | None = Field(default=None, max_length=40)
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)

@@ -1,0 +1,380 @@
+"""The door: every participant request passes key → limits → rate limit → screening → the
+service, and leaves one entry in the audit log. Response bodies are streamed back."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from sandbox.gateway import repository
+from sandbox.gateway.auditlog import ChainHead
+from sandbox.gateway.limits import (
+    AllowedOperation,
+    Breach,
+    Policy,
+    RateState,
+    Usage,
+    check_access,
+    check_amounts,
+    hash_key,
+    record_usage,
+    take_rate,
+)
+from sandbox.gateway.models import Participant
+from sandbox.gateway.screening import Decision, History, RuleSet, Transaction, Unscreenable
+from services.common.clock import Clock
+from services.common.db import Database
+from services.common.ids import new_id
+from services.common.problems import PROBLEM_MEDIA_TYPE, problem_body
+from services.common.requestctx import current_request_id
+
+log = logging.getLogger("sandbox.gateway")
+
+# RFC 9110 §7.6.1 connection-specific fields, plus those the proxy sets itself.
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
+    "te", "trailer", "trailers", "transfer-encoding", "upgrade",
+})
+_DROP_REQUEST = HOP_BY_HOP | {"host", "content-length", "x-api-key", "x-request-id"}
+_DROP_RESPONSE = HOP_BY_HOP | {"x-request-id", "date", "server"}
+PARTICIPANT_HEADER = "X-Sandbox-Participant"
+RECEIPT_HEADER = "X-Sandbox-Receipt"
+DECISION_HEADER = "X-Sandbox-Decision"
+LOOKUP_PARTICIPANT = "gateway"  # how the gateway's own name look-ups appear to payments
+
+
+class ScreeningUnavailable(Exception):
+    """A screening dependency failed: the request is refused, never forwarded unscreened."""
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def policy_of(row: Participant) -> Policy:
+    return Policy(
+        id=row.id, name=row.name, status=row.status,
+        services=frozenset(s for s in row.services.split(",") if s),
+        operations=tuple(AllowedOperation.parse(o) for o in row.operations.split("\n") if o),
+        window_from=row.window_from, window_to=row.window_to, max_single=row.max_single_minor,
+        daily_volume=row.daily_volume_minor, max_customers=row.max_customers,
+        rate_limit_per_minute=row.rate_limit_per_minute,
+    )
+
+
+class Gateway:
+    """The proxy's state: who may call, what they used, the screening history, the chain head,
+    and the one shared HTTP client."""
+
+    def __init__(self, *, db: Database, clock: Clock, rules: RuleSet, upstreams: Mapping[str, str],
+                 regulator_key: str, transports: Mapping[str, httpx.AsyncBaseTransport] | None,
+                 connect_timeout: float, read_timeout: float, max_connections: int) -> None:
+        self.db = db
+        self.clock = clock
+        self.rules = rules
+        self.regulator_key_hash = hash_key(regulator_key)
+        self.history = History(rules.horizon_s)
+        self.policies: dict[str, Policy] = {}  # key hash → policy
+        self.policies_by_id: dict[str, Policy] = {}
+        self.usage: dict[str, Usage] = {}
+        self.owner_names: dict[str, str] = {}  # payments account id → owner name (never changes)
+        self.head = ChainHead()
+        self._audit_lock = threading.Lock()  # regulator handlers append from worker threads
+        self.upstreams: dict[str, str] = {}
+        self.mounts: dict[str, httpx.AsyncBaseTransport] = {}
+        for service, url in upstreams.items():
+            if transports and service in transports:
+                url = f"http://{service}.upstream"  # routed to the injected transport
+                self.mounts[url] = transports[service]
+            self.upstreams[service] = url.rstrip("/")
+        self.timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout,
+                                     pool=connect_timeout)
+        self.limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self._client: httpx.AsyncClient | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """One client for every upstream, created in the loop that serves requests."""
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=self.timeout, limits=self.limits, follow_redirects=False, trust_env=False,
+                mounts={url: t for url, t in self.mounts.items()},
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def load(self) -> None:
+        """Participants, the chain head and the screening history, from the database."""
+        with self.db.session() as session:
+            for row in repository.all_participants(session):
+                self.remember(row)
+        head = repository.audit_head(self.db.engine)
+        if head is not None:
+            self.head = ChainHead(head[0] + 1, head[1])
+        now = self.clock.now()
+        day = now.astimezone(UTC).toordinal()
+        since = iso(now - timedelta(seconds=self.rules.horizon_s))
+        for row in repository.accepted_money_movements(self.db.engine, since):
+            moment = datetime.strptime(row.at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+            tx = Transaction(row.participant_id, "", "", "", "", 0, row.value_minor, payer=row.payer,
+                             payee=row.payee, customer=row.customer)
+            self.history.record(tx, moment.timestamp())
+            usage = self.usage.setdefault(row.participant_id, Usage())
+            if moment.toordinal() == day:
+                if usage.day != day:
+                    usage.day, usage.day_volume = day, 0
+                usage.day_volume += row.value_minor
+        for row in repository.customers_by_participant(self.db.engine):
+            self.usage.setdefault(row.participant_id, Usage()).customers.add(row.customer)
+
+    def remember(self, row: Participant) -> None:
+        """Admission, suspension and reinstatement take effect on the next request."""
+        old = self.policies_by_id.get(row.id)
+        if old is not None:
+            self.policies = {h: p for h, p in self.policies.items() if p.id != row.id}
+        policy = policy_of(row)
+        self.policies[row.key_hash] = policy
+        self.policies_by_id[row.id] = policy
+
+    def is_regulator(self, api_key: str | None) -> bool:
+        return api_key is not None and hash_key(api_key) == self.regulator_key_hash
+
+    def policy_for_key(self, api_key: str | None) -> Policy | None:
+        return self.policies.get(hash_key(api_key)) if api_key else None
+
+    # -- the audit log -------------------------------------------------------------------------
+
+    def audit(self, fields: dict[str, Any], alert: dict[str, Any] | None = None) -> tuple[int, str]:
+        """Seal and write one entry (and its alert). No await between the two: one writer."""
+        fields.setdefault("rules", "")
+        for name in ("participant_id", "service", "operation", "decision", "score", "ruleset_version",
+                     "limit_name", "amount", "currency", "value_minor", "payer", "payee", "customer",
+                     "card_last4", "error", "alert_id"):
+            fields.setdefault(name, None)
+        with self._audit_lock:
+            if alert is not None:
+                alert["audit_index"] = self.head.next_idx
+            self.head.seal(fields)
+            try:
+                repository.append_audit(self.db.engine, fields, alert)
+            except BaseException:
+                self.head.rewind(fields)
+                raise
+        return fields["idx"], fields["hash"]
+
+    # -- the request path --------------------------------------------------------------------
+
+    async def handle(self, request: Request, service: str, prefix: str) -> Response:
+        started = time.perf_counter()
+        now = self.clock.now()
+        method = request.method
+        path = request.url.path[len(prefix):] or "/"
+        request_id = current_request_id() or new_id("req")
+        entry: dict[str, Any] = {"at": iso(now), "request_id": request_id, "method": method,
+                                 "path": request.url.path[:500], "service": service}
+
+        def refuse(status: int, slug: str, title: str, detail: str, headers: dict[str, str] | None = None,
+                   alert: dict[str, Any] | None = None, **extras: Any) -> Response:
+            entry["status"] = status
+            entry["latency_us"] = int((time.perf_counter() - started) * 1e6)
+            idx, digest = self.audit(entry, alert)
+            out = {**(headers or {}), RECEIPT_HEADER: f"index={idx}; hash={digest}"}
+            body = problem_body(status, slug, title, detail, instance=request.url.path, **extras)
+            return Response(json.dumps(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=out)
+
+        api_key = request.headers.get("x-api-key")
+        policy = self.policy_for_key(api_key)
+        if policy is None:
+            if self.is_regulator(api_key):
+                entry["participant_id"] = "regulator"
+                return refuse(403, "regulator-key-not-a-participant", "The regulator key cannot call services",
+                              "Use a participant's key for /payments, /credit, /advisor and /open-banking.")
+            slug, title = ("missing-api-key", "API key required") if not api_key else \
+                ("invalid-api-key", "API key not recognised")
+            return refuse(401, slug, title, "Send a participant's key in the X-API-Key header.",
+                          headers={"WWW-Authenticate": 'ApiKey header="X-API-Key"'})
+        entry["participant_id"] = policy.id
+        usage = self.usage.get(policy.id)
+        if usage is None:
+            usage = self.usage[policy.id] = Usage()
+
+        breach = check_access(policy, service, method, path, now)
+        if breach is not None:
+            entry["limit_name"] = breach.limit
+            return self._breach(refuse, breach, policy)
+
+        rate = take_rate(policy, usage, now.timestamp())
+        if not rate.allowed:
+            entry["limit_name"] = "rate_limit"
+            return refuse(429, "rate-limited", "Too many requests",
+                          f"{policy.rate_limit_per_minute} requests a minute; retry in {rate.reset_s} s.",
+                          headers={**rate.headers(), "Retry-After": str(rate.reset_s)}, limit="rate_limit")
+        rate_headers = rate.headers()
+
+        body = await request.body()
+        tx: Transaction | None = None
+        decision: Decision | None = None
+        alert: dict[str, Any] | None = None
+        operation = self.rules.screened_operation(service, method, path)
+        if operation is not None:
+            entry["operation"] = f"{service} {operation.label}"
+            try:
+                tx = self.rules.transaction(operation, json.loads(body or b"null"), policy.id)
+            except (Unscreenable, ValueError) as exc:
+                entry["error"] = "unscreenable"
+                return refuse(422, "unscreenable-request", "The gateway cannot screen this request",
+                              f"{exc}. Money-moving requests must carry a readable amount.",
+                              headers=rate_headers)
+            entry.update(amount=tx.amount, currency=tx.currency, value_minor=tx.value, payer=tx.payer,
+                         payee=tx.payee, customer=tx.customer, card_last4=tx.card_last4)
+            breach = check_amounts(policy, usage, tx, now, self.rules._money)
+            if breach is not None:
+                entry["limit_name"] = breach.limit
+                return self._breach(refuse, breach, policy, rate_headers)
+            try:
+                await self._fill_owner_names(tx, request_id)
+                decision = self.rules.screen(tx, self.history, now.timestamp())
+            except Exception as exc:  # fail closed: money never moves unscreened
+                log.warning("screening failed for %s: %r", request_id, exc)
+                entry["error"] = "screening-failed"
+                return refuse(503, "screening-unavailable", "Screening is unavailable",
+                              "The transaction could not be screened, so it was not forwarded. "
+                              "Nothing moved; retry later.", headers={**rate_headers, "Retry-After": "5"})
+            entry.update(decision=decision.outcome, score=decision.score, rules=",".join(decision.rules),
+                         ruleset_version=decision.ruleset_version)
+            if decision.outcome != "approve":
+                alert = self._alert(entry, decision, now, tx)
+                entry["alert_id"] = alert["id"]
+            if decision.outcome == "block":
+                return refuse(403, "transaction-blocked", "Transaction blocked by AML screening",
+                              "The transaction was not forwarded: " + "; ".join(h.reason for h in decision.hits),
+                              headers={**rate_headers, DECISION_HEADER: self._decision_header(decision)},
+                              alert=alert, decision="block", score=decision.score,
+                              rules=[{"rule": h.rule, "score": h.score, "reason": h.reason} for h in decision.hits],
+                              ruleset_version=decision.ruleset_version, alert_id=alert["id"])
+
+        upstream = self._upstream_request(request, service, path, body, policy.id, request_id)
+        try:
+            response = await self.client.send(upstream, stream=True)
+        except httpx.TimeoutException as exc:
+            connect = isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout))
+            return self._upstream_failed(refuse, entry, alert, rate_headers, service, connect, exc)
+        except httpx.TransportError as exc:
+            return self._upstream_failed(refuse, entry, alert, rate_headers, service, True, exc)
+
+        entry["status"] = response.status_code
+        entry["latency_us"] = int((time.perf_counter() - started) * 1e6)
+        if tx is not None and 200 <= response.status_code < 300:
+            self.history.record(tx, now.timestamp())
+            record_usage(usage, tx, now)
+        try:
+            idx, digest = self.audit(entry, alert)
+        except BaseException:
+            await response.aclose()
+            raise
+        headers = [(k, v) for k, v in response.headers.raw if k.decode("latin-1").lower() not in _DROP_RESPONSE]
+        streamed = StreamingResponse(response.aiter_raw(), status_code=response.status_code,
+                                     background=BackgroundTask(response.aclose))
+        streamed.raw_headers = headers
+        extra = {**rate_headers, RECEIPT_HEADER: f"index={idx}; hash={digest}"}
+        if decision is not None:
+            extra[DECISION_HEADER] = self._decision_header(decision)
+        streamed.raw_headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
+        return streamed
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _breach(self, refuse: Any, breach: Breach, policy: Policy, headers: dict[str, str] | None = None) -> Response:
+        if breach.limit == "status":
+            return refuse(403, "participant-suspended", "Participant suspended", breach.detail,
+                          headers=headers, limit="status", participant_id=policy.id)
+        return refuse(403, "sandbox-limit", "Refused by the participant's sandbox limits", breach.detail,
+                      headers=headers, limit=breach.limit, participant_id=policy.id)
+
+    def _upstream_failed(self, refuse: Any, entry: dict[str, Any], alert: dict[str, Any] | None,
+                         headers: dict[str, str], service: str, unavailable: bool, exc: Exception) -> Response:
+        log.warning("upstream %s failed: %r", service, exc)
+        if unavailable:
+            entry["error"] = "upstream-unavailable"
+            return refuse(503, "upstream-unavailable", "Service unavailable",
+                          f"The {service} service could not be reached; nothing was forwarded.",
+                          headers={**headers, "Retry-After": "5"}, alert=alert, service=service)
+        entry["error"] = "upstream-timeout"
+        return refuse(504, "upstream-timeout", "Service timed out",
+                      f"The {service} service did not answer in time; the request may or may not have "
+                      "been applied: retry with the same Idempotency-Key.", headers=headers, alert=alert,
+                      service=service)
+
+    @staticmethod
+    def _decision_header(decision: Decision) -> str:
+        rules = ",".join(decision.rules) or "none"
+        return f"{decision.outcome}; score={decision.score}; rules={rules}; ruleset={decision.ruleset_version}"
+
+    def _alert(self, entry: dict[str, Any], decision: Decision, now: datetime, tx: Transaction) -> dict[str, Any]:
+        return {
+            "id": new_id("alt"), "created_at": now, "participant_id": entry["participant_id"],
+            "audit_index": self.head.next_idx, "request_id": entry["request_id"],
+            "operation": entry["operation"], "decision": decision.outcome, "score": decision.score,
+            "rules": json.dumps([{"rule": h.rule, "score": h.score, "reason": h.reason} for h in decision.hits]),
+            "ruleset_version": decision.ruleset_version, "amount": tx.amount, "currency": tx.currency,
+            "payer": tx.payer, "payee": tx.payee, "status": "open", "assignee": None,
+            "resolution": None, "note": None, "closed_at": None,
+        }
+
+    def _upstream_request(self, request: Request, service: str, path: str, body: bytes,
+                          participant_id: str, request_id: str) -> httpx.Request:
+        headers = [(k, v) for k, v in request.headers.raw
+                   if (name := k.decode("latin-1").lower()) not in _DROP_REQUEST and not name.startswith("x-sandbox-")]
+        headers += [
+            (b"x-request-id", request_id.encode()),
+            (b"x-sandbox-participant", participant_id.encode()),
+            (b"x-forwarded-prefix", ("/" + service).encode()),
+        ]
+        url = self.upstreams[service] + path
+        query = request.url.query
+        if query:
+            url += "?" + query
+        return self.client.build_request(request.method, url, headers=headers, content=body)
+
+    async def _fill_owner_names(self, tx: Transaction, request_id: str) -> None:
+        """Names of payments accounts for the sanctions rule, looked up once and cached."""
+        for side in ("payer", "payee"):
+            if getattr(tx, f"{side}_is_account") and getattr(tx, f"{side}_name") is None:
+                setattr(tx, f"{side}_name", await self._owner_name(getattr(tx, side), request_id))
+
+    async def _owner_name(self, account_id: str, request_id: str) -> str | None:
+        cached = self.owner_names.get(account_id)
+        if cached is not None:
+            return cached
+        try:
+            response = await self.client.get(
+                f"{self.upstreams['payments']}/accounts/{account_id}",
+                headers={"x-request-id": request_id, PARTICIPANT_HEADER: LOOKUP_PARTICIPANT},
+            )
+        except httpx.HTTPError as exc:
+            raise ScreeningUnavailable(f"account look-up failed: {exc!r}") from exc
+        if response.status_code == 404 or response.status_code == 422:
+            return None  # no such account: payments will refuse the movement itself
+        if response.status_code != 200:
+            raise ScreeningUnavailable(f"account look-up answered {response.status_code}")
+        name = response.json()["owner_name"]
+        if len(self.owner_names) > 100_000:
+            self.owner_names.clear()
+        self.owner_names[account_id] = name
+        return name

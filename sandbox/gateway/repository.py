@@ -1,0 +1,174 @@
+"""Every query the gateway makes against its own database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import Engine, Select, and_, case, func, insert, select
+from sqlmodel import Session
+
+from sandbox.gateway.models import Alert, AuditEntry, Participant
+
+AUDIT = AuditEntry.__table__  # type: ignore[attr-defined]
+ALERTS = Alert.__table__  # type: ignore[attr-defined]
+_INSERT_AUDIT = insert(AUDIT)
+_INSERT_ALERT = insert(ALERTS)
+
+
+# -- participants ------------------------------------------------------------------------------
+
+def all_participants(session: Session) -> list[Participant]:
+    return list(session.execute(select(Participant).order_by(Participant.id)).scalars())
+
+
+def participant_count(session: Session) -> int:
+    return session.execute(select(func.count()).select_from(Participant)).scalar_one()
+
+
+def get_participant(session: Session, participant_id: str) -> Participant | None:
+    return session.get(Participant, participant_id)
+
+
+def list_participants(session: Session, limit: int, after: str | None, status: str | None) -> list[Participant]:
+    query = select(Participant).order_by(Participant.id).limit(limit + 1)
+    if after:
+        query = query.where(Participant.id > after)
+    if status:
+        query = query.where(Participant.status == status)
+    return list(session.execute(query).scalars())
+
+
+# -- audit log ---------------------------------------------------------------------------------
+
+def audit_head(engine: Engine) -> tuple[int, str] | None:
+    with engine.connect() as conn:
+        row = conn.execute(select(AUDIT.c.idx, AUDIT.c.hash).order_by(AUDIT.c.idx.desc()).limit(1)).first()
+    return (row.idx, row.hash) if row else None
+
+
+def append_audit(engine: Engine, entry: dict[str, Any], alert: dict[str, Any] | None) -> None:
+    """One short transaction: the entry, and the alert it opened if any."""
+    with engine.begin() as conn:
+        conn.execute(_INSERT_AUDIT, entry)
+        if alert is not None:
+            conn.execute(_INSERT_ALERT, alert)
+
+
+def audit_rows(engine: Engine, batch: int = 5000) -> Iterator[dict[str, Any]]:
+    """The whole log in index order, a batch at a time (for verification)."""
+    after = -1
+    while True:
+        with engine.connect() as conn:
+            rows = conn.execute(select(AUDIT).where(AUDIT.c.idx > after).order_by(AUDIT.c.idx).limit(batch)).mappings().all()
+        if not rows:
+            return
+        for row in rows:
+            yield dict(row)
+        after = rows[-1]["idx"]
+
+
+def accepted_money_movements(engine: Engine, since_iso: str) -> list[Any]:
+    """Screened requests the services accepted since a time: to rebuild screening history."""
+    query = (select(AUDIT.c.at, AUDIT.c.participant_id, AUDIT.c.value_minor, AUDIT.c.payer,
+                    AUDIT.c.payee, AUDIT.c.customer)
+             .where(AUDIT.c.at >= since_iso, AUDIT.c.value_minor.is_not(None),
+                    AUDIT.c.status >= 200, AUDIT.c.status < 300)
+             .order_by(AUDIT.c.idx))
+    with engine.connect() as conn:
+        return list(conn.execute(query))
+
+
+def customers_by_participant(engine: Engine) -> list[Any]:
+    query = (select(AUDIT.c.participant_id, AUDIT.c.customer)
+             .where(AUDIT.c.customer.is_not(None), AUDIT.c.value_minor.is_not(None),
+                    AUDIT.c.status >= 200, AUDIT.c.status < 300)
+             .group_by(AUDIT.c.participant_id, AUDIT.c.customer))
+    with engine.connect() as conn:
+        return list(conn.execute(query))
+
+
+def list_audit(session: Session, limit: int, after: int | None, filters: dict[str, Any]) -> list[AuditEntry]:
+    query: Select = select(AuditEntry).order_by(AuditEntry.idx).limit(limit + 1)
+    if after is not None:
+        query = query.where(AuditEntry.idx > after)
+    for name, value in filters.items():
+        if value is not None:
+            query = query.where(getattr(AuditEntry, name) == value)
+    return list(session.execute(query).scalars())
+
+
+def get_audit(session: Session, idx: int) -> AuditEntry | None:
+    return session.get(AuditEntry, idx)
+
+
+def activity_summary(session: Session, participant_id: str, since_iso: str | None = None,
+                     until_iso: str | None = None) -> dict[str, Any]:
+    """Counts and volumes of one participant's traffic over a period, in one query."""
+    a = AUDIT.c
+    ok = and_(a.status >= 200, a.status < 300)
+    conditions = [a.participant_id == participant_id]
+    if since_iso:
+        conditions.append(a.at >= since_iso)
+    if until_iso:
+        conditions.append(a.at < until_iso)
+
+    def count_if(cond: Any) -> Any:
+        return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
+
+    query = select(
+        func.count().label("requests"),
+        count_if(ok).label("succeeded"),
+        count_if(and_(a.status >= 400, a.status < 500)).label("refused"),
+        count_if(a.status >= 500).label("failed"),
+        count_if(a.value_minor.is_not(None)).label("screened"),
+        count_if(a.decision == "approve").label("approved"),
+        count_if(a.decision == "review").label("reviewed"),
+        count_if(a.decision == "block").label("blocked"),
+        count_if(a.limit_name.is_not(None)).label("limit_breaches"),
+        count_if(a.status == 429).label("rate_limited"),
+        count_if(a.error.is_not(None)).label("errors"),
+        func.coalesce(func.sum(case((and_(ok, a.value_minor.is_not(None)), a.value_minor), else_=0)), 0).label("volume_minor"),
+        func.count(func.distinct(case((and_(ok, a.value_minor.is_not(None)), a.customer), else_=None))).label("customers"),
+        func.min(a.at).label("first_at"),
+        func.max(a.at).label("last_at"),
+    ).where(*conditions)
+    row = session.execute(query).mappings().one()
+    breaches = session.execute(
+        select(a.limit_name, func.count()).where(*conditions, a.limit_name.is_not(None)).group_by(a.limit_name)
+    ).all()
+    return {**dict(row), "breaches_by_limit": {name: n for name, n in breaches}}
+
+
+# -- alerts --------------------------------------------------------------------------------
+
+def list_alerts(session: Session, limit: int, after: str | None, status: str | None,
+                participant_id: str | None) -> list[Alert]:
+    query = select(Alert).order_by(Alert.id).limit(limit + 1)
+    if after:
+        query = query.where(Alert.id > after)
+    if status:
+        query = query.where(Alert.status == status)
+    if participant_id:
+        query = query.where(Alert.participant_id == participant_id)
+    return list(session.execute(query).scalars())
+
+
+def get_alert(session: Session, alert_id: str) -> Alert | None:
+    return session.get(Alert, alert_id)
+
+
+def alert_summary(session: Session, participant_id: str, since: Any = None, until: Any = None) -> dict[str, int]:
+    query = select(Alert.status, Alert.resolution, func.count()).where(Alert.participant_id == participant_id)
+    if since is not None:
+        query = query.where(Alert.created_at >= since)
+    if until is not None:
+        query = query.where(Alert.created_at < until)
+    summary = {"opened": 0, "open": 0, "assigned": 0, "closed": 0,
+               "false_positive": 0, "suspicious": 0, "reported": 0}
+    for status, resolution, n in session.execute(query.group_by(Alert.status, Alert.resolution)):
+        summary["opened"] += n
+        summary[status] += n
+        if resolution:
+            summary[resolution] += n
+    return summary

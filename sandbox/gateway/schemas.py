@@ -1,0 +1,263 @@
+"""The regulator API's request and response models."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.common.fields import Text
+from services.common.money import Money, positive_amount_pattern
+
+PARTICIPANT_PREFIX = "ptp"
+ALERT_PREFIX = "alt"
+ServiceName = Literal["payments", "credit", "advisor", "open-banking"]
+AlertResolution = Literal["false_positive", "suspicious", "reported"]
+_CNY_AMOUNT = positive_amount_pattern(2)
+OPERATION_PATTERN = r"^(payments|credit|advisor|open-banking) (GET|POST|PUT|PATCH|DELETE) /[A-Za-z0-9_{}*.~/-]{0,150}$"
+
+
+class LimitsIn(BaseModel):
+    """Boundary conditions, in the gateway's reporting currency (CNY)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_single_transaction: str = Field(pattern=_CNY_AMOUNT, max_length=19, examples=["20000.00"],
+                                        description="Largest single money movement, CNY.")
+    daily_volume: str = Field(pattern=_CNY_AMOUNT, max_length=19, examples=["200000.00"],
+                              description="Most money moved per UTC day, CNY.")
+    max_customers: int = Field(ge=1, le=1_000_000, description="Distinct paying customers over the window.")
+    rate_limit_per_minute: int = Field(ge=1, le=100_000, description="Requests a minute, every operation.")
+
+
+class ParticipantCreate(BaseModel):
+    """Admit a firm to the sandbox: its restricted authorisation and its limits."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{
+            "name": "Acme Pay", "services": ["payments"], "operations": ["payments POST /transfers"],
+            "window_days": 180,
+            "limits": {"max_single_transaction": "5000.00", "daily_volume": "50000.00",
+                       "max_customers": 10, "rate_limit_per_minute": 120},
+        }]},
+    )
+
+    name: str = Text(100, "The firm's name.", ["Acme Pay"])
+    role: str | None = Text(200, "What it tests in the sandbox.", optional=True)
+    services: list[ServiceName] = Field(min_length=1, max_length=4, description="Services it may call.")
+    operations: list[str] = Field(
+        default_factory=list, max_length=50,
+        description="Operation allow-list, `service METHOD /path` (`{param}` and `**` allowed); "
+        "empty allows every operation of the allowed services.",
+        json_schema_extra={"items": {"type": "string", "pattern": OPERATION_PATTERN}},
+    )
+    starts_in_days: int = Field(0, ge=0, le=365, description="Days from now until the testing window opens.")
+    window_days: int = Field(180, ge=1, le=730, description="Length of the testing window.")
+    limits: LimitsIn
+
+
+class LimitsPublic(BaseModel):
+    max_single_transaction: Money
+    daily_volume: Money
+    max_customers: int
+    rate_limit_per_minute: int
+
+
+class ParticipantPublic(BaseModel):
+    """An admitted firm. Its key is never shown again after admission; `key_hint` tells keys apart."""
+
+    id: str = Field(examples=["ptp_00000000000000000000000001"])
+    name: str
+    role: str
+    status: Literal["active", "suspended"]
+    status_reason: str | None
+    key_hint: str
+    services: list[str]
+    operations: list[str]
+    window_from: datetime
+    window_to: datetime
+    limits: LimitsPublic
+    created_at: datetime
+
+
+class ParticipantAdmitted(ParticipantPublic):
+    """The new participant and its API key, shown this once (only its hash is stored)."""
+
+    api_key: str
+
+
+class StatusChange(BaseModel):
+    """Why the participant is suspended or reinstated (kept on the participant and in the log)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Text(200, "Why.", ["Breached its customer limit twice"])
+
+
+class AuditEntryPublic(BaseModel):
+    """One request through the gateway, chained to the one before by `hash`."""
+
+    index: int
+    at: str
+    request_id: str
+    participant_id: str | None
+    method: str
+    path: str
+    service: str | None
+    operation: str | None
+    status: int
+    latency_ms: float
+    decision: str | None
+    score: int | None
+    rules: list[str]
+    ruleset_version: str | None
+    limit: str | None
+    amount: Money | None
+    value_reporting: Money | None
+    payer: str | None
+    payee: str | None
+    customer: str | None
+    card_last4: str | None
+    error: str | None
+    alert_id: str | None
+    prev_hash: str
+    hash: str
+
+
+class AuditPage(BaseModel):
+    """Entries oldest first; pass `next_after` as `after` to follow the live log."""
+
+    data: list[AuditEntryPublic]
+    next_after: int | None
+    has_more: bool
+
+
+class AuditHead(BaseModel):
+    """The log's size and its last hash: publish it, and a later rewrite cannot match it."""
+
+    size: int
+    head_hash: str
+
+
+class ChainBreakPublic(BaseModel):
+    index: int
+    reason: str
+
+
+class VerificationPublic(BaseModel):
+    """Whether every entry's hash matches its contents and its predecessor."""
+
+    ok: bool
+    size: int
+    head_hash: str
+    first_broken: ChainBreakPublic | None
+
+
+class ReceiptCheck(BaseModel):
+    """A receipt is good when the entry still has that hash and the chain up to it verifies."""
+
+    index: int
+    hash: str
+    receipt_hash: str | None
+    matches: bool | None = Field(description="Whether `receipt_hash` (when given) equals the stored hash.")
+    chain_ok: bool
+    entry: AuditEntryPublic
+
+
+class RuleHitPublic(BaseModel):
+    rule: str
+    score: int
+    reason: str
+
+
+class AlertPublic(BaseModel):
+    """A `review` or `block` decision waiting for, or closed by, the regulator."""
+
+    id: str = Field(examples=["alt_01jd3k8m9q2w4e6r8t0y2u4i6o"])
+    created_at: datetime
+    participant_id: str
+    audit_index: int
+    request_id: str
+    operation: str
+    decision: Literal["review", "block"]
+    score: int
+    rules: list[RuleHitPublic]
+    ruleset_version: str
+    amount: Money
+    payer: str | None
+    payee: str | None
+    status: Literal["open", "assigned", "closed"]
+    assignee: str | None
+    resolution: AlertResolution | None
+    note: str | None
+    closed_at: datetime | None
+
+
+class AlertAssign(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    assignee: str = Text(100, "The investigator.", ["case officer 7"])
+
+
+class AlertClose(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    resolution: AlertResolution
+    note: str | None = Text(500, "What the investigation found.", optional=True)
+
+
+class AlertSummary(BaseModel):
+    opened: int
+    open: int
+    assigned: int
+    closed: int
+    false_positive: int
+    suspicious: int
+    reported: int
+
+
+class ActivityReport(BaseModel):
+    """A participant's traffic over a period, against its limits."""
+
+    participant_id: str
+    name: str
+    status: str
+    period_from: datetime
+    period_to: datetime
+    requests: int
+    succeeded: int
+    refused: int
+    failed: int
+    screened: int
+    decisions: dict[str, int]
+    volume: Money
+    customers: int
+    limits: LimitsPublic
+    limit_breaches: int
+    breaches_by_limit: dict[str, int]
+    rate_limited: int
+    errors: int
+    alerts: AlertSummary
+    first_request_at: str | None
+    last_request_at: str | None
+
+
+class ExitReport(ActivityReport):
+    """The testing window's record, for the regulator's exit decision."""
+
+    ruleset_version: str
+    generated_at: datetime
+    audit_head: AuditHead
+
+
+class RuleSetPublic(BaseModel):
+    """The screening rule set in force."""
+
+    version: str
+    reporting_currency: str
+    thresholds: dict[str, int]
+    screened_operations: list[str]
+    rules: dict[str, Any]
+    watch_list_version: str
