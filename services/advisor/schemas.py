@@ -4,9 +4,9 @@ and volatilities are plain fractions (0.6 = 60%); fund units are decimal strings
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from services.common.fields import IdField, Text
 from services.common.money import Money, positive_amount_pattern
@@ -19,7 +19,24 @@ WALLET_PREFIX = "acc"
 Goal = Literal["retirement", "major_purchase", "education", "general_investing", "emergency_fund"]
 AssetClassCode = Literal["cn_equity", "us_equity", "dev_equity", "em_equity", "cn_gov_bond",
                          "cn_credit_bond", "global_bond"]
-_FORBID = ConfigDict(extra="forbid")
+# Strict: a JSON `true` is not the number 1, so the contract is exactly what is accepted.
+def _json_integer(value: Any) -> int:
+    """A JSON integer: 85 or 85.0 (JSON Schema counts both), never `true` or "85"."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or (
+            isinstance(value, float) and not value.is_integer()):
+        raise ValueError("must be a JSON integer")
+    return int(value)
+
+
+def _json_number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a JSON number")
+    return float(value)
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_integer)]
+JsonNumber = Annotated[float, BeforeValidator(_json_number)]
+_FORBID = ConfigDict(extra="forbid", strict=True)
 # Up to a billion yuan: larger sums are not what a teaching robo-advisor sees.
 _NONNEG_CNY = r"^(0|[1-9][0-9]{0,9})(\.[0-9]{1,2})?$"
 _POSITIVE_CNY = positive_amount_pattern(2).replace("{0,14}", "{0,9}")
@@ -28,7 +45,7 @@ _POSITIVE_CNY = positive_amount_pattern(2).replace("{0,14}", "{0,9}")
 class CnyAmount(BaseModel):
     """A non-negative CNY amount (income, savings): decimal string, at most 2 decimals."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"amount": "150000.00", "currency": "CNY"}]})
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [{"amount": "150000.00", "currency": "CNY"}]})
 
     amount: str = Field(pattern=_NONNEG_CNY)
     currency: Literal["CNY"]
@@ -51,6 +68,7 @@ class RiskQuestionnaire(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [{
                 "age": 30, "horizon_years": 30,
@@ -62,8 +80,8 @@ class RiskQuestionnaire(BaseModel):
         },
     )
 
-    age: int = Field(ge=18, le=100, description="Age in years.")
-    horizon_years: int = Field(ge=1, le=50, description="Years until the money is needed.")
+    age: JsonInt = Field(ge=18, le=100, description="Age in years.")
+    horizon_years: JsonInt = Field(ge=1, le=50, description="Years until the money is needed.")
     annual_income: CnyAmount
     liquid_net_worth: CnyAmount = Field(description="Savings and investments you could sell within a week.")
     goal: Goal
@@ -182,7 +200,7 @@ class ShockIn(BaseModel):
     model_config = _FORBID
 
     asset_class: AssetClassCode
-    pct: float = Field(ge=-90, le=100, description="Percent move on the new day, e.g. -20.")
+    pct: JsonNumber = Field(ge=-90, le=100, description="Percent move on the new day, e.g. -20.")
 
 
 class MarketAdvance(BaseModel):
@@ -190,10 +208,11 @@ class MarketAdvance(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={"examples": [{"days": 30, "shocks": [{"asset_class": "us_equity", "pct": -20}]}]},
     )
 
-    days: int = Field(ge=0, le=366)
+    days: JsonInt = Field(ge=0, le=366)
     shocks: list[ShockIn] = Field(default_factory=list, max_length=7)
 
 
@@ -219,6 +238,7 @@ class AccountCreate(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={"examples": [{
             "owner_name": "Li Wei",
             "wallet_account_id": "acc_00000000000000000000000001",
@@ -234,7 +254,7 @@ class AccountCreate(BaseModel):
 class DepositCreate(BaseModel):
     """Move money from the investor's wallet into the account; it is invested at once."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"amount": {"amount": "1000.00", "currency": "CNY"}}]})
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [{"amount": {"amount": "1000.00", "currency": "CNY"}}]})
 
     amount: PositiveCnyAmount
 
@@ -308,10 +328,10 @@ class DepositPublic(BaseModel):
 
 
 class RebalanceRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"dry_run": True, "threshold": 0.03}]})
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [{"dry_run": True, "threshold": 0.03}]})
 
     dry_run: bool = Field(False, description="Only list the trades.")
-    threshold: float = Field(0.03, ge=0.005, le=0.5, description="Drift that triggers selling (0.03 = 3%).")
+    threshold: JsonNumber = Field(0.03, ge=0.005, le=0.5, description="Drift that triggers selling (0.03 = 3%).")
 
 
 class RebalancePublic(BaseModel):
@@ -327,10 +347,10 @@ class RebalancePublic(BaseModel):
 
 
 class HarvestRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"dry_run": False, "loss_threshold": 0.05}]})
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [{"dry_run": False, "loss_threshold": 0.05}]})
 
     dry_run: bool = Field(False, description="Only list what would be harvested.")
-    loss_threshold: float = Field(0.05, ge=0.005, le=0.9, description="Harvest lots down more than this (0.05 = 5%).")
+    loss_threshold: JsonNumber = Field(0.05, ge=0.005, le=0.9, description="Harvest lots down more than this (0.05 = 5%).")
 
 
 class HarvestedLot(BaseModel):
@@ -385,16 +405,17 @@ class TaxReportPublic(BaseModel):
 class ProjectionRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={"examples": [{"risk_level": 11, "initial": {"amount": "10000.00", "currency": "CNY"},
                                          "years": 30, "paths": 10000, "seed": 42}]},
     )
 
-    risk_level: int = Field(ge=0, le=20, description="Model portfolio level (2 × risk score).")
+    risk_level: JsonInt = Field(ge=0, le=20, description="Model portfolio level (2 × risk score).")
     initial: PositiveCnyAmount
     monthly_contribution: CnyAmount | None = None
-    years: int = Field(30, ge=1, le=50)
-    paths: int = Field(10000, ge=100, le=10000)
-    seed: int = Field(42, ge=0, le=2**32 - 1, description="Same seed, same percentiles.")
+    years: JsonInt = Field(30, ge=1, le=50)
+    paths: JsonInt = Field(10000, ge=100, le=10000)
+    seed: JsonInt = Field(42, ge=0, le=2**32 - 1, description="Same seed, same percentiles.")
 
 
 class ProjectionYear(BaseModel):
