@@ -1,0 +1,35 @@
+"""End to end through the real gateway: the lender's key calls credit, credit's own key pays out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from sandbox.gateway.main import GatewaySettings
+from sandbox.gateway.main import create_app as create_gateway_app
+from services.payments.main import PaymentsSettings
+from services.payments.main import create_app as create_payments_app
+from tests.credit.conftest import CHEN_WALLET, LENDER_FLOAT, application, balance, credit_app
+from tests.support.servers import prefix_router, serve
+
+
+def test_chen_gets_the_loan_through_the_gateway(tmp_path: Path) -> None:
+    to_gateway = httpx.Client()  # credit's calls go through the gateway, whose port we learn below
+    payments = create_payments_app(PaymentsSettings(data_dir=tmp_path / "payments"))
+    with serve(payments) as payments_url, serve(credit_app(tmp_path, to_gateway)) as credit_url:
+        gateway = create_gateway_app(GatewaySettings(
+            data_dir=tmp_path / "gateway", upstream_payments=payments_url, upstream_credit=credit_url))
+        with serve(gateway) as gateway_url, httpx.Client(
+            base_url=f"{gateway_url}/credit", headers={"X-API-Key": "sbx_demo_lender_key"}
+        ) as lender, serve(prefix_router({"/payments": payments})) as ledger:
+            to_gateway.base_url = httpx.URL(gateway_url)
+            decided = lender.post("/applications", json=application())
+            assert decided.status_code == 201, decided.text
+            loan = lender.post(f"/loans/{decided.json()['loan_id']}/disbursement")
+            assert loan.status_code == 200, loan.text
+            assert loan.json()["status"] == "disbursed"
+            assert balance(ledger, LENDER_FLOAT) == "9980000.00"
+            assert float(balance(ledger, CHEN_WALLET)) > 800 + 19000
+            assert lender.get("/scorecard").status_code == 200
+            assert httpx.get(f"{credit_url}/applications").json()["data"][0]["id"] == decided.json()["id"]
