@@ -21,7 +21,7 @@ from services.openbanking.models import AccessToken, Consent, TppClient
 from services.openbanking.permissions import is_expired
 
 CLIENT_TOKEN_TTL = timedelta(hours=1)
-PSU_TOKEN_TTL = timedelta(hours=24)
+PSU_TOKEN_TTL = timedelta(days=90)  # OBIE: the PSU reauthenticates every 90 days; consents may end sooner
 CODE_TTL = timedelta(minutes=10)
 ALL_SCOPES = ("accounts", "payments", "fundsconfirmations")
 SCOPE_OF_KIND = {"account-access": "accounts", "domestic-payment": "payments",

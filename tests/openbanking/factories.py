@@ -1,0 +1,112 @@
+"""A TPP's moves against Sandbox Bank, one method each, so tests read like the journey."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from fastapi.testclient import TestClient
+
+from services.common.clock import Clock
+
+DEMO = ("tpp_demo", "sbx_demo_tpp_secret")
+OTHER = ("tpp_other", "sbx_other_tpp_secret")
+WALLET = "acc_00000000000000000000000008"
+SAVINGS = "acc_00000000000000000000000b01"
+ZHAO = "acc_00000000000000000000000b02"
+SUN = "acc_00000000000000000000000b03"
+COFFEE = "acc_00000000000000000000000b04"
+ALL_AIS = ["ReadAccountsDetail", "ReadBalances", "ReadTransactionsDetail", "ReadTransactionsCredits",
+           "ReadTransactionsDebits"]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+class Bank:
+    def __init__(self, client: TestClient, clock: Clock, ledger_url: str) -> None:
+        self.client = client
+        self.clock = clock
+        self.ledger = httpx.Client(base_url=ledger_url + "/payments")
+
+    # --- tokens ---
+    def client_token(self, tpp: tuple[str, str] = DEMO, scope: str = "accounts payments fundsconfirmations") -> str:
+        response = self.client.post("/oauth2/token", data={"grant_type": "client_credentials", "client_id": tpp[0],
+                                                           "client_secret": tpp[1], "scope": scope})
+        assert response.status_code == 200, response.text
+        return response.json()["access_token"]
+
+    def exchange(self, code: str, tpp: tuple[str, str] = DEMO) -> httpx.Response:
+        return self.client.post("/oauth2/token", data={"grant_type": "authorization_code", "code": code}, auth=tpp)
+
+    def authorise(self, consent_id: str, psu: str = "wangfang", tpp: tuple[str, str] = DEMO,
+                  **extra: Any) -> httpx.Response:
+        return self.client.post("/authorize", json={"consent_id": consent_id, "client_id": tpp[0], "psu_id": psu,
+                                                    "otp": "123456", **extra})
+
+    def psu_token(self, consent_id: str, psu: str = "wangfang", tpp: tuple[str, str] = DEMO, **extra: Any) -> str:
+        decided = self.authorise(consent_id, psu, tpp, **extra)
+        assert decided.status_code == 200, decided.text
+        token = self.exchange(decided.json()["code"], tpp)
+        assert token.status_code == 200, token.text
+        return token.json()["access_token"]
+
+    # --- AISP ---
+    def ais_consent(self, permissions: list[str] | None = None, tpp: tuple[str, str] = DEMO, **data: Any) -> str:
+        response = self.client.post("/v3.1/aisp/account-access-consents", headers=bearer(self.client_token(tpp)),
+                                    json={"Data": {"Permissions": permissions or ALL_AIS, **data}, "Risk": {}})
+        assert response.status_code == 201, response.text
+        return response.json()["Data"]["ConsentId"]
+
+    def ais_token(self, permissions: list[str] | None = None, psu: str = "wangfang", **data: Any) -> str:
+        return self.psu_token(self.ais_consent(permissions, **data), psu)
+
+    def get(self, path: str, token: str, **params: Any) -> httpx.Response:
+        return self.client.get(path, headers=bearer(token), params=params)
+
+    # --- PISP ---
+    def initiation(self, amount: str = "25.00", creditor: str = COFFEE, **extra: Any) -> dict[str, Any]:
+        return {"InstructionIdentification": "INSTR-1", "EndToEndIdentification": "E2E-1",
+                "InstructedAmount": {"Amount": amount, "Currency": "CNY"},
+                "CreditorAccount": {"SchemeName": "UK.OBIE.BBAN", "Identification": creditor, "Name": "Payee"},
+                **extra}
+
+    def payment_consent(self, initiation: dict[str, Any] | None = None, tpp: tuple[str, str] = DEMO,
+                        key: str = "consent-key-1") -> httpx.Response:
+        return self.client.post("/v3.1/pisp/domestic-payment-consents",
+                                headers={**bearer(self.client_token(tpp)), "x-idempotency-key": key},
+                                json={"Data": {"Initiation": initiation or self.initiation()}, "Risk": {}})
+
+    def pay(self, consent_id: str, token: str, initiation: dict[str, Any] | None = None,
+            key: str = "payment-key-1") -> httpx.Response:
+        return self.client.post("/v3.1/pisp/domestic-payments", headers={**bearer(token), "x-idempotency-key": key},
+                                json={"Data": {"ConsentId": consent_id, "Initiation": initiation or self.initiation()},
+                                      "Risk": {}})
+
+    # --- CBPII ---
+    def funds_consent(self, account: str = WALLET, tpp: tuple[str, str] = DEMO, **data: Any) -> str:
+        response = self.client.post("/v3.1/cbpii/funds-confirmation-consents", headers=bearer(self.client_token(tpp)),
+                                    json={"Data": {"DebtorAccount": {"SchemeName": "UK.OBIE.BBAN",
+                                                                     "Identification": account}, **data}})
+        assert response.status_code == 201, response.text
+        return response.json()["Data"]["ConsentId"]
+
+    def confirm_funds(self, consent_id: str, token: str, amount: str) -> httpx.Response:
+        return self.client.post("/v3.1/cbpii/funds-confirmations", headers=bearer(token), json={"Data": {
+            "ConsentId": consent_id, "Reference": "Purchase01",
+            "InstructedAmount": {"Amount": amount, "Currency": "CNY"}}})
+
+    # --- the ledger, as a user would check it ---
+    def balance(self, account_id: str) -> str:
+        return self.ledger.get(f"/accounts/{account_id}").json()["balance"]["amount"]
+
+    def ledger_transfer(self, source: str, target: str, amount: str, description: str) -> None:
+        response = self.ledger.post("/transfers", json={"from_account_id": source, "to_account_id": target,
+                                                        "amount": {"amount": amount, "currency": "CNY"},
+                                                        "description": description})
+        assert response.status_code == 201, response.text
+
+
+def error_codes(response: httpx.Response) -> list[str]:
+    return [e["ErrorCode"] for e in response.json()["Errors"]]
