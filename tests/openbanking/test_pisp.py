@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.openbanking.payments_client import PaymentsClient
-from tests.openbanking.factories import COFFEE, WALLET, Bank, bearer, error_codes
+from tests.openbanking.factories import COFFEE, WALLET, ZHAO, Bank, bearer, error_codes
 
 
 def authorised_payment(bank: Bank, amount: str = "25.00", psu: str = "wangfang") -> tuple[str, str]:
@@ -65,8 +65,10 @@ def test_a_payment_beyond_the_balance_is_rejected_and_nothing_moves(bank: Bank) 
     funds = bank.client.get(f"/v3.1/pisp/domestic-payment-consents/{consent}/funds-confirmation",
                             headers=bearer(token))
     assert funds.json()["Data"]["FundsAvailableResult"]["FundsAvailable"] is False
-    paid = bank.pay(consent, token)
+    before = bank.balance(ZHAO)
+    paid = bank.pay(consent, token, bank.initiation("5000.00"))
     assert paid.status_code == 201 and paid.json()["Data"]["Status"] == "Rejected"
+    assert bank.balance(ZHAO) == before
 
 
 def test_funds_confirmation_says_yes_when_the_account_can_pay(bank: Bank) -> None:
