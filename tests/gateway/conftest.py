@@ -1,0 +1,80 @@
+"""The gateway in front of the real payments app; factories for participants and transfers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from sandbox.gateway.main import GatewaySettings, create_app
+from services.common.clock import Clock, frozen_clock
+from services.common.demo import DEMO_REGULATOR_KEY
+from services.payments.main import PaymentsSettings
+from services.payments.main import create_app as create_payments_app
+
+REGULATOR = {"X-API-Key": DEMO_REGULATOR_KEY}
+WALLET_KEY = "sbx_demo_wallet_key"
+LI_WEI = "acc_00000000000000000000000001"
+ZHANG_MIN = "acc_00000000000000000000000002"
+WANG_FANG = "acc_00000000000000000000000008"
+LENDER = "acc_00000000000000000000000005"
+
+
+@dataclass
+class Sandbox:
+    client: TestClient
+    payments: TestClient
+    clock: Clock
+    data_dir: Path
+
+    def admit(self, **overrides: Any) -> tuple[str, str]:
+        """Admit a participant (payments only, generous limits unless overridden): (id, key)."""
+        limits = {"max_single_transaction": "100000.00", "daily_volume": "1000000.00",
+                  "max_customers": 100, "rate_limit_per_minute": 1000}
+        limits.update(overrides.pop("limits", {}))
+        body = {"name": "Test Firm", "services": ["payments"], "limits": limits, **overrides}
+        response = self.client.post("/sandbox/participants", json=body, headers=REGULATOR)
+        assert response.status_code == 201, response.text
+        return response.json()["id"], response.json()["api_key"]
+
+    def transfer(self, key: str, amount: str, source: str = LENDER, target: str = ZHANG_MIN,
+                 **headers: str) -> httpx.Response:
+        body = {"from_account_id": source, "to_account_id": target,
+                "amount": {"amount": amount, "currency": "CNY"}}
+        return self.client.post("/payments/transfers", json=body, headers={"X-API-Key": key, **headers})
+
+    def open_account(self, key: str, owner: str, currency: str = "CNY") -> str:
+        response = self.client.post("/payments/accounts", headers={"X-API-Key": key},
+                                    json={"kind": "personal", "owner_name": owner, "currency": currency})
+        assert response.status_code == 201, response.text
+        return response.json()["id"]
+
+    def balance(self, account_id: str) -> str:
+        return self.payments.get(f"/accounts/{account_id}").json()["balance"]["amount"]
+
+    def entries(self, **params: Any) -> list[dict[str, Any]]:
+        response = self.client.get("/sandbox/audit/entries", params={"limit": 100, **params}, headers=REGULATOR)
+        assert response.status_code == 200, response.text
+        return response.json()["data"]
+
+
+def build_gateway(data_dir: Path, clock: Clock, transports: dict[str, Any] | None = None, **settings: Any):
+    return create_app(GatewaySettings(data_dir=data_dir, **settings), clock=clock, transports=transports)
+
+
+@pytest.fixture
+def payments_app(tmp_path: Path):
+    return create_payments_app(PaymentsSettings(data_dir=tmp_path / "payments"))
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path, payments_app) -> Iterator[Sandbox]:
+    clock = frozen_clock()
+    app = build_gateway(tmp_path / "gateway", clock, {"payments": httpx.ASGITransport(app=payments_app)})
+    with TestClient(app) as client, TestClient(payments_app) as payments:
+        yield Sandbox(client, payments, clock, tmp_path / "gateway")
