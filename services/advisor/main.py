@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime, time
 
 from fastapi import FastAPI
 from pydantic_settings import SettingsConfigDict
@@ -33,6 +33,9 @@ class AdvisorSettings(ServiceSettings):
     # The market simulator: the same seed and epoch replay the same prices day by day.
     market_seed: int = 2026
     market_epoch: date = date(2026, 1, 5)
+    # Simulated time by default: the clock starts at the market epoch and moves only when told
+    # (POST /market/advance), so a walkthrough gives the same figures on any day. False: wall clock.
+    simulated_clock: bool = True
 
 
 DESCRIPTION = """A robo-advisor after Wealthfront, Betterment and Ant Fortune's 帮你投.
@@ -50,6 +53,8 @@ DESCRIPTION = """A robo-advisor after Wealthfront, Betterment and Ant Fortune's 
    into substitute funds under the 30-day wash-sale rule.
 5. `POST /projections`: Monte Carlo percentiles at a 0.25% fee beside a 1.5% adviser.
 
+The advisor runs on simulated time: its clock starts on the market epoch (2026-01-05) and moves
+only with `POST /market/advance`, so a scenario gives the same figures whenever it is replayed.
 Money is a decimal string; units have 6 decimals, NAVs 4. Not investment advice.
 """
 
@@ -58,7 +63,9 @@ def create_app(settings: AdvisorSettings | None = None, clock: Clock | None = No
                payments_client: PaymentsClient | None = None) -> FastAPI:
     settings = settings or AdvisorSettings()
     configure_logging(settings.log_level)
-    clock = clock or Clock()
+    if clock is None:
+        start = datetime.combine(settings.market_epoch, time(9, 0), tzinfo=UTC)
+        clock = Clock(start) if settings.simulated_clock else Clock()
     db = Database(database_url(settings.database_url, settings.data_dir, "advisor"), AdvisorModel.metadata)
     db.create_tables()
     payments = payments_client or PaymentsClient(settings.gateway_url, settings.participant_key)
