@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Security
 from fastapi.responses import Response
 from fastapi.security import APIKeyHeader
+from sqlmodel import Session
 
 from sandbox.gateway import repository, service
 from sandbox.gateway.limits import Policy
@@ -47,6 +49,15 @@ def get_gateway(request: Request) -> Gateway:
 
 
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+
+
+def get_read_session(request: Request) -> Iterator[Session]:
+    """Reads on the gateway's read engine: they never hold the log's write lock."""
+    with Session(request.app.state.gateway.reader) as session:
+        yield session
+
+
+ReadSessionDep = Annotated[Session, Depends(get_read_session)]
 
 
 def _unauthorised(api_key: str | None) -> Problem:
@@ -104,7 +115,7 @@ def _log_change(request: Request, gateway: Gateway, clock: Any, status: int) -> 
 @router.get("/participants", tags=["participants"], operation_id="list_participants",
             response_model=Page[ParticipantPublic], responses=problem_responses(*AUTH, 422))
 def list_participants(
-    session: SessionDep, limit: LimitQuery = 20,
+    session: ReadSessionDep, limit: LimitQuery = 20,
     after: Annotated[str | None, Query(pattern=r"^[a-z0-9_]{1,40}$", description="`next_cursor` of the previous page.")] = None,
     status: Annotated[Literal["active", "suspended"] | None, Query()] = None,
 ) -> Page[ParticipantPublic]:
@@ -127,7 +138,7 @@ def admit_participant(body: ParticipantCreate, request: Request, session: Sessio
 
 @router.get("/participants/{participant_id}", tags=["participants"], operation_id="get_participant",
             response_model=ParticipantPublic, responses=problem_responses(*AUTH, 404, 422))
-def get_participant(participant_id: ParticipantId, session: SessionDep) -> ParticipantPublic:
+def get_participant(participant_id: ParticipantId, session: ReadSessionDep) -> ParticipantPublic:
     """One participant, its authorisation and limits."""
     return service.participant_public(service.get_participant(session, participant_id))
 
@@ -155,14 +166,14 @@ def reinstate_participant(participant_id: ParticipantId, body: StatusChange, req
 @router.get("/participants/{participant_id}/activity", tags=["participants"],
             operation_id="get_participant_activity", response_model=ActivityReport,
             responses=problem_responses(*AUTH, 404, 422))
-def get_participant_activity(participant_id: ParticipantId, session: SessionDep, clock: ClockDep) -> ActivityReport:
+def get_participant_activity(participant_id: ParticipantId, session: ReadSessionDep, clock: ClockDep) -> ActivityReport:
     """Today's traffic, decisions, volume and breaches of one participant, against its limits."""
     return service.today_activity(session, service.get_participant(session, participant_id), clock.now())
 
 
 @router.get("/participants/{participant_id}/exit-report", tags=["reports"], operation_id="get_exit_report",
             response_model=ExitReport, responses=problem_responses(*AUTH, 404, 422))
-def get_exit_report(participant_id: ParticipantId, session: SessionDep, gateway: GatewayDep,
+def get_exit_report(participant_id: ParticipantId, session: ReadSessionDep, gateway: GatewayDep,
                     clock: ClockDep) -> ExitReport:
     """The testing window's volumes, decisions, alerts and limit breaches, as JSON."""
     return service.exit_report(session, gateway, service.get_participant(session, participant_id), clock.now())
@@ -172,7 +183,7 @@ def get_exit_report(participant_id: ParticipantId, session: SessionDep, gateway:
             operation_id="get_exit_report_csv", response_class=Response,
             responses={200: {"description": "`metric,value` rows", "content": {"text/csv": {"schema": {"type": "string"}}}},
                        **problem_responses(*AUTH, 404, 422)})
-def get_exit_report_csv(participant_id: ParticipantId, session: SessionDep, gateway: GatewayDep,
+def get_exit_report_csv(participant_id: ParticipantId, session: ReadSessionDep, gateway: GatewayDep,
                         clock: ClockDep) -> Response:
     """The same exit report as CSV, one `metric,value` row per figure."""
     report = service.exit_report(session, gateway, service.get_participant(session, participant_id), clock.now())
@@ -185,7 +196,7 @@ def get_exit_report_csv(participant_id: ParticipantId, session: SessionDep, gate
 @router.get("/audit/entries", tags=["audit"], operation_id="list_audit_entries", response_model=AuditPage,
             responses=problem_responses(*AUTH, 422))
 def list_audit_entries(
-    session: SessionDep, limit: LimitQuery = 50,
+    session: ReadSessionDep, limit: LimitQuery = 50,
     after: Annotated[int | None, Query(ge=-1, le=2**53, description="Entries after this index (`next_after`).")] = None,
     participant_id: Annotated[str | None, Query(max_length=40, pattern=r"^[a-z0-9_]+$")] = None,
     service_name: Annotated[ServiceName | None, Query(alias="service")] = None,
@@ -203,7 +214,7 @@ def list_audit_entries(
 
 @router.get("/audit/entries/{index}", tags=["audit"], operation_id="get_audit_entry",
             response_model=AuditEntryPublic, responses=problem_responses(*AUTH, 404, 422))
-def get_audit_entry(index: AuditIndex, session: SessionDep) -> AuditEntryPublic:
+def get_audit_entry(index: AuditIndex, session: ReadSessionDep) -> AuditEntryPublic:
     """One entry of the log, with its hash and its predecessor's."""
     row = repository.get_audit(session, index)
     if row is None:
@@ -230,7 +241,7 @@ def verify_audit_log(gateway: GatewayDep) -> VerificationPublic:
 @router.get("/alerts", tags=["alerts"], operation_id="list_alerts", response_model=Page[AlertPublic],
             responses=problem_responses(*AUTH, 422))
 def list_alerts(
-    session: SessionDep, limit: LimitQuery = 20,
+    session: ReadSessionDep, limit: LimitQuery = 20,
     after: Annotated[str | None, Query(pattern=r"^[a-z0-9_]{1,40}$", description="`next_cursor` of the previous page.")] = None,
     status: Annotated[Literal["open", "assigned", "closed"] | None, Query()] = None,
     participant_id: Annotated[str | None, Query(max_length=40, pattern=r"^[a-z0-9_]+$")] = None,
@@ -243,7 +254,7 @@ def list_alerts(
 @router.get("/alerts/{alert_id}", tags=["alerts"], operation_id="get_alert", response_model=AlertPublic,
             responses={200: {"model": AlertPublic, "description": "The alert", "links": ALERT_LINKS},
                        **problem_responses(*AUTH, 404, 422)})
-def get_alert(alert_id: AlertId, session: SessionDep) -> AlertPublic:
+def get_alert(alert_id: AlertId, session: ReadSessionDep) -> AlertPublic:
     """One alert: the decision, each rule that fired and why."""
     return service.alert_public(service.get_alert(session, alert_id))
 
@@ -286,7 +297,7 @@ def get_rules(gateway: GatewayDep) -> RuleSetPublic:
 @receipts.get("/receipts/{index}", tags=["audit"], operation_id="check_receipt", response_model=ReceiptCheck,
               responses=problem_responses(401, 404, 422))
 def check_receipt(
-    index: AuditIndex, session: SessionDep, gateway: GatewayDep,
+    index: AuditIndex, session: ReadSessionDep, gateway: GatewayDep,
     caller: Annotated[Policy | None, Depends(caller_policy)],
     hash: Annotated[str | None, Query(pattern=r"^[0-9a-f]{64}$", description="The hash from the receipt.")] = None,  # noqa: A002
 ) -> ReceiptCheck:

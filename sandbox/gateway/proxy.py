@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from sqlalchemy import Engine, create_engine, event
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -57,6 +58,21 @@ class ScreeningUnavailable(Exception):
     """A screening dependency failed: the request is refused, never forwarded unscreened."""
 
 
+def reader_engine(db: Database) -> Engine:
+    """Regulator reads and verification get their own engine. On SQLite the service engine
+    opens every transaction with BEGIN IMMEDIATE (a writer's lock); plain WAL reads on this
+    one never block the proxy's appends, and the appends never block them."""
+    if not db.is_sqlite or db.url in ("sqlite://", "sqlite:///:memory:"):
+        return db.engine
+    engine = create_engine(db.url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.execute("PRAGMA query_only=ON")
+
+    return engine
+
+
 def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -80,6 +96,7 @@ class Gateway:
                  regulator_key: str, transports: Mapping[str, httpx.AsyncBaseTransport] | None,
                  connect_timeout: float, read_timeout: float, max_connections: int) -> None:
         self.db = db
+        self.reader = reader_engine(db)
         self.clock = clock
         self.rules = rules
         self.regulator_key_hash = hash_key(regulator_key)
@@ -118,6 +135,8 @@ class Gateway:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        if self.reader is not self.db.engine:
+            self.reader.dispose()
 
     def load(self) -> None:
         """Participants, the chain head and the screening history, from the database."""

@@ -135,7 +135,7 @@ def audit_public(row: AuditEntry | dict[str, Any]) -> AuditEntryPublic:
 
 
 def verify_log(gateway: Gateway, up_to: int | None = None) -> VerificationPublic:
-    rows = repository.audit_rows(gateway.db.engine)
+    rows = repository.audit_rows(gateway.reader)
     if up_to is not None:
         rows = (r for r in rows if r["idx"] <= up_to)
     result = verify_chain(rows)
@@ -147,7 +147,7 @@ def verify_log(gateway: Gateway, up_to: int | None = None) -> VerificationPublic
 
 
 def audit_head(gateway: Gateway) -> AuditHead:
-    head = repository.audit_head(gateway.db.engine)
+    head = repository.audit_head(gateway.reader)
     return AuditHead(size=head[0] + 1 if head else 0, head_hash=head[1] if head else "0" * 64)
 
 
