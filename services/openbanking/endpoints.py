@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.common.app import ClockDep
 from services.common.db import SessionDep
@@ -67,9 +68,7 @@ def fapi_headers(
     x_fapi_interaction_id: Annotated[str | None, Header(
         description="An RFC 4122 UUID the TPP uses to correlate; echoed in the response (made up when absent).")] = None,
     x_fapi_auth_date: Annotated[str | None, Header(
-        pattern=r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
-                r"\d{4} \d{2}:\d{2}:\d{2} (GMT|UTC)$",
-        description="When the PSU last logged in with the TPP (RFC 7231 date).")] = None,
+        description="When the PSU last logged in with the TPP (RFC 7231 date, e.g. `Sun, 10 Sep 2017 19:43:31 UTC`); not checked.")] = None,
     x_fapi_customer_ip_address: Annotated[str | None, Header(
         description="The PSU's IP address, when the PSU is present.")] = None,
     x_customer_user_agent: Annotated[str | None, Header(description="The PSU's user agent.")] = None,
@@ -167,25 +166,40 @@ def _dump(model: Any) -> dict[str, Any]:
 
 auth_router = APIRouter(tags=["authorisation"])
 
+SCOPE_PATTERN = r"^(accounts|payments|fundsconfirmations)( (accounts|payments|fundsconfirmations))*$"
+
+
+class TokenForm(BaseModel):
+    """The token request's fields (RFC 6749 §4.1.3 and §4.4.2); unknown fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    grant_type: Literal["client_credentials", "authorization_code"]
+    client_id: str | None = Field(default=None, description="Or use HTTP Basic client authentication.",
+                                  examples=["tpp_demo"])
+    client_secret: str | None = Field(default=None, examples=["sbx_demo_tpp_secret"])
+    scope: str | None = Field(default=None, pattern=SCOPE_PATTERN,
+                              description="client_credentials: space-separated; default all three.")
+    code: str | None = Field(default=None, description="authorization_code: the code from /authorize.")
+    redirect_uri: str | None = None
+
+
+def _form_schema() -> dict[str, Any]:
+    schema = TokenForm.model_json_schema()
+    properties = {}
+    for name, prop in schema["properties"].items():
+        # Form fields are strings or absent; spell them as plain strings for form encoders.
+        plain = next((b for b in prop.get("anyOf", []) if b.get("type") == "string"), prop)
+        properties[name] = {k: v for k, v in {**prop, **plain}.items() if k not in ("anyOf", "default", "title")}
+    return {"type": "object", "required": ["grant_type"], "properties": properties}
+
+
 TOKEN_FORM = {
     "required": True,
-    "content": {"application/x-www-form-urlencoded": {"schema": {
-        "type": "object",
-        "required": ["grant_type"],
-        "properties": {
-            "grant_type": {"type": "string", "enum": ["client_credentials", "authorization_code"]},
-            "client_id": {"type": "string", "description": "Or use HTTP Basic client authentication.",
-                          "examples": ["tpp_demo"]},
-            "client_secret": {"type": "string", "examples": ["sbx_demo_tpp_secret"]},
-            "scope": {"type": "string", "pattern": r"^(accounts|payments|fundsconfirmations)"
-                                                   r"( (accounts|payments|fundsconfirmations))*$",
-                      "description": "client_credentials: space-separated; default all three."},
-            "code": {"type": "string", "description": "authorization_code: the code from /authorize."},
-            "redirect_uri": {"type": "string"},
-        },
-    }, "examples": {"client_credentials": {"value": {
-        "grant_type": "client_credentials", "client_id": "tpp_demo",
-        "client_secret": "sbx_demo_tpp_secret", "scope": "accounts payments fundsconfirmations"}}}}},
+    "content": {"application/x-www-form-urlencoded": {"schema": _form_schema(), "examples": {
+        "client_credentials": {"value": {
+            "grant_type": "client_credentials", "client_id": "tpp_demo",
+            "client_secret": "sbx_demo_tpp_secret", "scope": "accounts payments fundsconfirmations"}}}}},
 }
 
 
@@ -221,22 +235,27 @@ def issue_token(request: Request, session: SessionDep, clock: ClockDep,
     """Get an access token: client_credentials (to create consents) or authorization_code."""
     if "__invalid__" in form or "grant_type" not in form:
         return _oauth_error(400, "invalid_request", "Send a form-encoded body with grant_type.")
-    grant = form["grant_type"]
-    if grant not in ("client_credentials", "authorization_code"):
+    if form["grant_type"] not in ("client_credentials", "authorization_code"):
         return _oauth_error(400, "unsupported_grant_type", "Use client_credentials or authorization_code.")
+    try:
+        fields = TokenForm.model_validate(form)
+    except ValidationError as exc:
+        where = ", ".join(str(e["loc"][0]) for e in exc.errors() if e.get("loc"))
+        return _oauth_error(400, "invalid_scope" if where == "scope" else "invalid_request", f"Invalid: {where}.")
+    grant = fields.grant_type
     basic_id, basic_secret = basic_credentials(request)
-    client = authenticate_client(session, basic_id or form.get("client_id"), basic_secret or form.get("client_secret"))
+    client = authenticate_client(session, basic_id or fields.client_id, basic_secret or fields.client_secret)
     if client is None:
         return _oauth_error(401, "invalid_client", "Unknown client or wrong secret.")
     now = clock.now()
     participant = request.headers.get(PARTICIPANT_HEADER)
     if grant == "client_credentials":
-        asked = form.get("scope", "").split() or list(ALL_SCOPES)
+        asked = (fields.scope or "").split() or list(ALL_SCOPES)
         if not set(asked) <= set(ALL_SCOPES):
             return _oauth_error(400, "invalid_scope", f"Scopes are {', '.join(ALL_SCOPES)}.")
         token = service.issue_token(session, client, grant, list(dict.fromkeys(asked)), None, participant, now)
     else:
-        consent = service.redeem_code(session, client, form.get("code", ""), now)
+        consent = service.redeem_code(session, client, fields.code or "", now)
         if consent is None:
             return _oauth_error(400, "invalid_grant", "The code is unknown, used, expired or another TPP's.")
         token = service.issue_token(session, client, grant, [SCOPE_OF_KIND[consent.kind]], consent.id,
