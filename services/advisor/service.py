@@ -381,7 +381,10 @@ def invest(session: Session, adv: Advisor, account: InvestorAccount, buys: dict[
 # ---- deposits (funding through payments) ---------------------------------------------------
 
 def deposit_public(session: Session, adv: Advisor, deposit: Deposit) -> DepositPublic:
-    trades = AdvisorRepository(session).trades_of_batch(deposit.id)
+    order = {code: i for i, code in enumerate(adv.assumptions.codes)}
+    # Ids only sort by millisecond, so list a batch in the order it was placed: by asset class.
+    trades = sorted(AdvisorRepository(session).trades_of_batch(deposit.id),
+                    key=lambda t: (t.side != "sell", order[adv.class_of(t.fund_code)], t.fund_code))
     return DepositPublic(
         id=deposit.id, account_id=deposit.account_id, amount=Money.of(deposit.amount_minor, deposit.currency),
         status=deposit.status, payments_journal_id=deposit.payments_journal_id,  # type: ignore[arg-type]
