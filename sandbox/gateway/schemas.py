@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BeforeValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from services.common.fields import Text
 from services.common.money import Money, positive_amount_pattern
 
+def _json_integer(value: Any) -> Any:
+    """JSON Schema's integer: 7 and 7.0, never true or "7" (pydantic's lax mode takes both)."""
+    if isinstance(value, bool | str):
+        raise ValueError("must be a JSON integer")
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_integer)]
 PARTICIPANT_PREFIX = "ptp"
 ALERT_PREFIX = "alt"
 ServiceName = Literal["payments", "credit", "advisor", "open-banking"]
@@ -27,8 +35,8 @@ class LimitsIn(BaseModel):
                                         description="Largest single money movement, CNY.")
     daily_volume: str = Field(pattern=_CNY_AMOUNT, max_length=19, examples=["200000.00"],
                               description="Most money moved per UTC day, CNY.")
-    max_customers: int = Field(ge=1, le=1_000_000, description="Distinct paying customers over the window.")
-    rate_limit_per_minute: int = Field(ge=1, le=100_000, description="Requests a minute, every operation.")
+    max_customers: JsonInt = Field(ge=1, le=1_000_000, description="Distinct paying customers over the window.")
+    rate_limit_per_minute: JsonInt = Field(ge=1, le=100_000, description="Requests a minute, every operation.")
 
 
 class ParticipantCreate(BaseModel):
@@ -47,14 +55,13 @@ class ParticipantCreate(BaseModel):
     name: str = Text(100, "The firm's name.", ["Acme Pay"])
     role: str | None = Text(200, "What it tests in the sandbox.", optional=True)
     services: list[ServiceName] = Field(min_length=1, max_length=4, description="Services it may call.")
-    operations: list[str] = Field(
+    operations: list[Annotated[str, StringConstraints(pattern=OPERATION_PATTERN)]] = Field(
         default_factory=list, max_length=50,
         description="Operation allow-list, `service METHOD /path` (`{param}` and `**` allowed); "
         "empty allows every operation of the allowed services.",
-        json_schema_extra={"items": {"type": "string", "pattern": OPERATION_PATTERN}},
     )
-    starts_in_days: int = Field(0, ge=0, le=365, description="Days from now until the testing window opens.")
-    window_days: int = Field(180, ge=1, le=730, description="Length of the testing window.")
+    starts_in_days: JsonInt = Field(0, ge=0, le=365, description="Days from now until the testing window opens.")
+    window_days: JsonInt = Field(180, ge=1, le=730, description="Length of the testing window.")
     limits: LimitsIn
 
 
