@@ -1,0 +1,69 @@
+"""The whole TPP journey through the real gateway: the bank's payment is screened and logged."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.common.demo import DEMO_PARTICIPANTS, DEMO_REGULATOR_KEY, SERVICE_PARTICIPANT_KEYS
+from services.openbanking.main import OpenBankingSettings
+from services.openbanking.main import create_app as create_bank_app
+from services.openbanking.payments_client import PaymentsClient
+from services.payments.main import PaymentsSettings
+from services.payments.main import create_app as create_payments_app
+from tests.openbanking.factories import COFFEE, WALLET
+from tests.support.servers import serve
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("sandbox.gateway") is None, reason="gateway not built")
+
+TPP_KEY = {"X-API-Key": "sbx_demo_tpp_key"}
+BANK_PARTICIPANT = next(p.id for p in DEMO_PARTICIPANTS if p.api_key == SERVICE_PARTICIPANT_KEYS["openbanking"])
+
+
+def test_a_tpp_journey_through_the_gateway_ends_in_the_ledger_and_the_audit_log(tmp_path: Path) -> None:
+    from sandbox.gateway.main import GatewaySettings
+    from sandbox.gateway.main import create_app as create_gateway_app
+
+    payments = create_payments_app(PaymentsSettings(data_dir=tmp_path / "payments"))
+    bank = create_bank_app(OpenBankingSettings(data_dir=tmp_path / "bank"),
+                           payments_client=PaymentsClient("http://127.0.0.1:9", None))
+    gateway = create_gateway_app(GatewaySettings(data_dir=tmp_path / "gateway"), transports={
+        "payments": httpx.ASGITransport(app=payments), "openbanking": httpx.ASGITransport(app=bank)})
+    with serve(gateway) as base:
+        bank.state.payments = PaymentsClient(base, SERVICE_PARTICIPANT_KEYS["openbanking"])
+        tpp = httpx.Client(base_url=base + "/open-banking", headers=TPP_KEY, timeout=30)
+        token = tpp.post("/oauth2/token", data={"grant_type": "client_credentials", "client_id": "tpp_demo",
+                                                "client_secret": "sbx_demo_tpp_secret"})
+        assert token.status_code == 200, token.text
+        tpp_auth = {"Authorization": f"Bearer {token.json()['access_token']}"}
+
+        consent = tpp.post("/v3.1/pisp/domestic-payment-consents", headers={**tpp_auth, "x-idempotency-key": "gw-1"},
+                           json={"Data": {"Initiation": {
+                               "InstructionIdentification": "GW-1", "EndToEndIdentification": "GW-E2E-1",
+                               "InstructedAmount": {"Amount": "42.00", "Currency": "CNY"},
+                               "CreditorAccount": {"SchemeName": "UK.OBIE.BBAN", "Identification": COFFEE,
+                                                   "Name": "Hutong Coffee"}}}, "Risk": {}})
+        assert consent.status_code == 201, consent.text
+        data = consent.json()["Data"]
+        assert consent.json()["Links"]["Self"].endswith(f"/open-banking/v3.1/pisp/domestic-payment-consents/{data['ConsentId']}")
+        code = tpp.post("/authorize", json={"consent_id": data["ConsentId"], "client_id": "tpp_demo",
+                                            "psu_id": "wangfang", "otp": "123456"}).json()["code"]
+        psu = tpp.post("/oauth2/token", data={"grant_type": "authorization_code", "code": code},
+                       auth=("tpp_demo", "sbx_demo_tpp_secret")).json()["access_token"]
+        paid = tpp.post("/v3.1/pisp/domestic-payments",
+                        headers={"Authorization": f"Bearer {psu}", "x-idempotency-key": "gw-pay-1"},
+                        json={"Data": {"ConsentId": data["ConsentId"], "Initiation": data["Initiation"]}, "Risk": {}})
+        assert paid.status_code == 201, paid.text
+        assert paid.json()["Data"]["Status"] == "AcceptedCreditSettlementCompleted"
+
+        regulator = httpx.Client(base_url=base, headers={"X-API-Key": DEMO_REGULATOR_KEY}, timeout=30)
+        entries = regulator.get("/sandbox/audit/entries", params={"participant_id": BANK_PARTICIPANT,
+                                                                  "service": "payments", "limit": 100}).json()["data"]
+        transfers = [e for e in entries if e["path"] == "/payments/transfers" and e["status"] == 201]
+        assert any(e["payer"] == WALLET and e["payee"] == COFFEE and e["amount"]["amount"] == "42.00"
+                   for e in transfers), entries
+        ledger = regulator.get("/sandbox/audit/entries", params={"service": "open-banking", "limit": 100}).json()
+        assert any(e["path"] == "/open-banking/v3.1/pisp/domestic-payments" for e in ledger["data"])
