@@ -343,7 +343,12 @@ class RuleSet:
             entries = history.activity_of(tx.subject, now)
             if len(entries) < max_count:
                 return None
-            count = 1 + _sum_since(entries, now - window)[0]
+            # Newest first, stopping at the window's edge or once over the limit: O(max_count).
+            since, count = now - window, 1
+            for t, _value in reversed(entries):
+                if t < since or count > max_count:
+                    break
+                count += 1
             if count > max_count:
                 return RuleHit("velocity", weight, f"{count} transactions on {tx.subject} within "
                                f"{cfg['window_hours']} h (more than {max_count})")
