@@ -22,6 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", help="the sandbox data folder (default: GATEWAY_DATA_DIR or .sandbox-data)")
     parser.add_argument("--url", help="verify through a running gateway instead, e.g. http://127.0.0.1:8000")
     parser.add_argument("--regulator-key", help="with --url (default: GATEWAY_REGULATOR_KEY or the demo key)")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--"]:  # `fintech-sandbox verify-log -- --data-dir ...`
+        argv = argv[1:]
     args = parser.parse_args(argv)
     settings = GatewaySettings()
 
@@ -40,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         data_dir = args.data_dir or settings.data_dir
         url = database_url(args.database_url or settings.database_url, Path(data_dir), "gateway")
+        if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+            print(f"no gateway database at {url.removeprefix('sqlite:///')}", file=sys.stderr)
+            return 2
         db = Database(url, GatewayModel.metadata)
         try:
             result = verify_chain(repository.audit_rows(db.engine))
