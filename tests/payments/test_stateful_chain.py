@@ -35,13 +35,19 @@ def test_stateful_fuzzing_chains_account_deposit_payment_and_refund(tmp_path) ->
             if not report["ok"]:
                 broken.append(report)
 
-    run_state_machine_as_test(
-        Recording,
-        settings=settings(
-            max_examples=60, stateful_step_count=20, deadline=None, derandomize=True,
-            suppress_health_check=list(HealthCheck), database=None,
-        ),
-    )
+    # Links are followed at random; a few bounded rounds make reaching the refund certain
+    # in practice without relying on one seed.
+    wanted = ("create_account", "create_deposit", "create_transfer", "create_refund")
+    for _round in range(5):
+        run_state_machine_as_test(
+            Recording,
+            settings=settings(
+                max_examples=60, stateful_step_count=20, deadline=None,
+                suppress_health_check=list(HealthCheck), database=None,
+            ),
+        )
+        if all(successes[op] for op in wanted):
+            break
     for operation in ("create_account", "create_deposit", "create_transfer", "create_refund"):
         assert successes[operation] > 0, f"the stateful phase never completed {operation}: {successes}"
     assert broken == []
