@@ -4,9 +4,11 @@
 - Same key, another request (method, path or body differ): 409 `idempotency-key-reused`.
 - Same key while the first request is still running: 409 `idempotency-key-in-flight`.
 - Keys are kept 24 hours (by the service clock); an older key counts as new.
-- A request that fails validation saves nothing. A business refusal after the work began is
-  saved and replayed like a success. A crash rolls the work back and forgets the key, so a
-  retry runs again: nothing was applied, and the client gets another chance.
+- A request that fails validation saves nothing. A business refusal (4xx) after the work began
+  is saved and replayed like a success. A crash, or a 5xx problem such as a dependency that is
+  down (503), rolls the work back and forgets the key, so a retry runs again: nothing was
+  applied, and the client gets another chance. (Stripe replays its 500s; here the rollback
+  proves nothing happened, so replaying "unavailable" for 24 hours would only block retries.)
 
 The saved response is written in the same transaction as the work, so a key is applied at most
 once: the work and its record commit together or not at all.
@@ -124,14 +126,16 @@ class Idempotency:
             result = work()
         except Problem as problem:
             session.rollback()
+            if problem.status >= 500:
+                self._forget(session)
+                raise
             body = problem.body()
             self._finish(session, problem.status, PROBLEM_MEDIA_TYPE, body)
             session.commit()
             raise
         except BaseException:
             session.rollback()
-            session.execute(delete(self.table).where(self.table.c.id == self.record_id))
-            session.commit()
+            self._forget(session)
             raise
         body = jsonable_encoder(result)
         self._finish(session, status_code, "application/json", body)
@@ -186,6 +190,10 @@ class Idempotency:
             media_type=row.media_type,
             headers={REPLAY_HEADER: "true"},
         )
+
+    def _forget(self, session: Session) -> None:
+        session.execute(delete(self.table).where(self.table.c.id == self.record_id))
+        session.commit()
 
     def _in_flight(self) -> Problem:
         return Problem(
