@@ -93,17 +93,21 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("bench", help="run a benchmark: " + ", ".join(BENCHMARKS) + " or all")
     p.add_argument("name", choices=[*BENCHMARKS, "all"])
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_bench)
+    p.set_defaults(func=_bench, passes_rest=True)
 
     p = sub.add_parser("fuzz", help="schemathesis against the running stack")
     p.add_argument("--port-offset", type=int, default=0)
     p.add_argument("--max-examples", type=int, default=50)
     p.set_defaults(func=_fuzz)
 
-    p = sub.add_parser("verify-log", help="verify the gateway's tamper-evident audit log")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_verify_log)
+    p = sub.add_parser("verify-log", help="verify the gateway's tamper-evident audit log "
+                       "(options after it go to the verifier: verify-log --help)", add_help=False)
+    p.set_defaults(func=_verify_log, passes_rest=True)
 
-    args = parser.parse_args(argv)
+    # `bench NAME ...` and `verify-log ...` hand everything they do not know to the module
+    # they run, options included (argparse's REMAINDER drops a leading option).
+    args, rest = parser.parse_known_args(argv)
+    if rest and not getattr(args, "passes_rest", False):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.rest = rest
     return args.func(args)
