@@ -365,6 +365,13 @@ class Gateway:
             (b"x-sandbox-participant", participant_id.encode()),
             (b"x-forwarded-prefix", ("/" + service).encode()),
         ]
+        # So a service's links (Links.Self, Location) name the gateway the caller reached, not
+        # the upstream's own address; a proxy in front of the gateway keeps its own values.
+        names = {k.decode("latin-1").lower() for k, _ in headers}
+        if "x-forwarded-host" not in names and (host := request.headers.get("host")):
+            headers.append((b"x-forwarded-host", host.encode("latin-1")))
+        if "x-forwarded-proto" not in names:
+            headers.append((b"x-forwarded-proto", request.url.scheme.encode()))
         url = self.upstreams[service] + path
         query = request.url.query
         if query:

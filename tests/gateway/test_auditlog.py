@@ -54,7 +54,9 @@ def test_editing_one_entry_is_named_by_the_cli(sandbox: Sandbox, capsys) -> None
 
 def test_rehashing_an_edited_entry_breaks_the_next_link(sandbox: Sandbox) -> None:
     _traffic(sandbox)
-    _tamper(sandbox, "UPDATE audit_log SET hash = 'f' || substr(hash, 2) WHERE idx = 1")
+    # Change the first hex digit (to another one: a hash may already start with 'f').
+    _tamper(sandbox, "UPDATE audit_log SET hash = CASE WHEN hash LIKE 'f%' THEN '0' ELSE 'f' END"
+                     " || substr(hash, 2) WHERE idx = 1")
     result = sandbox.client.get("/sandbox/audit/verify", headers=REGULATOR).json()
     assert result["first_broken"]["index"] == 1
 

@@ -48,7 +48,9 @@ def test_a_tpp_journey_through_the_gateway_ends_in_the_ledger_and_the_audit_log(
                                                    "Name": "Hutong Coffee"}}}, "Risk": {}})
         assert consent.status_code == 201, consent.text
         data = consent.json()["Data"]
-        assert consent.json()["Links"]["Self"].endswith(f"/open-banking/v3.1/pisp/domestic-payment-consents/{data['ConsentId']}")
+        # The link names the gateway the TPP called (forwarded host and prefix), not the bank's own port.
+        assert consent.json()["Links"]["Self"] == (
+            f"{base}/open-banking/v3.1/pisp/domestic-payment-consents/{data['ConsentId']}")
         code = tpp.post("/authorize", json={"consent_id": data["ConsentId"], "client_id": "tpp_demo",
                                             "psu_id": "wangfang", "otp": "123456"}).json()["code"]
         psu = tpp.post("/oauth2/token", data={"grant_type": "authorization_code", "code": code},
