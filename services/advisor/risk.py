@@ -9,13 +9,16 @@ the weight to the more risk-averse one, and the result is rounded *down* to the 
     score = floor_0.5(0.75 x min(W', C) + 0.25 x max(W', C)),   W' = W x exp(-3 x max(0, d - 0.3))
 
 where d = |loss-reaction points - priority points| / 10. The score (0-10 in steps of 0.5) picks
-one of 21 model portfolios: level = 2 x score.
+one of 21 model portfolios: level = 2 x score. The goal does not change the score: it sets
+the glide path that caps equities as the goal's date nears (explained in its own row).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from services.advisor.portfolios import GLIDE_RULES, max_equity_share
 
 GOALS = ("retirement", "major_purchase", "education", "general_investing", "emergency_fund")
 LOSS_REACTIONS = {"sell_all": 0.0, "sell_some": 2.5, "hold": 5.0, "buy_more": 10.0}
@@ -47,7 +50,7 @@ class Answers:
 class Contribution:
     question: str
     answer: str
-    part: str  # capacity | willingness | consistency
+    part: str  # capacity | willingness | consistency | goal
     points: float  # within its part (0-10 in total per part); negative for the penalty
     max_points: float
     score_contribution: float  # what it adds to the unrounded score
@@ -144,6 +147,15 @@ def score_answers(a: Answers) -> RiskScore:
             f"Answers {inconsistency:.0%} apart (tolerance {INCONSISTENCY_TOLERANCE:.0%}); "
             f"willingness kept at {consistency:.0%}. Contradictory answers lower the score "
             "exponentially, as Wealthfront's do.",
+        )
+    )
+    cap_now = max_equity_share(a.goal, a.horizon_years)
+    contributions.append(
+        Contribution(
+            "Goal", a.goal, "goal", 0.0, 0.0, 0.0,
+            "Your goal does not move the score; it sets the glide path that caps equities as its "
+            f"date nears ({GLIDE_RULES[a.goal]}). With {a.horizon_years} years left the cap is "
+            f"{cap_now:.0%} equities.",
         )
     )
     return RiskScore(

@@ -97,7 +97,9 @@ class Contribution(BaseModel):
 
     question: str
     answer: str
-    part: Literal["capacity", "willingness", "consistency"]
+    part: Literal["capacity", "willingness", "consistency", "goal"] = Field(
+        description="`goal` adds no points: it explains the glide path the goal sets."
+    )
     points: float = Field(description="Points within its part (each part is out of 10).")
     max_points: float
     score_contribution: float = Field(description="What it adds to the unrounded score.")

@@ -27,6 +27,18 @@ def test_each_answer_s_contribution_adds_up_to_the_score(advisor: TestClient) ->
     assert profile["score"] == int(profile["raw_score"] * 2) / 2  # rounded down to the 0.5 step
 
 
+def test_every_answer_has_a_row_and_the_goal_explains_its_glide_path(advisor: TestClient) -> None:
+    body = answers()
+    profile = advisor.post("/risk-profiles", json={**body, "goal": "education", "horizon_years": 10}).json()
+    answered = {c["answer"] for c in profile["contributions"]}
+    assert {"education", "hold", "balanced"} <= answered
+    goal = next(c for c in profile["contributions"] if c["part"] == "goal")
+    assert (goal["question"], goal["points"], goal["score_contribution"]) == ("Goal", 0.0, 0.0)
+    # Education glides from 90% equities 20 years out to 0% at the date: 45% with 10 years left.
+    assert "45% equities" in goal["explanation"]
+    assert profile["recommended"]["equity_share"] <= 0.45 + 1e-9
+
+
 def test_inconsistent_answers_lower_the_score(advisor: TestClient) -> None:
     consistent = advisor.post("/risk-profiles", json=answers(loss_reaction="buy_more", priority="maximise_gains")).json()
     contradictory = advisor.post("/risk-profiles", json=answers(loss_reaction="sell_all", priority="maximise_gains")).json()
