@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from services.openbanking.payments_client import PaymentsClient
 from tests.openbanking.factories import COFFEE, WALLET, ZHAO, Bank, bearer, error_codes
 
@@ -21,8 +23,9 @@ def test_a_payment_moves_money_in_the_ledger_and_consumes_the_consent(bank: Bank
     consent, token = authorised_payment(bank)
     paid = bank.pay(consent, token)
     assert paid.status_code == 201 and paid.json()["Data"]["Status"] == "AcceptedCreditSettlementCompleted"
-    assert float(bank.balance(WALLET)) == float(before_payer) - 25
-    assert float(bank.balance(COFFEE)) > float(before_payee)  # less the merchant's 0.6% fee
+    assert Decimal(bank.balance(WALLET)) == Decimal(before_payer) - Decimal("25.00")
+    # The coffee shop is a merchant: it receives 25.00 less the 0.6% fee (0.15).
+    assert Decimal(bank.balance(COFFEE)) == Decimal(before_payee) + Decimal("24.85")
     assert payment_consent_status(bank, consent) == "Consumed"
 
 
@@ -38,7 +41,7 @@ def test_a_retry_with_the_same_idempotency_key_returns_the_same_payment_and_pays
     before = bank.balance(WALLET)
     first, replay = bank.pay(consent, token), bank.pay(consent, token)
     assert replay.status_code == 201 and replay.json() == first.json()
-    assert float(bank.balance(WALLET)) == float(before) - 25
+    assert Decimal(bank.balance(WALLET)) == Decimal(before) - Decimal("25.00")
 
 
 def test_the_same_idempotency_key_with_another_body_is_refused(bank: Bank) -> None:
@@ -92,7 +95,7 @@ def test_a_payment_the_ledger_did_not_answer_stays_pending_then_settles_once(ban
     settled = bank.client.get(f"/v3.1/pisp/domestic-payments/{payment_id}", headers=tpp)
     assert settled.json()["Data"]["Status"] == "AcceptedCreditSettlementCompleted"
     bank.client.get(f"/v3.1/pisp/domestic-payments/{payment_id}", headers=tpp)
-    assert float(bank.balance(WALLET)) == float(before) - 25
+    assert Decimal(bank.balance(WALLET)) == Decimal(before) - Decimal("25.00")
 
 
 def test_the_tpp_reads_its_payment_with_a_client_token(bank: Bank) -> None:
