@@ -9,6 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+# The participants (below) that hold the demo accounts: only they, and the sandbox's own
+# services acting on a customer's mandate, may read or debit them through the gateway.
+WALLET_CO = "ptp_00000000000000000000000001"
+CREDIT_SERVICE = "ptp_00000000000000000000000011"
+ADVISOR_SERVICE = "ptp_00000000000000000000000012"
+OPENBANKING_SERVICE = "ptp_00000000000000000000000013"
+GATEWAY_LOOKUPS = "gateway"  # the gateway's own name look-ups for sanctions screening
+
+
 @dataclass(frozen=True)
 class DemoAccount:
     id: str
@@ -17,6 +26,7 @@ class DemoAccount:
     currency: str
     opening_balance: str  # decimal string, paid in from the opening-balance account
     role: str  # what the demo uses it for
+    held_by: str = WALLET_CO  # the participant whose customer this is
 
 
 DEMO_ACCOUNTS: tuple[DemoAccount, ...] = (
@@ -29,22 +39,22 @@ DEMO_ACCOUNTS: tuple[DemoAccount, ...] = (
     DemoAccount("acc_00000000000000000000000004", "merchant", "Chen's Tea Stall", "CNY", "800.00",
                 "a small merchant with no credit history who applies for a 310 loan"),
     DemoAccount("acc_00000000000000000000000005", "merchant", "Sandbox Microloans (lender float)",
-                "CNY", "10000000.00", "the credit service disburses loans from here"),
+                "CNY", "10000000.00", "the credit service disburses loans from here", CREDIT_SERVICE),
     DemoAccount("acc_00000000000000000000000006", "merchant", "Sandbox Robo-Advisor (custody)",
-                "CNY", "0.00", "investor deposits are held here"),
+                "CNY", "0.00", "investor deposits are held here", ADVISOR_SERVICE),
     DemoAccount("acc_00000000000000000000000007", "personal", "Alice Example", "USD", "2500.00",
                 "a US customer for cross-currency lessons"),
     DemoAccount("acc_00000000000000000000000008", "personal", "Wang Fang", "CNY", "32000.00",
-                "a Sandbox Bank customer (open banking PSU)"),
+                "a Sandbox Bank customer (open banking PSU)", OPENBANKING_SERVICE),
     # --- open banking (Sandbox Bank): more PSU accounts and the bank's own demo merchant ---
     DemoAccount("acc_00000000000000000000000b01", "personal", "Wang Fang", "CNY", "8000.00",
-                "Wang Fang's savings account at Sandbox Bank"),
+                "Wang Fang's savings account at Sandbox Bank", OPENBANKING_SERVICE),
     DemoAccount("acc_00000000000000000000000b02", "personal", "Zhao Lei", "CNY", "150.00",
-                "a Sandbox Bank customer with little money (funds checks say no)"),
+                "a Sandbox Bank customer with little money (funds checks say no)", OPENBANKING_SERVICE),
     DemoAccount("acc_00000000000000000000000b03", "personal", "Sun Yue", "CNY", "600.00",
-                "the magic PSU whose consents expire a minute after she authorises"),
+                "the magic PSU whose consents expire a minute after she authorises", OPENBANKING_SERVICE),
     DemoAccount("acc_00000000000000000000000b04", "merchant", "Hutong Coffee", "CNY", "0.00",
-                "a merchant Sandbox Bank customers pay (open-banking demo transactions)"),
+                "a merchant Sandbox Bank customers pay (open-banking demo transactions)", OPENBANKING_SERVICE),
 )
 
 
@@ -66,7 +76,7 @@ class DemoParticipant:
 
 # Keys are sandbox-only demo values, in the `sbx_` namespace so nobody mistakes them for real.
 DEMO_PARTICIPANTS: tuple[DemoParticipant, ...] = (
-    DemoParticipant("ptp_00000000000000000000000001", "Demo Wallet Co", "sbx_demo_wallet_key",
+    DemoParticipant(WALLET_CO, "Demo Wallet Co", "sbx_demo_wallet_key",
                     ("payments",), "a wallet start-up testing P2P and merchant payments"),
     DemoParticipant("ptp_00000000000000000000000002", "Demo TPP Ltd", "sbx_demo_tpp_key",
                     ("open-banking",), "a third-party provider using the bank's APIs"),
@@ -75,16 +85,21 @@ DEMO_PARTICIPANTS: tuple[DemoParticipant, ...] = (
     DemoParticipant("ptp_00000000000000000000000004", "Demo Robo", "sbx_demo_robo_key",
                     ("advisor",), "a robo-advice app"),
     # The services themselves move money through the gateway, with keys of their own.
-    DemoParticipant("ptp_00000000000000000000000011", "Credit service", "sbx_svc_credit_key",
+    DemoParticipant(CREDIT_SERVICE, "Credit service", "sbx_svc_credit_key",
                     ("payments", "open-banking"), "disburses loans, reads consented data"),
-    DemoParticipant("ptp_00000000000000000000000012", "Advisor service", "sbx_svc_advisor_key",
+    DemoParticipant(ADVISOR_SERVICE, "Advisor service", "sbx_svc_advisor_key",
                     ("payments",), "funds investor accounts"),
-    DemoParticipant("ptp_00000000000000000000000013", "Open-banking service",
+    DemoParticipant(OPENBANKING_SERVICE, "Open-banking service",
                     "sbx_svc_openbanking_key", ("payments",), "executes PIS payments"),
 )
 
 # The regulator's key for /sandbox/... endpoints at the gateway.
 DEMO_REGULATOR_KEY = "sbx_regulator_key"
+
+# Participants that may act on any customer's account: the sandbox's own services (each checks
+# the customer's mandate in its own API) and the gateway's screening look-ups.
+MANDATED_PARTICIPANTS: tuple[str, ...] = (CREDIT_SERVICE, ADVISOR_SERVICE, OPENBANKING_SERVICE,
+                                          GATEWAY_LOOKUPS)
 
 # Which participant key each service uses for its own calls through the gateway.
 SERVICE_PARTICIPANT_KEYS: dict[str, str] = {

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 
 from services.common.app import ClockDep
+from services.common.caller import CallerDep
 from services.common.db import SessionDep
 from services.common.demo import demo_account
 from services.common.fields import CurrencyCode, IdPath
@@ -93,9 +94,10 @@ def _created(model: type, links: dict[str, Any]) -> dict[int | str, dict[str, An
     response_model=AccountPublic,
     responses={**_created(AccountPublic, ACCOUNT_LINKS), **problem_responses(409, 422)},
 )
-def create_account(body: AccountCreate, session: SessionDep, clock: ClockDep, idem: IdempotencyDep):
+def create_account(body: AccountCreate, session: SessionDep, clock: ClockDep, idem: IdempotencyDep,
+                   caller: CallerDep):
     """Open a personal wallet or a merchant account in one currency."""
-    return idem.run(session, lambda: service.open_account(session, body, clock.now()))
+    return idem.run(session, lambda: service.open_account(session, body, clock.now(), caller))
 
 
 @router.get(
@@ -107,13 +109,14 @@ def create_account(body: AccountCreate, session: SessionDep, clock: ClockDep, id
 )
 def list_accounts(
     session: SessionDep,
+    caller: CallerDep,
     limit: LimitQuery = 20,
     cursor: CursorQuery = None,
     kind: Annotated[Literal["personal", "merchant", "internal"] | None, Query()] = None,
     currency: Annotated[CurrencyCode | None, Query()] = None,
 ) -> Page[AccountPublic]:
-    """List accounts, oldest first, a page at a time."""
-    accounts = service.list_accounts(session, limit, cursor, kind, currency)
+    """List accounts, oldest first, a page at a time (through the gateway: the caller's own)."""
+    accounts = service.list_accounts(session, limit, cursor, kind, currency, caller)
     return page_of(accounts, limit, lambda a: a.id)
 
 
@@ -124,9 +127,9 @@ def list_accounts(
     response_model=AccountPublic,
     responses=problem_responses(404, 422),
 )
-def get_account(account_id: AccountId, session: SessionDep) -> AccountPublic:
+def get_account(account_id: AccountId, session: SessionDep, caller: CallerDep) -> AccountPublic:
     """One account, with its balance."""
-    return service.account_public(service.get_account(session, account_id))
+    return service.account_public(service.get_account(session, account_id, caller))
 
 
 @router.get(
@@ -136,9 +139,9 @@ def get_account(account_id: AccountId, session: SessionDep) -> AccountPublic:
     response_model=BalancePublic,
     responses=problem_responses(404, 422),
 )
-def get_balance(account_id: AccountId, session: SessionDep, clock: ClockDep) -> BalancePublic:
+def get_balance(account_id: AccountId, session: SessionDep, clock: ClockDep, caller: CallerDep) -> BalancePublic:
     """What the account holds now."""
-    account = service.get_account(session, account_id)
+    account = service.get_account(session, account_id, caller)
     return BalancePublic(
         account_id=account.id,
         available=Money.of(account.balance_minor, account.currency),
@@ -154,10 +157,11 @@ def get_balance(account_id: AccountId, session: SessionDep, clock: ClockDep) -> 
     responses=problem_responses(404, 422),
 )
 def list_account_journals(
-    account_id: AccountId, session: SessionDep, limit: LimitQuery = 20, cursor: CursorQuery = None
+    account_id: AccountId, session: SessionDep, caller: CallerDep, limit: LimitQuery = 20,
+    cursor: CursorQuery = None,
 ) -> Page[JournalPublic]:
     """The account's statement: every journal that touched it, oldest first."""
-    service.get_account(session, account_id)
+    service.get_account(session, account_id, caller)
     journals = service.list_journals(session, limit, cursor, account_id)
     return page_of(journals, limit, lambda j: j.id)
 
@@ -170,9 +174,10 @@ def list_account_journals(
     response_model=JournalPublic,
     responses={**_created(JournalPublic, DEPOSIT_LINKS), **problem_responses(402, 404, 409, 422)},
 )
-def create_deposit(body: DepositCreate, session: SessionDep, clock: ClockDep, idem: IdempotencyDep):
+def create_deposit(body: DepositCreate, session: SessionDep, clock: ClockDep, idem: IdempotencyDep,
+                   caller: CallerDep):
     """Top up a wallet from a card (test cards force declines)."""
-    return idem.run(session, lambda: service.deposit(session, body, clock.now(), idem.record_id))
+    return idem.run(session, lambda: service.deposit(session, body, clock.now(), idem.record_id, caller))
 
 
 @router.post(
@@ -183,9 +188,10 @@ def create_deposit(body: DepositCreate, session: SessionDep, clock: ClockDep, id
     response_model=JournalPublic,
     responses={**_created(JournalPublic, GET_JOURNAL), **problem_responses(404, 409, 422)},
 )
-def create_withdrawal(body: WithdrawalCreate, session: SessionDep, clock: ClockDep, idem: IdempotencyDep):
+def create_withdrawal(body: WithdrawalCreate, session: SessionDep, clock: ClockDep, idem: IdempotencyDep,
+                      caller: CallerDep):
     """Pay money out of a wallet to the owner's bank."""
-    return idem.run(session, lambda: service.withdraw(session, body, clock.now(), idem.record_id))
+    return idem.run(session, lambda: service.withdraw(session, body, clock.now(), idem.record_id, caller))
 
 
 @router.post(
@@ -196,9 +202,10 @@ def create_withdrawal(body: WithdrawalCreate, session: SessionDep, clock: ClockD
     response_model=JournalPublic,
     responses={**_created(JournalPublic, TRANSFER_LINKS), **problem_responses(404, 409, 422)},
 )
-def create_transfer(body: TransferCreate, session: SessionDep, clock: ClockDep, idem: IdempotencyDep):
+def create_transfer(body: TransferCreate, session: SessionDep, clock: ClockDep, idem: IdempotencyDep,
+                    caller: CallerDep):
     """Send money to a person (P2P) or pay a merchant (0.6% fee to the merchant)."""
-    return idem.run(session, lambda: service.transfer(session, body, clock.now(), idem.record_id))
+    return idem.run(session, lambda: service.transfer(session, body, clock.now(), idem.record_id, caller))
 
 
 @router.post(
@@ -209,9 +216,10 @@ def create_transfer(body: TransferCreate, session: SessionDep, clock: ClockDep, 
     response_model=JournalPublic,
     responses={**_created(JournalPublic, GET_JOURNAL), **problem_responses(404, 409, 422)},
 )
-def create_refund(body: RefundCreate, session: SessionDep, clock: ClockDep, idem: IdempotencyDep):
+def create_refund(body: RefundCreate, session: SessionDep, clock: ClockDep, idem: IdempotencyDep,
+                  caller: CallerDep):
     """Refund all or part of a transfer or payment, never more than it in total."""
-    return idem.run(session, lambda: service.refund(session, body, clock.now(), idem.record_id))
+    return idem.run(session, lambda: service.refund(session, body, clock.now(), idem.record_id, caller))
 
 
 @router.get(
@@ -221,9 +229,11 @@ def create_refund(body: RefundCreate, session: SessionDep, clock: ClockDep, idem
     response_model=Page[JournalPublic],
     responses=problem_responses(422),
 )
-def list_journals(session: SessionDep, limit: LimitQuery = 20, cursor: CursorQuery = None) -> Page[JournalPublic]:
-    """Every journal in the ledger, oldest first."""
-    return page_of(service.list_journals(session, limit, cursor, None), limit, lambda j: j.id)
+def list_journals(session: SessionDep, caller: CallerDep, limit: LimitQuery = 20,
+                  cursor: CursorQuery = None) -> Page[JournalPublic]:
+    """Every journal in the ledger, oldest first (through the gateway: those touching the
+    caller's own accounts)."""
+    return page_of(service.list_journals(session, limit, cursor, None, caller), limit, lambda j: j.id)
 
 
 @router.get(
@@ -233,9 +243,9 @@ def list_journals(session: SessionDep, limit: LimitQuery = 20, cursor: CursorQue
     response_model=JournalPublic,
     responses=problem_responses(404, 422),
 )
-def get_journal(journal_id: JournalId, session: SessionDep) -> JournalPublic:
+def get_journal(journal_id: JournalId, session: SessionDep, caller: CallerDep) -> JournalPublic:
     """One journal and its postings."""
-    return service.get_journal(session, journal_id)
+    return service.get_journal(session, journal_id, caller)
 
 
 @router.get(

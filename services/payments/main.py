@@ -42,7 +42,7 @@ def seed_demo_accounts(db: Database, clock: Clock) -> None:
         now = clock.now()
         for demo in DEMO_ACCOUNTS:
             account = Account(id=demo.id, kind=demo.kind, owner_name=demo.owner_name,
-                              currency=demo.currency, created_at=now)
+                              currency=demo.currency, participant_id=demo.held_by, created_at=now)
             service.open_with_balance(session, account, to_minor(demo.opening_balance, demo.currency), now)
         session.commit()
 

@@ -24,6 +24,8 @@ class Account(PaymentsModel, table=True):
     currency: str = Field(max_length=3)
     balance_minor: int = Field(default=0, sa_type=BigInteger)
     allow_overdraft: bool = False
+    # The sandbox participant that opened it (its customer); None when opened directly.
+    participant_id: str | None = Field(default=None, max_length=40, index=True)
     # Internal accounts are found by code ("card_funding:CNY"); customers' have none.
     system_code: str | None = Field(default=None, max_length=40, unique=True)
     created_at: datetime = Field(sa_type=UTCDateTime)

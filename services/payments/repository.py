@@ -23,8 +23,12 @@ class AccountsRepository:
         rows = self.session.execute(select(Account).where(Account.id.in_(ids))).scalars()
         return {account.id: account for account in rows}
 
-    def list(self, limit: int, after: str | None, kind: str | None, currency: str | None) -> list[Account]:
+    def list(self, limit: int, after: str | None, kind: str | None, currency: str | None,
+             participant_id: str | None = None) -> list[Account]:
+        """A page of accounts; only those `participant_id` opened when it is given."""
         query = select(Account).order_by(Account.id).limit(limit + 1)
+        if participant_id:
+            query = query.where(Account.participant_id == participant_id)
         if after:
             query = query.where(Account.id > after)
         if kind:
@@ -127,13 +131,24 @@ class JournalsRepository:
             grouped[posting.journal_id].append(posting)
         return grouped
 
-    def list(self, limit: int, after: str | None, account_id: str | None) -> list[Journal]:
+    def list(self, limit: int, after: str | None, account_id: str | None,
+             participant_id: str | None = None) -> list[Journal]:
+        """A page of journals: those touching `account_id`, or any account `participant_id`
+        opened (or nobody did), when given."""
         query = select(Journal).order_by(Journal.id).limit(limit + 1)
         if after:
             query = query.where(Journal.id > after)
         if account_id:
             touched = select(Posting.journal_id).where(Posting.account_id == account_id)
             query = query.where(Journal.id.in_(touched))
+        if participant_id:
+            visible = (
+                select(Posting.journal_id)
+                .join(Account, Account.id == Posting.account_id)
+                .where(Account.kind != "internal")
+                .where(or_(Account.participant_id == participant_id, Account.participant_id.is_(None)))
+            )
+            query = query.where(Journal.id.in_(visible))
         return list(self.session.execute(query).scalars())
 
 

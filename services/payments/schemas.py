@@ -42,6 +42,11 @@ class AccountPublic(BaseModel):
     currency: str
     balance: Money
     allow_overdraft: bool
+    participant_id: str | None = Field(
+        description="The sandbox participant whose customer this is (it opened the account "
+        "through the gateway); null when opened directly. Other participants can pay it but "
+        "not see or debit it."
+    )
     created_at: datetime
 
 

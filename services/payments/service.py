@@ -10,6 +10,7 @@ from datetime import datetime
 
 from sqlmodel import Session
 
+from services.common.caller import Caller
 from services.common.ids import new_id
 from services.common.money import AmountIn, Money
 from services.common.problems import Problem, not_found
@@ -34,6 +35,7 @@ CARD_FUNDING = "card_funding"
 BANK_PAYOUTS = "bank_payouts"
 MERCHANT_FEES = "merchant_fees"
 OPENING_BALANCES = "opening_balances"
+DIRECT = Caller(None)  # a caller on the service's own port: no participant, sees everything
 
 
 def account_public(account: Account) -> AccountPublic:
@@ -44,6 +46,7 @@ def account_public(account: Account) -> AccountPublic:
         currency=account.currency,
         balance=Money.of(account.balance_minor, account.currency),
         allow_overdraft=account.allow_overdraft,
+        participant_id=account.participant_id,
         created_at=account.created_at,
     )
 
@@ -73,13 +76,14 @@ def journal_public(journal: Journal, postings: list[Posting]) -> JournalPublic:
     )
 
 
-def open_account(session: Session, body: AccountCreate, now: datetime) -> AccountPublic:
+def open_account(session: Session, body: AccountCreate, now: datetime, caller: Caller = DIRECT) -> AccountPublic:
     account = AccountsRepository(session).add(
         Account(
             id=new_id("acc"),
             kind=body.kind,
             owner_name=body.owner_name,
             currency=body.currency,
+            participant_id=caller.participant_id,
             created_at=now,
         )
     )
@@ -87,15 +91,20 @@ def open_account(session: Session, body: AccountCreate, now: datetime) -> Accoun
 
 
 def list_accounts(
-    session: Session, limit: int, after: str | None, kind: str | None, currency: str | None
+    session: Session, limit: int, after: str | None, kind: str | None, currency: str | None,
+    caller: Caller = DIRECT,
 ) -> list[AccountPublic]:
-    accounts = AccountsRepository(session).list(limit, after, kind, currency)
+    """Every account for a direct or mandated caller; a participant's own for a participant."""
+    owner = caller.participant_id if caller.restricted else None
+    accounts = AccountsRepository(session).list(limit, after, kind, currency, owner)
     return [account_public(a) for a in accounts]
 
 
-def get_account(session: Session, account_id: str) -> Account:
+def get_account(session: Session, account_id: str, caller: Caller = DIRECT) -> Account:
+    """The account, if this caller may use it. Another participant's account is "not found",
+    as Stripe answers for another account's objects: its existence is not disclosed."""
     account = AccountsRepository(session).get(account_id)
-    if account is None:
+    if account is None or not caller.may_use(account.participant_id):
         raise not_found("Account", account_id)
     return account
 
@@ -138,8 +147,9 @@ def _post(
     return journal_public(journal, postings)
 
 
-def deposit(session: Session, body: DepositCreate, now: datetime, idem_id: str | None) -> JournalPublic:
-    wallet = get_account(session, body.account_id)
+def deposit(session: Session, body: DepositCreate, now: datetime, idem_id: str | None,
+            caller: Caller = DIRECT) -> JournalPublic:
+    wallet = get_account(session, body.account_id, caller)
     _check_currency(wallet, body.amount)
     decline = cards.authorise(body.card_number)
     if decline is not None:
@@ -167,8 +177,9 @@ def deposit(session: Session, body: DepositCreate, now: datetime, idem_id: str |
     return _post(session, journal, legs, {funding.id: funding, wallet.id: wallet})
 
 
-def withdraw(session: Session, body: WithdrawalCreate, now: datetime, idem_id: str | None) -> JournalPublic:
-    wallet = get_account(session, body.account_id)
+def withdraw(session: Session, body: WithdrawalCreate, now: datetime, idem_id: str | None,
+             caller: Caller = DIRECT) -> JournalPublic:
+    wallet = get_account(session, body.account_id, caller)
     _check_currency(wallet, body.amount)
     payouts = AccountsRepository(session).system_account(BANK_PAYOUTS, wallet.currency, now)
     journal = Journal(
@@ -186,14 +197,18 @@ def withdraw(session: Session, body: WithdrawalCreate, now: datetime, idem_id: s
     return _post(session, journal, legs, {payouts.id: payouts, wallet.id: wallet})
 
 
-def transfer(session: Session, body: TransferCreate, now: datetime, idem_id: str | None) -> JournalPublic:
+def transfer(session: Session, body: TransferCreate, now: datetime, idem_id: str | None,
+             caller: Caller = DIRECT) -> JournalPublic:
+    """Anyone's account may be paid; only the caller's own (or a mandated caller) debited."""
     if body.from_account_id == body.to_account_id:
         raise Problem(409, "same-account", "Payer and payee are the same account",
                       "A transfer needs two different accounts.")
     accounts = AccountsRepository(session).get_many([body.from_account_id, body.to_account_id])
-    for account_id in (body.from_account_id, body.to_account_id):
-        if account_id not in accounts:
-            raise not_found("Account", account_id)
+    payer_ok = body.from_account_id in accounts and caller.may_use(accounts[body.from_account_id].participant_id)
+    if not payer_ok:
+        raise not_found("Account", body.from_account_id)
+    if body.to_account_id not in accounts:
+        raise not_found("Account", body.to_account_id)
     payer, payee = accounts[body.from_account_id], accounts[body.to_account_id]
     if payer.kind == "internal" or payee.kind == "internal":
         raise Problem(409, "internal-account", "Internal accounts cannot be used directly",
@@ -227,10 +242,12 @@ def transfer(session: Session, body: TransferCreate, now: datetime, idem_id: str
     return _post(session, journal, legs, accounts)
 
 
-def refund(session: Session, body: RefundCreate, now: datetime, idem_id: str | None) -> JournalPublic:
+def refund(session: Session, body: RefundCreate, now: datetime, idem_id: str | None,
+           caller: Caller = DIRECT) -> JournalPublic:
+    """The payee gives money back: only its participant (or a mandated caller) may refund."""
     journals = JournalsRepository(session)
     original = journals.get(body.journal_id)
-    if original is None:
+    if original is None or not _may_refund(session, original, caller):
         raise not_found("Journal", body.journal_id)
     if original.kind not in ("transfer", "payment"):
         raise Problem(409, "not-refundable", "Only transfers and payments can be refunded",
@@ -302,17 +319,31 @@ def open_with_balance(session: Session, account: Account, opening_minor: int, no
           {source.id: source, account.id: account})
 
 
-def get_journal(session: Session, journal_id: str) -> JournalPublic:
+def _may_refund(session: Session, original: Journal, caller: Caller) -> bool:
+    if not caller.restricted:
+        return True
+    payee = AccountsRepository(session).get(original.to_account_id or "")
+    return payee is not None and caller.may_use(payee.participant_id)
+
+
+def get_journal(session: Session, journal_id: str, caller: Caller = DIRECT) -> JournalPublic:
+    """A journal, if it touched an account this caller may use."""
     repo = JournalsRepository(session)
     journal = repo.get(journal_id)
     if journal is None:
         raise not_found("Journal", journal_id)
-    return journal_public(journal, repo.postings_of([journal.id])[journal.id])
+    postings = repo.postings_of([journal.id])[journal.id]
+    if caller.restricted:
+        accounts = AccountsRepository(session).get_many([p.account_id for p in postings])
+        if not any(a.kind != "internal" and caller.may_use(a.participant_id) for a in accounts.values()):
+            raise not_found("Journal", journal_id)
+    return journal_public(journal, postings)
 
 
-def list_journals(session: Session, limit: int, after: str | None, account_id: str | None) -> list[JournalPublic]:
+def list_journals(session: Session, limit: int, after: str | None, account_id: str | None,
+                  caller: Caller = DIRECT) -> list[JournalPublic]:
     repo = JournalsRepository(session)
-    journals = repo.list(limit, after, account_id)
+    journals = repo.list(limit, after, account_id, caller.participant_id if caller.restricted else None)
     postings = repo.postings_of([j.id for j in journals])
     return [journal_public(j, postings[j.id]) for j in journals]
 

@@ -43,10 +43,14 @@ def test_a_deposit_through_the_gateway_is_a_real_wallet_transfer_logged_end_to_e
             deposit = response.json()
             assert deposit["status"] == "completed" and deposit["trades"]
 
-            def balance(account_id: str) -> str:
-                return http.get(f"/payments/accounts/{account_id}/balance", headers=WALLET).json()["available"]["amount"]
+            def balance(account_id: str, key: str) -> str:
+                response = http.get(f"/payments/accounts/{account_id}/balance", headers={"X-API-Key": key})
+                return response.json()["available"]["amount"]
 
-            assert balance(LI_WEI) == "4000.00" and balance(CUSTODY) == "994.00"
+            # The wallet firm sees its customer Li Wei's wallet but not the advisor's custody account.
+            assert balance(LI_WEI, WALLET["X-API-Key"]) == "4000.00"
+            assert balance(CUSTODY, ADVISOR_KEY) == "994.00"
+            assert http.get(f"/payments/accounts/{CUSTODY}/balance", headers=WALLET).status_code == 404
             log = http.get("/sandbox/audit/entries", params={"limit": 100},
                            headers={"X-API-Key": DEMO_REGULATOR_KEY}).json()["data"]
             hops = [(e["service"], e["method"], e["path"]) for e in log if e["request_id"] == "req-robo-1"]
