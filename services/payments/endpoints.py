@@ -204,7 +204,8 @@ def create_withdrawal(body: WithdrawalCreate, session: SessionDep, clock: ClockD
 )
 def create_transfer(body: TransferCreate, session: SessionDep, clock: ClockDep, idem: IdempotencyDep,
                     caller: CallerDep):
-    """Send money to a person (P2P) or pay a merchant (0.6% fee to the merchant)."""
+    """Send money to a person (P2P), pay a merchant from a wallet (0.6% fee to the merchant), or
+    move money between businesses (no fee)."""
     return idem.run(session, lambda: service.transfer(session, body, clock.now(), idem.record_id, caller))
 
 

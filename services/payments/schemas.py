@@ -27,7 +27,8 @@ class AccountCreate(BaseModel):
     )
 
     kind: Literal["personal", "merchant"] = Field(
-        description="`personal` wallet, or `merchant` account that takes payments (0.6% fee)."
+        description="`personal` wallet, or `merchant` account that takes payments (a wallet "
+        "paying it is a merchant payment: 0.6% fee)."
     )
     owner_name: str = Text(100, "Whose account it is.", ["Li Wei"])
     currency: CurrencyCode = Field(default="CNY", description="ISO 4217 code; CNY when omitted.")
@@ -97,7 +98,8 @@ class WithdrawalCreate(BaseModel):
 
 class TransferCreate(BaseModel):
     """Move money between two accounts of the same currency. Paying a merchant account is a
-    merchant payment: the merchant receives the amount less a 0.6% fee."""
+    merchant payment when the payer is a personal wallet: the merchant receives the amount less a
+    0.6% fee. Between two merchant accounts it is a fee-free business transfer."""
 
     model_config = ConfigDict(
         extra="forbid",

@@ -217,7 +217,10 @@ def transfer(session: Session, body: TransferCreate, now: datetime, idem_id: str
     _check_currency(payer, body.amount)
     _check_currency(payee, body.amount)
     amount = body.amount.minor
-    if payee.kind == "merchant":
+    # A shopper's wallet paying a merchant is a merchant payment: the merchant pays the 0.6%
+    # acceptance fee. Between businesses (a lender's float to a small merchant's account, its
+    # repayments back) it is a plain transfer, as a bank transfer between firms would be.
+    if payee.kind == "merchant" and payer.kind == "personal":
         fee = ledger.merchant_fee(amount)
         fees = AccountsRepository(session).system_account(MERCHANT_FEES, payee.currency, now)
         accounts[fees.id] = fees

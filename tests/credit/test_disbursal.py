@@ -28,9 +28,10 @@ def test_chen_applies_and_the_loan_lands_in_the_wallet(tmp_path: Path, database_
         assert loan["disbursement"]["amount"] == {"amount": "20000.00", "currency": "CNY"}
         journal = httpx.get(f"{base}/payments/journals/{loan['disbursement']['journal_id']}").json()
         assert (journal["from_account_id"], journal["to_account_id"]) == (LENDER_FLOAT, CHEN_WALLET)
-        # Chen's account is a merchant account, so payments keeps its 0.6% merchant fee.
-        received = 20000 - float(loan["disbursement"]["fee_charged_by_payments"]["amount"])
-        assert float(balance(base, CHEN_WALLET)) == 800 + received
+        # Lender float and Chen's stall are both merchant accounts: a fee-free business transfer,
+        # so the whole loan lands.
+        assert loan["disbursement"]["fee_charged_by_payments"] == {"amount": "0.00", "currency": "CNY"}
+        assert balance(base, CHEN_WALLET) == "20800.00"
         assert balance(base, LENDER_FLOAT) == "9980000.00"
         assert len(loan["schedule"]) == 12 and loan["outstanding"]["amount"] == "20788.54"
         assert credit.get(f"/applications/{decided['id']}").json()["timings"]["disbursed_at"]
@@ -125,7 +126,10 @@ def test_a_repayment_the_wallet_cannot_cover_is_refused(tmp_path: Path) -> None:
     ) as credit:
         loan_id = credit.post("/applications", json=application()).json()["loan_id"]
         credit.post(f"/loans/{loan_id}/disbursement").raise_for_status()
-        # Chen now holds about CNY 20,680; the whole loan with interest is more than that.
+        # Chen holds 20,800.00 and pays a supplier 1,000.00 of it; the whole loan with interest
+        # (20,788.54) is then more than the stall holds.
+        httpx.post(f"{base}/payments/withdrawals", json={
+            "account_id": CHEN_WALLET, "amount": {"amount": "1000.00", "currency": "CNY"}}).raise_for_status()
         outstanding = credit.get(f"/loans/{loan_id}").json()["outstanding"]
         response = credit.post(f"/loans/{loan_id}/repayments", json={"amount": outstanding})
         assert response.status_code == 409

@@ -1,0 +1,117 @@
+"""Each participant keeps to its own customers' accounts.
+
+Behind the gateway, payments learns the caller from `X-Sandbox-Participant` (the gateway sets it
+after checking the key, and strips it from what participants send). A participant may pay any
+account, but may only see, statement, top up, debit or refund from the accounts it opened; for
+anything else the answer is the same 404 as for an account that does not exist. The sandbox's
+own services (mandated: they check the customer's mandate in their own APIs) and direct callers
+on the service's own port see everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from services.common.demo import CREDIT_SERVICE
+from services.payments.main import PaymentsSettings, create_app
+
+FIRM_A, FIRM_B = "ptp_firm_a", "ptp_firm_b"
+CARD = "4242424242424242"
+
+
+def as_(participant: str) -> dict[str, str]:
+    return {"X-Sandbox-Participant": participant}
+
+
+def cny(amount: str) -> dict[str, str]:
+    return {"amount": amount, "currency": "CNY"}
+
+
+@pytest.fixture
+def payments(tmp_path) -> Iterator[TestClient]:
+    app = create_app(PaymentsSettings(data_dir=tmp_path, seed_demo_data=False))
+    with TestClient(app) as client:
+        yield client
+
+
+def open_funded(client: TestClient, participant: str, name: str, kind: str = "personal") -> str:
+    account = client.post("/accounts", headers=as_(participant),
+                          json={"kind": kind, "owner_name": name, "currency": "CNY"}).json()
+    assert account["participant_id"] == participant
+    top_up = client.post("/deposits", headers=as_(participant),
+                         json={"account_id": account["id"], "amount": cny("100.00"), "card_number": CARD})
+    assert top_up.status_code == 201, top_up.text
+    return account["id"]
+
+
+def test_another_participant_cannot_see_or_debit_an_account_but_can_pay_it(payments: TestClient) -> None:
+    alice = open_funded(payments, FIRM_A, "Alice")
+    bob = open_funded(payments, FIRM_B, "Bob")
+    journals_before = payments.get("/journals").json()["data"]
+
+    for path in (f"/accounts/{alice}", f"/accounts/{alice}/balance", f"/accounts/{alice}/journals"):
+        refused = payments.get(path, headers=as_(FIRM_B))
+        assert refused.status_code == 404, path
+        assert refused.json()["type"].endswith(":not-found")
+    for path, body in (
+        ("/transfers", {"from_account_id": alice, "to_account_id": bob, "amount": cny("1.00")}),
+        ("/withdrawals", {"account_id": alice, "amount": cny("1.00")}),
+        ("/deposits", {"account_id": alice, "amount": cny("1.00"), "card_number": CARD}),
+    ):
+        refused = payments.post(path, headers=as_(FIRM_B), json=body)
+        assert refused.status_code == 404, (path, refused.text)
+        assert alice in refused.json()["detail"]
+    assert payments.get("/journals").json()["data"] == journals_before  # nothing was written
+
+    paid = payments.post("/transfers", headers=as_(FIRM_B),
+                         json={"from_account_id": bob, "to_account_id": alice, "amount": cny("5.00")})
+    assert paid.status_code == 201
+    assert payments.get(f"/accounts/{alice}/balance", headers=as_(FIRM_A)).json()["available"] == cny("105.00")
+    # The payer sees the journal of its own payment; a third firm does not.
+    assert payments.get(f"/journals/{paid.json()['id']}", headers=as_(FIRM_B)).status_code == 200
+    assert payments.get(f"/journals/{paid.json()['id']}", headers=as_("ptp_firm_c")).status_code == 404
+
+
+def test_lists_show_a_participant_only_its_own_accounts_and_their_journals(payments: TestClient) -> None:
+    alice = open_funded(payments, FIRM_A, "Alice")
+    bob = open_funded(payments, FIRM_B, "Bob")
+    payments.post("/transfers", headers=as_(FIRM_A), json={"from_account_id": alice, "to_account_id": bob,
+                                                           "amount": cny("7.00")})
+
+    def ids(path: str, participant: str | None) -> set[str]:
+        headers = as_(participant) if participant else {}
+        return {item["id"] for item in payments.get(path, headers=headers, params={"limit": 100}).json()["data"]}
+
+    assert ids("/accounts", FIRM_A) == {alice}
+    assert ids("/accounts", FIRM_B) == {bob}
+    assert {alice, bob} <= ids("/accounts", None)  # a direct caller sees the whole ledger
+    a_journals, b_journals = ids("/journals", FIRM_A), ids("/journals", FIRM_B)
+    assert len(a_journals) == 2 and len(b_journals) == 2  # each one's top-up, and the transfer both touched
+    assert a_journals & b_journals == {j for j in a_journals if j.startswith("tr_")}
+    assert ids("/journals", "ptp_firm_c") == set()
+
+
+def test_only_the_payees_participant_may_refund(payments: TestClient) -> None:
+    shopper = open_funded(payments, FIRM_A, "Shopper")
+    shop = open_funded(payments, FIRM_B, "Shop", kind="merchant")
+    paid = payments.post("/transfers", headers=as_(FIRM_A), json={
+        "from_account_id": shopper, "to_account_id": shop, "amount": cny("10.00")}).json()
+    # The shopper's firm cannot pull the money back out of the merchant's account.
+    assert payments.post("/refunds", headers=as_(FIRM_A), json={"journal_id": paid["id"]}).status_code == 404
+    refund = payments.post("/refunds", headers=as_(FIRM_B), json={"journal_id": paid["id"]})
+    assert refund.status_code == 201 and refund.json()["amount"] == cny("10.00")
+
+
+def test_a_mandated_service_and_a_direct_caller_may_act_on_any_account(payments: TestClient) -> None:
+    alice = open_funded(payments, FIRM_A, "Alice")
+    lender = open_funded(payments, CREDIT_SERVICE, "Lender float", kind="merchant")
+    # The credit service collects a repayment from a borrower another firm onboarded: the
+    # mandate is the loan agreement, which the credit service checks in its own API.
+    repaid = payments.post("/transfers", headers=as_(CREDIT_SERVICE), json={
+        "from_account_id": alice, "to_account_id": lender, "amount": cny("20.00")})
+    assert repaid.status_code == 201
+    assert payments.get(f"/accounts/{alice}").json()["balance"] == cny("80.00")
+    assert payments.get("/invariants").json()["ok"] is True
