@@ -106,6 +106,16 @@ def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
 
 
 def _validation_problem(request: Request, exc: RequestValidationError) -> JSONResponse:
+    invalid_json = next((e for e in exc.errors() if e.get("type") == "json_invalid"), None)
+    if invalid_json is not None:
+        # Not a field error: the body is not JSON at all (400, as the OpenAPI documents).
+        loc = invalid_json.get("loc", ())
+        where = f" at character {loc[-1]}" if len(loc) > 1 and isinstance(loc[-1], int) else ""
+        why = str((invalid_json.get("ctx") or {}).get("error", "JSON decode error"))
+        body = problem_body(
+            400, "invalid-json", "Body is not valid JSON", f"{why}{where}.", instance=request.url.path
+        )
+        return problem_response(400, body)
     errors = []
     for err in exc.errors():
         message = str(err.get("msg", "invalid"))

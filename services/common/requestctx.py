@@ -80,6 +80,7 @@ class RequestContextMiddleware:
         token = _request_id.set(request_id)
         rid_header = (b"x-request-id", request_id.encode())
         started = False
+        too_large = False
 
         async def send_with_id(message: dict) -> None:
             nonlocal started
@@ -88,6 +89,16 @@ class RequestContextMiddleware:
                 headers = [h for h in message.get("headers", []) if h[0].lower() != b"x-request-id"]
                 message = {**message, "headers": [*headers, rid_header]}
             await send(message)
+
+        async def send_from_app(message: dict) -> None:
+            # A body streamed without Content-Length ran past the limit, and the app turned the
+            # failed read into a response of its own (FastAPI answers any body error with 400):
+            # the client is told 413 instead.
+            if too_large:
+                if message["type"] == "http.response.start" and not started:
+                    await send_problem(413, "payload-too-large", "Request body too large", too_large_detail)
+                return
+            await send_with_id(message)
 
         async def send_problem(status: int, slug: str, title: str, detail: str) -> None:
             body = _problem_bytes(status, slug, title, detail, request_id)
@@ -112,15 +123,16 @@ class RequestContextMiddleware:
             received = 0
 
             async def limited_receive() -> dict:
-                nonlocal received
+                nonlocal received, too_large
                 message = await receive()
                 if message["type"] == "http.request":
                     received += len(message.get("body", b""))
                     if received > limit:
+                        too_large = True
                         raise _BodyTooLarge
                 return message
 
-            await self.app(scope, limited_receive, send_with_id)
+            await self.app(scope, limited_receive, send_from_app)
         except _BodyTooLarge:
             if not started:
                 await send_problem(413, "payload-too-large", "Request body too large", too_large_detail)

@@ -1,0 +1,140 @@
+"""docker-compose.yml is exactly what `sandbox.compose` generates from sandbox/topology.py, and it
+runs every service the way the launcher does: same port, same settings (except where compose
+must differ: service names as hosts, one PostgreSQL database per service instead of SQLite
+files), a healthcheck on every container, and start-up ordered on health. When a compose
+parser is installed, `docker-compose config -q` accepts the file."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from sandbox import compose
+from sandbox.topology import GATEWAY, SERVICES, ServiceSpec, built_services, environment
+
+SPECS = built_services()
+INSTALL_HINT = (
+    "no compose parser on PATH: install one to validate docker-compose.yml, e.g. "
+    "`apt-get install docker-compose` (Debian) or Docker's compose plugin; .ci/run installs it"
+)
+
+
+@pytest.fixture(scope="module")
+def committed() -> dict:
+    return yaml.safe_load(compose.COMPOSE_FILE.read_text(encoding="utf-8"))
+
+
+def test_committed_compose_file_is_what_the_topology_generates(committed: dict) -> None:
+    assert committed == compose.document(), "docker-compose.yml drifted from the topology; run `make compose`"
+    # ...and byte for byte, header included, so `make compose` leaves no diff behind.
+    assert compose.COMPOSE_FILE.read_text(encoding="utf-8") == compose.render()
+    assert compose.POSTGRES_INIT.read_text(encoding="utf-8") == compose.postgres_init_sql()
+
+
+def test_every_topology_service_is_a_compose_service_on_its_port(committed: dict) -> None:
+    assert SPECS, "no service is built"
+    assert set(committed["services"]) == {"postgres"} | {s.name for s in SPECS}
+    for spec in SPECS:
+        service = committed["services"][spec.name]
+        assert service["ports"] == [f"{spec.port}:{spec.port}"]
+        command = service["command"]
+        assert command[:3] == ["uvicorn", "--factory", spec.app]
+        assert command[command.index("--port") + 1] == str(spec.port)
+        assert command[command.index("--host") + 1] == "0.0.0.0"
+    # Every service the topology names is built in this tree, so compose runs all of them.
+    assert [s.name for s in SPECS] == [s.name for s in SERVICES]
+
+
+def _as_compose(spec: ServiceSpec, launcher_env: dict[str, str]) -> dict[str, str]:
+    """The launcher's environment with the documented compose differences applied."""
+    expected: dict[str, str] = {}
+    for key, value in launcher_env.items():
+        if key == f"{spec.env_prefix}DATA_DIR":  # SQLite files under the launcher...
+            key = f"{spec.env_prefix}DATABASE_URL"  # ...one PostgreSQL database each in compose
+            value = f"postgresql://postgres:sandbox@postgres:5432/{spec.name}"
+        for other in SERVICES:  # 127.0.0.1:<port> under the launcher, <service>:<port> in compose
+            value = value.replace(f"http://127.0.0.1:{other.port}", f"http://{other.name}:{other.port}")
+        expected[key] = value
+    return expected
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_compose_environment_is_the_launchers_modulo_hosts_and_database(committed: dict, spec: ServiceSpec) -> None:
+    launcher = environment(spec, compose=False, data_dir=".sandbox-data", port_offset=0)
+    in_compose = committed["services"][spec.name]["environment"]
+    assert in_compose == _as_compose(spec, launcher)
+    assert all(isinstance(v, str) for v in in_compose.values())  # no YAML ints or booleans
+    assert all(k.startswith(spec.env_prefix) for k in in_compose)
+    # Each service reaches the gateway by its compose name; the gateway reaches each upstream.
+    assert in_compose[f"{spec.env_prefix}GATEWAY_URL"] == f"http://gateway:{GATEWAY.port}"
+    if spec is GATEWAY:
+        for other in SPECS:
+            if other is not GATEWAY:
+                assert in_compose[f"GATEWAY_UPSTREAM_{other.name.upper()}"] == f"http://{other.name}:{other.port}"
+
+
+def test_every_container_has_a_healthcheck_probing_readiness(committed: dict) -> None:
+    for name, service in committed["services"].items():
+        check = service.get("healthcheck")
+        assert check, f"{name} has no healthcheck"
+        assert check["test"][0] in ("CMD", "CMD-SHELL")
+        assert check.get("retries", 0) >= 1
+    for spec in SPECS:
+        probe = " ".join(committed["services"][spec.name]["healthcheck"]["test"])
+        assert f"http://127.0.0.1:{spec.port}/readyz" in probe
+    assert "pg_isready" in " ".join(committed["services"]["postgres"]["healthcheck"]["test"])
+
+
+def test_start_up_waits_on_health(committed: dict) -> None:
+    services = committed["services"]
+    for spec in SPECS:
+        depends = services[spec.name]["depends_on"]
+        assert isinstance(depends, dict), "depends_on must use conditions, not a bare list"
+        assert all(d == {"condition": "service_healthy"} for d in depends.values()), depends
+        assert "postgres" in depends
+    gateway_deps = set(services[GATEWAY.name]["depends_on"])
+    assert gateway_deps == {"postgres"} | {s.name for s in SPECS if s is not GATEWAY}
+    for spec in SPECS:
+        if spec is not GATEWAY:  # nothing waits on the gateway, so there is no cycle
+            assert GATEWAY.name not in services[spec.name]["depends_on"]
+
+
+def test_postgres_init_creates_one_database_per_service(committed: dict) -> None:
+    sql = compose.POSTGRES_INIT.read_text(encoding="utf-8")
+    created = re.findall(r"^CREATE DATABASE (\w+);$", sql, flags=re.MULTILINE)
+    assert sorted(created) == sorted(s.name for s in SPECS)
+    assert len(created) == len(set(created))
+    postgres = committed["services"]["postgres"]
+    assert f"./{compose.POSTGRES_INIT.relative_to(compose.ROOT)}:/docker-entrypoint-initdb.d/init.sql:ro" in postgres["volumes"]
+    password = postgres["environment"]["POSTGRES_PASSWORD"]
+    for spec in SPECS:
+        url = committed["services"][spec.name]["environment"][f"{spec.env_prefix}DATABASE_URL"]
+        assert url == f"postgresql://postgres:{password}@postgres:5432/{spec.name}"
+
+
+def _compose_command() -> list[str] | None:
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    return None
+
+
+def test_docker_compose_accepts_the_file() -> None:
+    command = _compose_command()
+    if command is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(INSTALL_HINT)
+        pytest.skip(INSTALL_HINT)
+    result = subprocess.run(
+        [*command, "-f", str(compose.COMPOSE_FILE), "config", "-q"],
+        cwd=compose.ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
