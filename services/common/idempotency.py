@@ -97,8 +97,10 @@ class Idempotency:
     """Wraps one request's unit of work; `record_id` ties the work's rows to the key."""
 
     def __init__(
-        self, table: Table, clock: Clock, key: str | None, scope: str, fingerprint: str
+        self, table: Table, clock: Clock, key: str | None, scope: str, fingerprint: str,
+        path: str | None = None,
     ) -> None:
+        self.path = path
         self.table = table
         self.clock = clock
         self.key = key
@@ -129,7 +131,7 @@ class Idempotency:
             if problem.status >= 500:
                 self._forget(session)
                 raise
-            body = problem.body()
+            body = problem.body(self.path)  # as the problem handler answers it
             self._finish(session, problem.status, PROBLEM_MEDIA_TYPE, body)
             session.commit()
             raise
@@ -149,7 +151,9 @@ class Idempotency:
             select(t).where(t.c.scope == self.scope, t.c.key == self.key)
         ).first()
         if row is not None and row.created_at < now - RETENTION:
-            session.execute(delete(t).where(t.c.id == row.id))
+            # Expired: the key is free again. The old record is kept, under a retired name, so
+            # the work it produced still points at a finished record.
+            session.execute(update(t).where(t.c.id == row.id).values(key=f"{row.id}~retired~{self.key}"[:255]))
             row = None
         if row is None:
             self.record_id = new_id("idem")
@@ -226,6 +230,7 @@ def idempotency_dependency(table_of: Callable[[Request], Table]) -> Any:
             key,
             scope=caller,
             fingerprint=fingerprint(request.method, request.url.path, body),
+            path=request.url.path,
         )
 
     return _dependency

@@ -7,6 +7,7 @@ import time
 
 # Crockford's base32, lower case: no i, l, o, u, so ids read aloud without ambiguity.
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+ID_BODY_LENGTH = 26  # the part after `prefix_`; it sorts by creation time
 ID_BODY_PATTERN = "[0-9a-hjkmnp-tv-z]{26}"
 
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import case, func, insert, or_, select, update
 from sqlmodel import Session
 
-from services.common.ids import new_id
+from services.common.ids import ID_BODY_LENGTH, new_id
 from services.payments.ledger import Leg
 from services.payments.models import Account, IdempotencyKeys, Journal, Posting
 
@@ -135,9 +135,12 @@ class JournalsRepository:
              participant_id: str | None = None) -> list[Journal]:
         """A page of journals: those touching `account_id`, or any account `participant_id`
         opened (or nobody did), when given."""
-        query = select(Journal).order_by(Journal.id).limit(limit + 1)
+        # Oldest first: by the id's time-ordered body (its last 26 characters), not the whole
+        # id, whose prefix (dep_, pay_, tr_, ...) would group journals by kind.
+        created_order = func.substr(Journal.id, func.length(Journal.id) - (ID_BODY_LENGTH - 1))
+        query = select(Journal).order_by(created_order).limit(limit + 1)
         if after:
-            query = query.where(Journal.id > after)
+            query = query.where(created_order > after[-ID_BODY_LENGTH:])
         if account_id:
             touched = select(Posting.journal_id).where(Posting.account_id == account_id)
             query = query.where(Journal.id.in_(touched))

@@ -173,12 +173,6 @@ def test_cursor_pagination_of_journals_and_statements(client: TestClient) -> Non
     assert sorted(j["kind"] for j in statement_b) == ["deposit", "transfer"]
 
 
-@pytest.mark.xfail(
-    reason="BUG (services/payments/repository.py): journals are listed by id, and ids start with "
-    "their kind's prefix (dep_, ob_, pay_, re_, tr_, wd_), so GET /journals and an account's "
-    "statement are not 'oldest first' as documented once kinds mix",
-    strict=False,
-)
 def test_journals_and_statements_are_oldest_first(client: TestClient) -> None:
     a, shop = open_account(client, "A"), open_account(client, "Shop", "merchant")
     order = [

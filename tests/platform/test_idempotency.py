@@ -200,12 +200,6 @@ def test_a_key_is_free_again_after_24_hours_by_the_service_clock(any_db_client: 
     assert again.headers[REPLAY_HEADER] == "true" and again.json() == fresh.json()
 
 
-@pytest.mark.xfail(
-    reason="BUG (services/common/idempotency.py + payments invariants): reusing an expired key "
-    "deletes its record, so the journal it produced is then reported by GET /invariants as "
-    "'key record missing or unfinished'",
-    strict=False,
-)
 def test_invariants_stay_ok_after_an_expired_key_is_reused(client: TestClient) -> None:
     assert client.post("/transfers", json=TRANSFER, headers=_key("daily")).status_code == 201
     client.post("/_sandbox/clock/advance", json={"seconds": DAY + 1})
@@ -270,11 +264,6 @@ def _without_instance(problem: dict) -> dict:
     return {k: v for k, v in problem.items() if k != "instance"}
 
 
-@pytest.mark.xfail(
-    reason="BUG (services/common/idempotency.py): a saved refusal is stored without its "
-    "`instance`, so the replayed problem body differs from the first one",
-    strict=False,
-)
 def test_a_replayed_refusal_is_the_same_problem_body(client: TestClient) -> None:
     too_much = {**TRANSFER, "amount": {"amount": "9999.00", "currency": "CNY"}}
     refused = client.post("/transfers", json=too_much, headers=_key("too-much"))
