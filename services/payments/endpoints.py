@@ -18,20 +18,30 @@ from services.common.problems import problem_responses
 from services.payments import service
 from services.payments.schemas import (
     ACCOUNT_PREFIX,
+    FX_QUOTE_PREFIX,
     JOURNAL_PREFIXES,
+    QR_AMOUNT_PATTERN,
     AccountCreate,
     AccountPublic,
     BalancePublic,
+    CrossBorderCreate,
     DepositCreate,
+    FxQuoteCreate,
+    FxQuotePublic,
     InvariantsReport,
     JournalPublic,
+    QrCodePublic,
+    QrPaymentCreate,
     RefundCreate,
     TransferCreate,
     WithdrawalCreate,
 )
 
 AccountId = Annotated[str, IdPath(ACCOUNT_PREFIX, "An account id, `acc_…`.")]
-JournalId = Annotated[str, IdPath(JOURNAL_PREFIXES, "A journal id: `dep_`, `wd_`, `tr_`, `pay_`, `re_` or `ob_`.")]
+JournalId = Annotated[
+    str, IdPath(JOURNAL_PREFIXES, "A journal id: `dep_`, `wd_`, `tr_`, `pay_`, `re_`, `ob_` or `xb_`.")
+]
+QuoteId = Annotated[str, IdPath(FX_QUOTE_PREFIX, "A quote id, `fxq_…`.")]
 
 router = APIRouter()
 
@@ -41,6 +51,8 @@ router = APIRouter()
 # by field into a generated body, which rarely makes a valid top-up, payment or refund).
 EXACT_BODY = {"x-schemathesis": {"merge_body": False}}
 DEMO_MERCHANT = demo_account("Lanzhou Noodle House").id
+DEMO_CNY_WALLET = demo_account("Li Wei").id
+DEMO_USD_WALLET = demo_account("Alice Example").id
 ACCOUNT_LINKS: dict[str, Any] = {
     "GetAccount": {"operationId": "get_account", "parameters": {"account_id": "$response.body#/id"}},
     "TopUp": {
@@ -52,6 +64,11 @@ ACCOUNT_LINKS: dict[str, Any] = {
             "card_number": "4242424242424242",
         },
         **EXACT_BODY,
+    },
+    "MerchantQr": {
+        "operationId": "get_merchant_qr",
+        "description": "The QR code a new merchant account shows at its till.",
+        "parameters": {"account_id": "$response.body#/id"},
     },
 }
 GET_JOURNAL: dict[str, Any] = {
@@ -77,6 +94,46 @@ TRANSFER_LINKS: dict[str, Any] = {
         "operationId": "create_refund",
         "description": "Refund what is left of this transfer or payment.",
         "requestBody": {"journal_id": "$response.body#/id"},
+        **EXACT_BODY,
+    },
+}
+
+
+QUOTE_LINKS: dict[str, Any] = {
+    "GetQuote": {"operationId": "get_fx_quote", "parameters": {"quote_id": "$response.body#/id"}},
+    "PayQuote": {
+        "operationId": "create_cross_border_payment",
+        "description": f"Pay a CNY → USD quote from the demo CNY wallet ({DEMO_CNY_WALLET}) to the "
+        f"demo USD wallet ({DEMO_USD_WALLET}); quotes in other currencies are refused (409).",
+        "requestBody": {
+            "quote_id": "$response.body#/id",
+            "from_account_id": DEMO_CNY_WALLET,
+            "to_account_id": DEMO_USD_WALLET,
+        },
+        **EXACT_BODY,
+    },
+}
+QR_LINKS: dict[str, Any] = {
+    "PayDynamicQr": {
+        "operationId": "create_qr_payment",
+        "description": f"Scan a dynamic QR with the demo CNY wallet ({DEMO_CNY_WALLET}) and pay "
+        "the amount it carries (a static QR carries none and is refused, 409).",
+        "requestBody": {
+            "payload": "$response.body#/payload",
+            "from_account_id": DEMO_CNY_WALLET,
+            "amount": "$response.body#/amount",
+        },
+        **EXACT_BODY,
+    },
+    "PayStaticQr": {
+        "operationId": "create_qr_payment",
+        "description": f"Scan a static QR with the demo CNY wallet ({DEMO_CNY_WALLET}) and pay 10 "
+        "of the merchant's currency (a dynamic QR for another amount is refused, 409).",
+        "requestBody": {
+            "payload": "$response.body#/payload",
+            "from_account_id": DEMO_CNY_WALLET,
+            "amount": {"amount": "10", "currency": "$response.body#/currency"},
+        },
         **EXACT_BODY,
     },
 }
@@ -166,6 +223,28 @@ def list_account_journals(
     return page_of(journals, limit, lambda j: j.id)
 
 
+@router.get(
+    "/accounts/{account_id}/qr",
+    tags=["qr"],
+    operation_id="get_merchant_qr",
+    response_model=QrCodePublic,
+    responses={200: {"model": QrCodePublic, "description": "The merchant's QR", "links": QR_LINKS},
+               **problem_responses(404, 409, 422)},
+)
+def get_merchant_qr(
+    account_id: AccountId,
+    session: SessionDep,
+    caller: CallerDep,
+    amount: Annotated[
+        str | None,
+        Query(pattern=QR_AMOUNT_PATTERN, description="Makes a dynamic QR for this amount, in the "
+              "merchant's currency (no more decimals than it has); omit for a static QR."),
+    ] = None,
+) -> QrCodePublic:
+    """A merchant's EMVCo merchant-presented QR code (static, or dynamic with an amount)."""
+    return service.merchant_qr(session, account_id, amount, caller)
+
+
 @router.post(
     "/deposits",
     status_code=201,
@@ -221,6 +300,60 @@ def create_refund(body: RefundCreate, session: SessionDep, clock: ClockDep, idem
                   caller: CallerDep):
     """Refund all or part of a transfer or payment, never more than it in total."""
     return idem.run(session, lambda: service.refund(session, body, clock.now(), idem.record_id, caller))
+
+
+@router.post(
+    "/qr-payments",
+    status_code=201,
+    tags=["qr"],
+    operation_id="create_qr_payment",
+    response_model=JournalPublic,
+    responses={**_created(JournalPublic, TRANSFER_LINKS), **problem_responses(404, 409, 422)},
+)
+def create_qr_payment(body: QrPaymentCreate, session: SessionDep, clock: ClockDep, idem: IdempotencyDep,
+                      caller: CallerDep):
+    """Pay the merchant a scanned QR names: checks the CRC and tags, then pays as POST /transfers."""
+    return idem.run(session, lambda: service.qr_payment(session, body, clock.now(), idem.record_id, caller))
+
+
+@router.post(
+    "/fx/quotes",
+    status_code=201,
+    tags=["cross-border"],
+    operation_id="create_fx_quote",
+    response_model=FxQuotePublic,
+    responses={**_created(FxQuotePublic, QUOTE_LINKS), **problem_responses(409, 422)},
+)
+def create_fx_quote(body: FxQuoteCreate, session: SessionDep, clock: ClockDep, idem: IdempotencyDep):
+    """Price a conversion on a rail (ripple or correspondent), payable once within 30 seconds."""
+    return idem.run(session, lambda: service.create_quote(session, body, clock.now()))
+
+
+@router.get(
+    "/fx/quotes/{quote_id}",
+    tags=["cross-border"],
+    operation_id="get_fx_quote",
+    response_model=FxQuotePublic,
+    responses=problem_responses(404, 422),
+)
+def get_fx_quote(quote_id: QuoteId, session: SessionDep, clock: ClockDep) -> FxQuotePublic:
+    """A quote, and whether it is still open, expired or used."""
+    return service.get_quote(session, quote_id, clock.now())
+
+
+@router.post(
+    "/cross-border-payments",
+    status_code=201,
+    tags=["cross-border"],
+    operation_id="create_cross_border_payment",
+    response_model=JournalPublic,
+    responses={**_created(JournalPublic, GET_JOURNAL), **problem_responses(404, 409, 422)},
+)
+def create_cross_border_payment(body: CrossBorderCreate, session: SessionDep, clock: ClockDep,
+                                idem: IdempotencyDep, caller: CallerDep):
+    """Pay a quote: the payer is debited in the currency sold, the payee credited in the one bought."""
+    return idem.run(session, lambda: service.cross_border_payment(session, body, clock.now(), idem.record_id,
+                                                                  caller))
 
 
 @router.get(

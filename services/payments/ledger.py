@@ -64,6 +64,34 @@ def refund(payer: str, payee: str, fees: str | None, refund_minor: int, fee_shar
     return check_balanced(legs)
 
 
+def check_balanced_per_currency(legs: list[Leg], currency_of: dict[str, str]) -> list[Leg]:
+    """A journal in several currencies balances in each of them separately."""
+    totals: dict[str, int] = {}
+    for leg in legs:
+        currency = currency_of[leg.account_id]
+        totals[currency] = totals.get(currency, 0) + leg.amount_minor
+    if any(totals.values()):
+        raise UnbalancedJournal(f"legs do not sum to zero per currency: {totals}")
+    return legs
+
+
+def cross_border(payer: str, payee: str, sell_liquidity: str, buy_liquidity: str, fees: str,
+                 sell_minor: int, fee_minor: int, buy_minor: int,
+                 currency_of: dict[str, str]) -> list[Leg]:
+    """A cross-border payment through the rail's liquidity accounts, one per currency:
+
+    sold currency:   payer -sell, liquidity +(sell - fee), fees +fee
+    bought currency: liquidity -buy, payee +buy
+    The liquidity accounts are the provider's own position: it takes in one currency and pays
+    out the other, so they may go negative.
+    """
+    legs = [Leg(payer, -sell_minor), Leg(sell_liquidity, sell_minor - fee_minor)]
+    if fee_minor:
+        legs.append(Leg(fees, fee_minor))
+    legs += [Leg(buy_liquidity, -buy_minor), Leg(payee, buy_minor)]
+    return check_balanced_per_currency(legs, currency_of)
+
+
 def net_by_account(legs: list[Leg]) -> list[tuple[str, int]]:
     """One balance change per account, in id order: every transaction locks rows in the same
     order, so two opposite transfers cannot deadlock on PostgreSQL."""

@@ -62,3 +62,25 @@ class Posting(PaymentsModel, table=True):
     balance_after_minor: int = Field(sa_type=BigInteger)
     currency: str = Field(max_length=3)
     created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+# A priced conversion for a cross-border payment: payable once (`journal_id`), before `expires_at`.
+class FxQuote(PaymentsModel, table=True):
+    __tablename__ = "fx_quotes"
+
+    id: str = Field(primary_key=True, max_length=40)
+    rail: str = Field(max_length=16)  # ripple | correspondent
+    fixed_side: str = Field(max_length=4)  # sell | buy: which amount the request fixed
+    sell_currency: str = Field(max_length=3)
+    buy_currency: str = Field(max_length=3)
+    sell_minor: int = Field(sa_type=BigInteger)  # fee included
+    fee_minor: int = Field(sa_type=BigInteger)  # in the sell currency
+    buy_minor: int = Field(sa_type=BigInteger)
+    rate: str = Field(max_length=40)  # decimal string: buy = (sell - fee) x rate
+    mid_rate: str = Field(max_length=40)
+    margin_bps: int
+    rates_as_of: str = Field(max_length=20)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    # Set in the same transaction as the payment's journal; unique, so a quote pays once.
+    journal_id: str | None = Field(default=None, foreign_key="journals.id", unique=True, max_length=40)

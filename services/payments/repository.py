@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import case, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from services.common.ids import ID_BODY_LENGTH, new_id
 from services.payments.ledger import Leg
-from services.payments.models import Account, IdempotencyKeys, Journal, Posting
+from services.payments.models import Account, FxQuote, IdempotencyKeys, Journal, Posting
 
 
 class AccountsRepository:
@@ -49,17 +50,25 @@ class AccountsRepository:
             select(Account).where(Account.system_code == system_code)
         ).scalar_one_or_none()
         if account is None:
-            account = self.add(
-                Account(
-                    id=new_id("acc"),
-                    kind="internal",
-                    owner_name=code.replace("_", " "),
-                    currency=currency,
-                    allow_overdraft=True,
-                    system_code=system_code,
-                    created_at=now,
-                )
-            )
+            # Two first uses at once (PostgreSQL): the second insert meets the unique code, its
+            # savepoint rolls back, and it reads the account the first one made.
+            try:
+                with self.session.begin_nested():
+                    account = self.add(
+                        Account(
+                            id=new_id("acc"),
+                            kind="internal",
+                            owner_name=code.replace("_", " "),
+                            currency=currency,
+                            allow_overdraft=True,
+                            system_code=system_code,
+                            created_at=now,
+                        )
+                    )
+            except IntegrityError:
+                account = self.session.execute(
+                    select(Account).where(Account.system_code == system_code)
+                ).scalar_one()
         return account
 
     def apply(self, account_id: str, delta: int) -> int | None:
@@ -88,7 +97,11 @@ class JournalsRepository:
     def get(self, journal_id: str) -> Journal | None:
         return self.session.get(Journal, journal_id)
 
-    def add(self, journal: Journal, legs: list[Leg], balances_after: dict[str, int]) -> list[Posting]:
+    def add(self, journal: Journal, legs: list[Leg], balances_after: dict[str, int],
+            currencies: dict[str, str] | None = None) -> list[Posting]:
+        """Record the journal and its postings; each posting is in its account's currency
+        (`currencies`, by account id), the journal's currency when not given."""
+        currencies = currencies or {}
         self.session.execute(insert(Journal).values(**journal.model_dump()))
         postings = [
             Posting(
@@ -96,7 +109,7 @@ class JournalsRepository:
                 account_id=leg.account_id,
                 amount_minor=leg.amount_minor,
                 balance_after_minor=balances_after[leg.account_id],
-                currency=journal.currency,
+                currency=currencies.get(leg.account_id, journal.currency),
                 created_at=journal.created_at,
             )
             for leg in legs
@@ -155,18 +168,57 @@ class JournalsRepository:
         return list(self.session.execute(query).scalars())
 
 
+class FxQuotesRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, quote: FxQuote) -> FxQuote:
+        self.session.add(quote)
+        self.session.flush()
+        return quote
+
+    def get(self, quote_id: str) -> FxQuote | None:
+        return self.session.get(FxQuote, quote_id)
+
+    def of_journals(self, journal_ids: list[str]) -> dict[str, FxQuote]:
+        if not journal_ids:
+            return {}
+        rows = self.session.execute(select(FxQuote).where(FxQuote.journal_id.in_(journal_ids))).scalars()
+        return {quote.journal_id: quote for quote in rows if quote.journal_id}
+
+    def use(self, quote_id: str, journal_id: str) -> bool:
+        """Mark the quote paid by `journal_id` unless it already is (one conditional UPDATE, so
+        two concurrent payments cannot both use it)."""
+        result = self.session.execute(
+            update(FxQuote)
+            .where(FxQuote.id == quote_id, FxQuote.journal_id.is_(None))
+            .values(journal_id=journal_id)
+        )
+        return result.rowcount == 1
+
+
 class InvariantsRepository:
     """The queries behind GET /invariants: each returns the rows that break one rule."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def unbalanced_journals(self) -> list[tuple[str, int]]:
+    def unbalanced_journals(self) -> list[tuple[str, str, int]]:
+        """Per journal and currency: a cross-border journal balances in each of its two."""
+        rows = self.session.execute(
+            select(Posting.journal_id, Posting.currency, func.sum(Posting.amount_minor))
+            .group_by(Posting.journal_id, Posting.currency)
+            .having(func.sum(Posting.amount_minor) != 0)
+        ).tuples()
+        return [(j, c, int(s)) for j, c, s in rows]
+
+    def postings_in_foreign_currency(self) -> list[tuple[str, str, str]]:
+        """Postings whose currency is not their account's: (journal, account, currency)."""
         return list(
             self.session.execute(
-                select(Posting.journal_id, func.sum(Posting.amount_minor))
-                .group_by(Posting.journal_id)
-                .having(func.sum(Posting.amount_minor) != 0)
+                select(Posting.journal_id, Posting.account_id, Posting.currency)
+                .join(Account, Account.id == Posting.account_id)
+                .where(Posting.currency != Account.currency)
             ).tuples()
         )
 

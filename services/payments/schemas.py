@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, GetJsonSchemaHandler, WithJsonSchema, field_validator
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from services.common.fields import CurrencyCode, IdField, Text
-from services.common.money import AmountIn, Money
+from services.common.money import AmountIn, Money, currency_exponents, positive_amount_pattern
+from services.payments import fx, qr
 
 ACCOUNT_PREFIX = "acc"
-JOURNAL_PREFIXES = "dep|wd|tr|pay|re|ob"
+JOURNAL_PREFIXES = "dep|wd|tr|pay|re|ob|xb"
+FX_QUOTE_PREFIX = "fxq"
 REFUNDABLE_PREFIXES = "tr|pay"
 
 _FORBID = ConfigDict(extra="forbid")
@@ -133,6 +137,198 @@ class RefundCreate(BaseModel):
     reason: str | None = Text(200, "Why the money goes back.", optional=True)
 
 
+# --- cross-border payments: FX quotes ------------------------------------------------------
+
+
+def _quoted_currency(value: str) -> str:
+    if value not in fx.quoted_currencies():
+        raise ValueError(f"{value!r} is not in the reference rate table ({', '.join(fx.quoted_currencies())})")
+    return value
+
+
+FxCurrency = Annotated[
+    str,
+    AfterValidator(_quoted_currency),
+    WithJsonSchema({"type": "string", "enum": fx.quoted_currencies(),
+                    "description": "A currency of the reference rate table (ISO 4217 code)."}),
+]
+Rail = Literal["ripple", "correspondent"]
+RAIL_DESCRIPTION = (
+    "`correspondent`: mid rate less 1.00%, plus a 25.00 USD wire fee, settles in 1-3 business "
+    "days. `ripple`: mid rate less 0.10%, plus a 2.50 USD fee, settles in 3-5 seconds."
+)
+
+
+class FxAmount(AmountIn):
+    """A positive amount in a currency of the reference rate table."""
+
+    @field_validator("currency")
+    @classmethod
+    def _in_rate_table(cls, value: str) -> str:
+        return _quoted_currency(value)
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        by_exponent: dict[int, list[str]] = {}
+        for code in fx.quoted_currencies():
+            by_exponent.setdefault(currency_exponents()[code], []).append(code)
+        return {
+            "title": "FxAmount",
+            "description": "A positive amount in a currency of the rate table: decimal string "
+            "with no more decimals than the currency allows (CNY 2, JPY 0, KWD 3).",
+            "anyOf": [
+                {
+                    "type": "object",
+                    "properties": {
+                        "amount": {"type": "string", "pattern": positive_amount_pattern(exp)},
+                        "currency": {"type": "string", "enum": codes},
+                    },
+                    "required": ["amount", "currency"],
+                    "additionalProperties": False,
+                }
+                for exp, codes in sorted(by_exponent.items(), key=lambda kv: (kv[0] != 2, kv[0]))
+            ],
+            "examples": [{"amount": "1000.00", "currency": "CNY"}],
+        }
+
+
+class FxQuoteBySell(BaseModel):
+    """Fix what the payer sends: `sell` (fee included); the quote says what arrives."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [
+            {"sell": {"amount": "1000.00", "currency": "CNY"}, "buy_currency": "USD", "rail": "ripple"}
+        ]},
+    )
+
+    sell: FxAmount = Field(description="What the payer pays, fee included, in the currency sold.")
+    buy_currency: FxCurrency = Field(description="The currency the payee receives.")
+    rail: Rail = Field(description=RAIL_DESCRIPTION)
+
+
+class FxQuoteByBuy(BaseModel):
+    """Fix what the payee receives: `buy`; the quote says what the payer pays, fee included."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [
+            {"buy": {"amount": "100.00", "currency": "USD"}, "sell_currency": "CNY", "rail": "correspondent"}
+        ]},
+    )
+
+    buy: FxAmount = Field(description="What the payee receives, in the currency bought.")
+    sell_currency: FxCurrency = Field(description="The currency the payer pays in.")
+    rail: Rail = Field(description=RAIL_DESCRIPTION)
+
+
+FxQuoteCreate = FxQuoteBySell | FxQuoteByBuy
+
+RATE_PATTERN = r"^[0-9]+(\.[0-9]+)?$"
+
+
+class Settlement(BaseModel):
+    """How long the rail takes. The sandbox ledger books at once; this is when the money would
+    have arrived in the real world."""
+
+    estimate: str = Field(examples=["3-5 seconds", "1-3 business days"])
+    settles_by: datetime = Field(description="The latest arrival if paid now (or when paid).")
+
+
+class FxQuotePublic(BaseModel):
+    """A priced conversion, payable once before it expires."""
+
+    id: str = Field(examples=["fxq_01jd3k8m9q2w4e6r8t0y2u4i6o"])
+    rail: Rail
+    fixed_side: Literal["sell", "buy"] = Field(description="Which amount the request fixed.")
+    sell: Money = Field(description="What the payer pays, fee included.")
+    buy: Money = Field(description="What the payee receives.")
+    fee: Money = Field(description="The rail's flat fee, in the currency sold, part of `sell`.")
+    rate: str = Field(pattern=RATE_PATTERN, description="Units bought per unit sold, after the "
+                      "rail's FX margin: buy = (sell - fee) x rate.", examples=["0.14030899"])
+    mid_rate: str = Field(pattern=RATE_PATTERN, description="The reference mid rate.")
+    fx_margin_bps: int = Field(description="The rail's margin off the mid rate, in basis points.")
+    rates_as_of: str = Field(description="Date of the reference rate table.")
+    rates_source: str = Field(description="Where the mid rates come from.")
+    settlement: Settlement
+    status: Literal["open", "expired", "used"]
+    journal_id: str | None = Field(description="The cross-border payment that used it, if any.")
+    created_at: datetime
+    expires_at: datetime
+
+
+class CrossBorderCreate(BaseModel):
+    """Pay a quote: debit the payer in the currency sold, credit the payee in the currency bought."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{
+            "quote_id": "fxq_01jd3k8m9q2w4e6r8t0y2u4i6o",
+            "from_account_id": "acc_00000000000000000000000001",
+            "to_account_id": "acc_00000000000000000000000007",
+        }]},
+    )
+
+    quote_id: str = IdField(FX_QUOTE_PREFIX, "An open quote from POST /fx/quotes.")
+    from_account_id: str = IdField(ACCOUNT_PREFIX, "The payer; holds the currency sold.")
+    to_account_id: str = IdField(ACCOUNT_PREFIX, "The payee; holds the currency bought.")
+    description: str | None = Text(200, "Shown on both statements.", optional=True)
+
+
+class CrossBorderDetails(BaseModel):
+    """What a cross-border journal converted, at which rate, on which rail."""
+
+    quote_id: str
+    rail: Rail
+    rate: str
+    sell: Money
+    buy: Money
+    fee: Money
+    settlement: Settlement
+
+
+# --- merchant QR (EMVCo Merchant-Presented Mode) ---------------------------------------------
+
+QR_AMOUNT_PATTERN = (
+    r"^([1-9][0-9]{0,8}(\.[0-9]{1,3})?|0\.([1-9][0-9]{0,2}|0[1-9][0-9]?|00[1-9]))$"
+)
+
+
+class QrCodePublic(BaseModel):
+    """A merchant's EMVCo merchant-presented QR: the string to encode, and the code as SVG."""
+
+    account_id: str
+    currency: str = Field(description="The merchant's currency (the QR's tag 53, as a code).")
+    dynamic: bool = Field(description="True when the payload carries an amount (point of "
+                          "initiation 12); a static QR (11) lets the payer type the amount.")
+    amount: Money | None
+    payload: str = Field(description="The EMVCo MPM string, CRC-16/CCITT-FALSE in tag 63.")
+    svg: str = Field(description="The payload as a QR code, an SVG document (segno).")
+
+
+class QrPaymentCreate(BaseModel):
+    """Pay a merchant by its QR: the same merchant payment as POST /transfers (0.6% fee)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{
+            "payload": qr.merchant_payload("acc_00000000000000000000000003", "Lanzhou Noodle House", "CNY"),
+            "from_account_id": "acc_00000000000000000000000001",
+            "amount": {"amount": "25.00", "currency": "CNY"},
+        }]},
+    )
+
+    payload: str = Field(min_length=1, max_length=512, description="The scanned EMVCo MPM "
+                         "string, exactly as GET /accounts/{id}/qr returned it.")
+    from_account_id: str = IdField(ACCOUNT_PREFIX, "The payer.")
+    amount: AmountIn | None = Field(
+        default=None, description="Required for a static QR; for a dynamic QR, omit it or "
+        "repeat the QR's amount.")
+    description: str | None = Text(200, "Shown on both statements.", optional=True)
+
+
 class PostingPublic(BaseModel):
     """One line of a journal: what it did to one account."""
 
@@ -145,7 +341,7 @@ class JournalPublic(BaseModel):
     """A money movement and its postings, which always sum to zero."""
 
     id: str = Field(examples=["tr_01jd3k8m9q2w4e6r8t0y2u4i6o"])
-    kind: Literal["deposit", "withdrawal", "transfer", "payment", "refund", "opening"]
+    kind: Literal["deposit", "withdrawal", "transfer", "payment", "refund", "opening", "cross_border"]
     amount: Money
     fee: Money
     from_account_id: str | None
@@ -155,6 +351,11 @@ class JournalPublic(BaseModel):
     refund_of: str | None
     refunded: Money = Field(description="How much of this journal has been refunded so far.")
     postings: list[PostingPublic]
+    fx: CrossBorderDetails | None = Field(
+        default=None,
+        description="Cross-border journals only: the quote it used and what arrived. `amount` "
+        "and `fee` are then in the currency sold; the postings are in both currencies.",
+    )
     created_at: datetime
 
 

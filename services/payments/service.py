@@ -12,21 +12,35 @@ from sqlmodel import Session
 
 from services.common.caller import Caller
 from services.common.ids import new_id
-from services.common.money import AmountIn, Money
+from services.common.money import AmountIn, Money, format_minor, to_minor
 from services.common.problems import Problem, not_found
-from services.payments import cards, ledger
-from services.payments.models import Account, Journal, Posting
-from services.payments.repository import AccountsRepository, InvariantsRepository, JournalsRepository
+from services.payments import cards, fx, ledger, qr
+from services.payments.models import Account, FxQuote, Journal, Posting
+from services.payments.repository import (
+    AccountsRepository,
+    FxQuotesRepository,
+    InvariantsRepository,
+    JournalsRepository,
+)
 from services.payments.schemas import (
+    FX_QUOTE_PREFIX,
     AccountCreate,
     AccountPublic,
+    CrossBorderCreate,
+    CrossBorderDetails,
     CurrencyTotals,
     DepositCreate,
+    FxQuoteBySell,
+    FxQuoteCreate,
+    FxQuotePublic,
     InvariantCheck,
     InvariantsReport,
     JournalPublic,
     PostingPublic,
+    QrCodePublic,
+    QrPaymentCreate,
     RefundCreate,
+    Settlement,
     TransferCreate,
     WithdrawalCreate,
 )
@@ -35,6 +49,7 @@ CARD_FUNDING = "card_funding"
 BANK_PAYOUTS = "bank_payouts"
 MERCHANT_FEES = "merchant_fees"
 OPENING_BALANCES = "opening_balances"
+CROSS_BORDER_FEES = "cross_border_fees"
 DIRECT = Caller(None)  # a caller on the service's own port: no participant, sees everything
 
 
@@ -51,7 +66,7 @@ def account_public(account: Account) -> AccountPublic:
     )
 
 
-def journal_public(journal: Journal, postings: list[Posting]) -> JournalPublic:
+def journal_public(journal: Journal, postings: list[Posting], quote: FxQuote | None = None) -> JournalPublic:
     ccy = journal.currency
     return JournalPublic(
         id=journal.id,
@@ -67,11 +82,12 @@ def journal_public(journal: Journal, postings: list[Posting]) -> JournalPublic:
         postings=[
             PostingPublic(
                 account_id=p.account_id,
-                amount=Money.of(p.amount_minor, ccy),
-                balance_after=Money.of(p.balance_after_minor, ccy),
+                amount=Money.of(p.amount_minor, p.currency),
+                balance_after=Money.of(p.balance_after_minor, p.currency),
             )
             for p in postings
         ],
+        fx=cross_border_details(quote, journal.created_at) if quote is not None else None,
         created_at=journal.created_at,
     )
 
@@ -126,6 +142,7 @@ def _post(
     journal: Journal,
     legs: list[ledger.Leg],
     accounts: dict[str, Account],
+    quote: FxQuote | None = None,
 ) -> JournalPublic:
     """Apply the legs to the balances (refusing any overdraft), then record the journal."""
     repo = AccountsRepository(session)
@@ -143,8 +160,9 @@ def _post(
                 account_id=account_id,
             )
         balances_after[account_id] = new_balance
-    postings = JournalsRepository(session).add(journal, legs, balances_after)
-    return journal_public(journal, postings)
+    currencies = {account_id: account.currency for account_id, account in accounts.items()}
+    postings = JournalsRepository(session).add(journal, legs, balances_after, currencies)
+    return journal_public(journal, postings, quote)
 
 
 def deposit(session: Session, body: DepositCreate, now: datetime, idem_id: str | None,
@@ -340,7 +358,8 @@ def get_journal(session: Session, journal_id: str, caller: Caller = DIRECT) -> J
         accounts = AccountsRepository(session).get_many([p.account_id for p in postings])
         if not any(a.kind != "internal" and caller.may_use(a.participant_id) for a in accounts.values()):
             raise not_found("Journal", journal_id)
-    return journal_public(journal, postings)
+    quotes = FxQuotesRepository(session).of_journals([journal.id] if journal.kind == "cross_border" else [])
+    return journal_public(journal, postings, quotes.get(journal.id))
 
 
 def list_journals(session: Session, limit: int, after: str | None, account_id: str | None,
@@ -348,7 +367,8 @@ def list_journals(session: Session, limit: int, after: str | None, account_id: s
     repo = JournalsRepository(session)
     journals = repo.list(limit, after, account_id, caller.participant_id if caller.restricted else None)
     postings = repo.postings_of([j.id for j in journals])
-    return [journal_public(j, postings[j.id]) for j in journals]
+    quotes = FxQuotesRepository(session).of_journals([j.id for j in journals if j.kind == "cross_border"])
+    return [journal_public(j, postings[j.id], quotes.get(j.id)) for j in journals]
 
 
 def check_invariants(session: Session) -> InvariantsReport:
@@ -357,8 +377,14 @@ def check_invariants(session: Session) -> InvariantsReport:
     checks = [
         InvariantCheck(
             name="journals_balance",
-            description="Every journal's postings sum to zero.",
-            violations=[f"{j}: off by {s}" for j, s in repo.unbalanced_journals()],
+            description="Every journal's postings sum to zero, in each currency it touches.",
+            violations=[f"{j}: {c} off by {s}" for j, c, s in repo.unbalanced_journals()],
+            ok=True,
+        ),
+        InvariantCheck(
+            name="postings_in_account_currency",
+            description="Every posting is in the currency of the account it moves.",
+            violations=[f"{j}: {c} posting on {a}" for j, a, c in repo.postings_in_foreign_currency()],
             ok=True,
         ),
         InvariantCheck(
@@ -406,4 +432,226 @@ def check_invariants(session: Session) -> InvariantsReport:
         ],
         journals=journals,
         postings=postings,
+    )
+
+
+# --- cross-border payments: FX quotes --------------------------------------------------------
+
+
+def cross_border_details(quote: FxQuote, paid_at: datetime) -> CrossBorderDetails:
+    rule = fx.RAILS[quote.rail]
+    return CrossBorderDetails(
+        quote_id=quote.id,
+        rail=quote.rail,  # type: ignore[arg-type]
+        rate=quote.rate,
+        sell=Money.of(quote.sell_minor, quote.sell_currency),
+        buy=Money.of(quote.buy_minor, quote.buy_currency),
+        fee=Money.of(quote.fee_minor, quote.sell_currency),
+        settlement=Settlement(estimate=rule.settlement, settles_by=rule.settles_by(paid_at)),
+    )
+
+
+def quote_public(quote: FxQuote, now: datetime, paid_at: datetime | None = None) -> FxQuotePublic:
+    rule = fx.RAILS[quote.rail]
+    table = fx.rate_table()
+    status = "used" if quote.journal_id else ("expired" if now >= quote.expires_at else "open")
+    return FxQuotePublic(
+        id=quote.id,
+        rail=quote.rail,  # type: ignore[arg-type]
+        fixed_side=quote.fixed_side,  # type: ignore[arg-type]
+        sell=Money.of(quote.sell_minor, quote.sell_currency),
+        buy=Money.of(quote.buy_minor, quote.buy_currency),
+        fee=Money.of(quote.fee_minor, quote.sell_currency),
+        rate=quote.rate,
+        mid_rate=quote.mid_rate,
+        fx_margin_bps=quote.margin_bps,
+        rates_as_of=quote.rates_as_of,
+        rates_source=table.source,
+        settlement=Settlement(estimate=rule.settlement,
+                              settles_by=rule.settles_by(paid_at or max(now, quote.created_at))),
+        status=status,  # type: ignore[arg-type]
+        journal_id=quote.journal_id,
+        created_at=quote.created_at,
+        expires_at=quote.expires_at,
+    )
+
+
+def create_quote(session: Session, body: FxQuoteCreate, now: datetime) -> FxQuotePublic:
+    if isinstance(body, FxQuoteBySell):
+        sell_currency, buy_currency, side, fixed = body.sell.currency, body.buy_currency, "sell", body.sell
+    else:
+        sell_currency, buy_currency, side, fixed = body.sell_currency, body.buy.currency, "buy", body.buy
+    figures = fx.quote(body.rail, sell_currency, buy_currency, side, fixed.minor)
+    quote = FxQuotesRepository(session).add(
+        FxQuote(
+            id=new_id(FX_QUOTE_PREFIX),
+            rail=figures.rail,
+            fixed_side=side,
+            sell_currency=sell_currency,
+            buy_currency=buy_currency,
+            sell_minor=figures.sell_minor,
+            fee_minor=figures.fee_minor,
+            buy_minor=figures.buy_minor,
+            rate=fx.rate_string(figures.rate),
+            mid_rate=fx.rate_string(figures.mid_rate),
+            margin_bps=fx.RAILS[figures.rail].margin_bps,
+            rates_as_of=fx.rate_table().as_of,
+            created_at=now,
+            expires_at=now + fx.QUOTE_TTL,
+        )
+    )
+    return quote_public(quote, now)
+
+
+def get_quote(session: Session, quote_id: str, now: datetime) -> FxQuotePublic:
+    quote = FxQuotesRepository(session).get(quote_id)
+    if quote is None:
+        raise not_found("Quote", quote_id)
+    paid_at = None
+    if quote.journal_id:
+        journal = JournalsRepository(session).get(quote.journal_id)
+        paid_at = journal.created_at if journal else None
+    return quote_public(quote, now, paid_at)
+
+
+def cross_border_payment(session: Session, body: CrossBorderCreate, now: datetime,
+                         idem_id: str | None, caller: Caller = DIRECT) -> JournalPublic:
+    quotes = FxQuotesRepository(session)
+    quote = quotes.get(body.quote_id)
+    if quote is None:
+        raise not_found("Quote", body.quote_id)
+    if quote.journal_id:
+        raise _quote_used(quote.id, quote.journal_id)
+    if now >= quote.expires_at:
+        raise Problem(409, "quote-expired", "The quote has expired",
+                      f"{quote.id} could be paid until {quote.expires_at.isoformat()}; "
+                      "ask for a new quote (rates and fees are re-priced).",
+                      expired_at=quote.expires_at.isoformat())
+    if body.from_account_id == body.to_account_id:
+        raise Problem(409, "same-account", "Payer and payee are the same account",
+                      "A cross-border payment needs two different accounts.")
+    repo = AccountsRepository(session)
+    accounts = repo.get_many([body.from_account_id, body.to_account_id])
+    if body.from_account_id not in accounts or not caller.may_use(accounts[body.from_account_id].participant_id):
+        raise not_found("Account", body.from_account_id)
+    if body.to_account_id not in accounts:
+        raise not_found("Account", body.to_account_id)
+    payer, payee = accounts[body.from_account_id], accounts[body.to_account_id]
+    if payer.kind == "internal" or payee.kind == "internal":
+        raise Problem(409, "internal-account", "Internal accounts cannot be used directly",
+                      "Liquidity, fee and funding accounts only move through the ledger's own rules.")
+    for account, currency, role in ((payer, quote.sell_currency, "sells"),
+                                    (payee, quote.buy_currency, "buys")):
+        if account.currency != currency:
+            raise Problem(
+                409, "currency-mismatch", "Currency does not match the quote",
+                f"The quote {role} {currency}; account {account.id} holds {account.currency}.",
+                account_id=account.id, account_currency=account.currency, quote_currency=currency,
+            )
+    liquidity = f"{quote.rail}_liquidity"
+    sell_pool = repo.system_account(liquidity, quote.sell_currency, now)
+    buy_pool = repo.system_account(liquidity, quote.buy_currency, now)
+    fees = repo.system_account(CROSS_BORDER_FEES, quote.sell_currency, now)
+    for account in (sell_pool, buy_pool, fees):
+        accounts[account.id] = account
+    currency_of = {account_id: account.currency for account_id, account in accounts.items()}
+    legs = ledger.cross_border(payer.id, payee.id, sell_pool.id, buy_pool.id, fees.id,
+                               quote.sell_minor, quote.fee_minor, quote.buy_minor, currency_of)
+    journal = Journal(
+        id=new_id("xb"),
+        kind="cross_border",
+        currency=quote.sell_currency,
+        amount_minor=quote.sell_minor,
+        fee_minor=quote.fee_minor,
+        from_account_id=payer.id,
+        to_account_id=payee.id,
+        description=body.description,
+        idempotency_key_id=idem_id,
+        created_at=now,
+    )
+    result = _post(session, journal, legs, accounts, quote)
+    if not quotes.use(quote.id, journal.id):
+        session.refresh(quote)
+        raise _quote_used(quote.id, quote.journal_id or "another payment")
+    return result
+
+
+def _quote_used(quote_id: str, journal_id: str) -> Problem:
+    return Problem(409, "quote-used", "The quote has already been paid",
+                   f"{quote_id} was used by {journal_id}; a quote pays once. Ask for a new quote.",
+                   journal_id=journal_id)
+
+
+# --- merchant QR -----------------------------------------------------------------------------
+
+
+def merchant_qr(session: Session, account_id: str, amount: str | None, caller: Caller = DIRECT) -> QrCodePublic:
+    account = get_account(session, account_id, caller)
+    if account.kind != "merchant":
+        raise Problem(409, "not-a-merchant", "Only merchant accounts have a QR code",
+                      f"{account.id} is a {account.kind} account.")
+    amount_minor = None
+    if amount is not None:
+        try:
+            amount_minor = to_minor(amount, account.currency)
+        except ValueError as exc:
+            raise Problem(409, "amount-precision", "Amount does not fit the account's currency",
+                          f"{exc}.", account_currency=account.currency) from None
+    payload = qr.merchant_payload(account.id, account.owner_name, account.currency, amount_minor)
+    return QrCodePublic(
+        account_id=account.id,
+        currency=account.currency,
+        dynamic=amount_minor is not None,
+        amount=Money.of(amount_minor, account.currency) if amount_minor is not None else None,
+        payload=payload,
+        svg=qr.svg(payload),
+    )
+
+
+def _invalid_payload(error: qr.QrError) -> Problem:
+    where = f"data object {error.tag}: " if error.tag else ""
+    return Problem(
+        422, "invalid-qr-payload", "The QR payload cannot be paid",
+        f"Invalid field(s): body.payload ({where}{error.message}).",
+        errors=[{"field": "body.payload", "message": f"{where}{error.message}"}],
+        tag=error.tag,
+    )
+
+
+def qr_payment(session: Session, body: QrPaymentCreate, now: datetime, idem_id: str | None,
+               caller: Caller = DIRECT) -> JournalPublic:
+    # The payer first, as a wallet server authenticates the wallet before decoding what it
+    # scanned: an unknown payer (or another participant's) is 404 whatever the payload says.
+    get_account(session, body.from_account_id, caller)
+    try:
+        terms = qr.parse(body.payload)
+    except qr.QrError as error:
+        raise _invalid_payload(error) from None
+    if terms.amount_minor is not None:
+        fixed = AmountIn(amount=format_minor(terms.amount_minor, terms.currency), currency=terms.currency)
+        if body.amount is not None and (body.amount.currency, body.amount.minor) != (terms.currency, terms.amount_minor):
+            raise Problem(409, "amount-mismatch", "The amount differs from the QR's",
+                          f"This QR asks for {fixed.amount} {fixed.currency}; omit `amount` or send that.",
+                          qr_amount=fixed.model_dump())
+        amount = fixed
+    elif body.amount is None:
+        raise Problem(409, "amount-required", "Say how much to pay",
+                      "This is a static QR: it carries no amount, so `amount` is required.")
+    else:
+        amount = body.amount
+    merchant = get_account(session, terms.account_id)
+    if merchant.kind != "merchant":
+        raise Problem(409, "not-a-merchant", "The QR does not name a merchant account",
+                      f"{merchant.id} is a {merchant.kind} account.")
+    if merchant.currency != terms.currency:
+        raise Problem(409, "currency-mismatch", "The QR's currency is not the merchant's",
+                      f"The QR is in {terms.currency}; {merchant.id} holds {merchant.currency}.",
+                      account_id=merchant.id, account_currency=merchant.currency)
+    return transfer(
+        session,
+        TransferCreate(from_account_id=body.from_account_id, to_account_id=merchant.id,
+                       amount=amount, description=body.description),
+        now,
+        idem_id,
+        caller,
     )
