@@ -25,7 +25,10 @@ DESCRIPTION = """Wallets, merchant accounts and a real double-entry ledger, afte
 
 Every movement is a journal whose postings sum to zero; a refund is a new journal. Amounts are
 decimal strings in the currency's ISO 4217 exponent. POSTs take an `Idempotency-Key`.
-`GET /invariants` checks the whole ledger after any step.
+`GET /invariants` checks the whole ledger after any step. Merchants show EMVCo QR codes that
+wallets pay (`/accounts/{id}/qr`, `/qr-payments`); cross-border payments convert at a quoted
+rate on a `ripple` or `correspondent` rail (`/fx/quotes`, `/cross-border-payments`).
+Through the gateway, a participant sees and debits only the accounts it opened; it may pay any.
 
 Test cards for top-ups: `4242424242424242` pays; `4000000000000002` declines, `4000000000009995`
 insufficient funds, `4000000000009987` lost card, `4000000000009979` stolen card,
@@ -66,6 +69,8 @@ def create_app(settings: PaymentsSettings | None = None, clock: Clock | None = N
         openapi_tags=[
             {"name": "accounts", "description": "Wallets and merchant accounts"},
             {"name": "movements", "description": "Top-ups, withdrawals, transfers, payments, refunds"},
+            {"name": "qr", "description": "Merchant QR codes (EMVCo), generated and paid"},
+            {"name": "cross-border", "description": "FX quotes on ripple vs correspondent rails, cross-border payments"},
             {"name": "ledger", "description": "The ledger's invariants"},
         ],
     )
