@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -11,6 +12,7 @@ from tests.credit.conftest import (
     CHEN_WALLET,
     LENDER_FLOAT,
     ZHANG_MIN,
+    amount,
     application,
     balance,
     credit_app,
@@ -28,9 +30,10 @@ def test_chen_applies_and_the_loan_lands_in_the_wallet(tmp_path: Path, database_
         assert loan["disbursement"]["amount"] == {"amount": "20000.00", "currency": "CNY"}
         journal = httpx.get(f"{base}/payments/journals/{loan['disbursement']['journal_id']}").json()
         assert (journal["from_account_id"], journal["to_account_id"]) == (LENDER_FLOAT, CHEN_WALLET)
-        # Chen's account is a merchant account, so payments keeps its 0.6% merchant fee.
-        received = 20000 - float(loan["disbursement"]["fee_charged_by_payments"]["amount"])
-        assert float(balance(base, CHEN_WALLET)) == 800 + received
+        # Chen receives the principal less whatever fee payments charged on the transfer (its
+        # 0.6% merchant fee today; none once merchant-to-merchant transfers are fee-free).
+        fee = amount(loan["disbursement"]["fee_charged_by_payments"])
+        assert Decimal(balance(base, CHEN_WALLET)) == Decimal("800.00") + Decimal("20000.00") - fee
         assert balance(base, LENDER_FLOAT) == "9980000.00"
         assert len(loan["schedule"]) == 12 and loan["outstanding"]["amount"] == "20788.54"
         assert credit.get(f"/applications/{decided['id']}").json()["timings"]["disbursed_at"]
@@ -123,10 +126,12 @@ def test_a_repayment_the_wallet_cannot_cover_is_refused(tmp_path: Path) -> None:
     with payments_behind_gateway(tmp_path) as base, TestClient(
         credit_app(tmp_path, httpx.Client(base_url=base))
     ) as credit:
-        loan_id = credit.post("/applications", json=application()).json()["loan_id"]
+        loan_id = credit.post("/applications", json=application(term_months=24)).json()["loan_id"]
         credit.post(f"/loans/{loan_id}/disbursement").raise_for_status()
-        # Chen now holds about CNY 20,680; the whole loan with interest is more than that.
+        # Chen now holds at most CNY 20,800 (with or without a fee on the payout); the whole loan
+        # with 24 months of interest is more than that.
         outstanding = credit.get(f"/loans/{loan_id}").json()["outstanding"]
+        assert amount(outstanding) > Decimal(balance(base, CHEN_WALLET))
         response = credit.post(f"/loans/{loan_id}/repayments", json={"amount": outstanding})
         assert response.status_code == 409
         assert response.json()["type"].endswith("repayment-refused")
