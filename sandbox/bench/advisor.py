@@ -6,29 +6,22 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
+
+from sandbox.bench.load import free_port, rss_mb, start, stop, time_ms, wait_ready
 
 TARGET_PROJECTION_MS = 200.0
 
 
 def _median_ms(call: Callable[[], object], n: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        call()
-    samples = []
-    for _ in range(n):
-        start = time.perf_counter()
-        call()
-        samples.append((time.perf_counter() - start) * 1000)
-    return statistics.median(samples)
+    return statistics.median(time_ms(call, n, warmup))
 
 
 def _loop_projection(paths: int, months: int, mu: float, sigma: float, seed: int) -> list[float]:
@@ -48,37 +41,23 @@ def _loop_projection(paths: int, months: int, mu: float, sigma: float, seed: int
 
 def _idle_rss_mb() -> float | None:
     """Start the advisor alone as the launcher would (uvicorn, SQLite) and read its RSS at rest."""
-    if not os.path.exists("/proc/self/status"):
+    if not Path("/proc/self/status").exists():
         return None
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "ADVISOR_DATA_DIR": tmp, "ADVISOR_LOG_LEVEL": "WARNING"}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "services.advisor.main:create_app", "--factory",
-             "--port", str(port), "--log-level", "warning"], env=env)
+        proc = start("services.advisor.main:create_app", port,
+                     {"ADVISOR_DATA_DIR": tmp, "ADVISOR_LOG_LEVEL": "WARNING"}, Path(tmp) / "advisor.log")
         try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.2)
+            wait_ready(base, proc)
             # One allocation and one projection first, so the figure is a warmed-up idle service.
-            httpx.get(f"http://127.0.0.1:{port}/model-portfolios", timeout=10)
-            httpx.post(f"http://127.0.0.1:{port}/projections", timeout=30,
+            httpx.get(f"{base}/model-portfolios", timeout=10)
+            httpx.post(f"{base}/projections", timeout=30,
                        json={"risk_level": 11, "initial": {"amount": "10000", "currency": "CNY"}})
             time.sleep(1)
-            with open(f"/proc/{proc.pid}/status") as status:
-                for line in status:
-                    if line.startswith("VmRSS:"):
-                        return int(line.split()[1]) / 1024
+            return rss_mb(proc.pid)
         finally:
-            proc.terminate()
-            proc.wait(timeout=10)
-    return None
+            stop([proc], timeout=10)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,37 +7,19 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+
+from sandbox.bench.load import percentiles, serve, time_ms
 
 SEED_DECISION_MS = 1000.0
 TARGET_P99_MS = 50.0
 
 
-def _percentiles(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, int(round(0.99 * len(ordered))) - 1)]
-    return statistics.median(ordered), p99
-
-
-def _time(call: Callable[[], None], n: int, warmup: int = 20) -> list[float]:
-    for _ in range(warmup):
-        call()
-    samples = []
-    for _ in range(n):
-        start = time.perf_counter()
-        call()
-        samples.append((time.perf_counter() - start) * 1000)
-    return samples
-
-
 def _report(label: str, samples: list[float]) -> float:
-    p50, p99 = _percentiles(samples)
+    p50, p99 = percentiles(samples)
     print(f"{label:<44} p50 {p50:7.2f} ms   p99 {p99:7.2f} ms   "
           f"({SEED_DECISION_MS / p99:,.0f}x faster than the seed's 1 s)")
     return p99
@@ -56,7 +38,6 @@ def main(argv: list[str] | None = None) -> int:
     from services.credit.scorecard import load_scorecard
     from services.credit.service import scorecard_inputs
     from services.credit.schemas import Records
-    from tests.support.servers import serve
 
     body = CHEN_EXAMPLE
     tmp = Path(tempfile.mkdtemp(prefix="bench-credit-"))
@@ -70,17 +51,17 @@ def main(argv: list[str] | None = None) -> int:
         policy.decide(card, scored, applicant_type="business", applicant_name="Chen", monthly_inflow_minor=1_860_000,
                       requested_minor=2_000_000, currency="CNY")
 
-    baseline = _report("scorecard + policy only (pure Python)", _time(score_only, args.n))
+    baseline = _report("scorecard + policy only (pure Python)", time_ms(score_only, args.n))
 
     app = create_app(CreditSettings(data_dir=tmp / "inproc"))
     with TestClient(app) as client:
-        inproc = _report("in-process POST /applications", _time(
+        inproc = _report("in-process POST /applications", time_ms(
             lambda: client.post("/applications", json=body).raise_for_status(), args.n))
 
     status = 0
     app = create_app(CreditSettings(data_dir=tmp / "http"))
     with serve(app) as base, httpx.Client(base_url=base) as client:
-        direct = _report("HTTP direct to credit (loopback)", _time(
+        direct = _report("HTTP direct to credit (loopback)", time_ms(
             lambda: client.post("/applications", json=body).raise_for_status(), args.n))
         gateway_p99 = None
         if importlib.util.find_spec("sandbox.gateway.main") is not None:
@@ -91,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             with serve(create_gateway()) as gw, httpx.Client(
                 base_url=gw, headers={"X-API-Key": "sbx_demo_lender_key"}
             ) as client:
-                gateway_p99 = _report("through the gateway (keys, limits, audit)", _time(
+                gateway_p99 = _report("through the gateway (keys, limits, audit)", time_ms(
                     lambda: client.post("/credit/applications", json=body).raise_for_status(), args.n))
         else:
             print("through the gateway: not built yet (sandbox/gateway/main.py missing); "

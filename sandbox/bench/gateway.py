@@ -12,67 +12,18 @@ Targets: through the gateway ≥ 60% of direct throughput; screening ≥ 20,000 
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
-import multiprocessing
-import os
 import random
-import socket
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
+from sandbox.bench.load import free_port, funded_pairs, load, start, stop, transfer_bodies, wait_ready
 from services.common.demo import DEMO_REGULATOR_KEY
 
 THROUGHPUT_TARGET = 0.60
 SCREENING_TARGET = 20_000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(app: str, port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "uvicorn", "--factory", app, "--host", "127.0.0.1", "--port", str(port),
-           "--no-access-log", "--log-level", "warning"]
-    return subprocess.Popen(cmd, env={**os.environ, **env}, stdout=log.open("ab"), stderr=subprocess.STDOUT)
-
-
-def _wait_ready(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{url} exited with {process.returncode}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not become ready")
-
-
-def _setup_accounts(payments: str, pairs: int) -> list[tuple[str, str]]:
-    """Funded payers and payees, opened directly on payments (setup is not measured)."""
-    out = []
-    with httpx.Client(base_url=payments, timeout=30) as client:
-        for i in range(pairs):
-            ids = []
-            for role in ("payer", "payee"):
-                r = client.post("/accounts", json={"kind": "personal", "owner_name": f"Bench {role} {i}", "currency": "CNY"})
-                r.raise_for_status()
-                ids.append(r.json()["id"])
-            client.post("/deposits", json={"account_id": ids[0], "amount": {"amount": "1000000.00", "currency": "CNY"},
-                                           "card_number": "4242424242424242"}).raise_for_status()
-            out.append((ids[0], ids[1]))
-    return out
 
 
 def _admit_bench_participant(gateway: str) -> str:
@@ -82,51 +33,6 @@ def _admit_bench_participant(gateway: str) -> str:
             "max_customers": 1_000_000, "rate_limit_per_minute": 100_000}}, timeout=30)
     r.raise_for_status()
     return r.json()["api_key"]
-
-
-def _worker(args: tuple[str, int, str, dict[str, str], list[tuple[str, str]], float, float, int]) -> tuple[list[float], int]:
-    host, port, path, headers, pairs, start_at, stop_at, seed = args
-    rng = random.Random(seed)
-    bodies = [json.dumps({"from_account_id": a, "to_account_id": b,
-                          "amount": {"amount": "1.00", "currency": "CNY"}}).encode() for a, b in pairs]
-    headers = {**headers, "Content-Type": "application/json"}
-    conn = http.client.HTTPConnection(host, port, timeout=30)
-    latencies: list[float] = []
-    errors = 0
-    while time.time() < start_at:
-        time.sleep(0.001)
-    while True:
-        t0 = time.perf_counter()
-        if time.time() >= stop_at:
-            break
-        conn.request("POST", path, body=rng.choice(bodies), headers=headers)
-        response = conn.getresponse()
-        response.read()
-        latencies.append(time.perf_counter() - t0)
-        if response.status != 201:
-            errors += 1
-    conn.close()
-    return latencies, errors
-
-
-def _load(url: str, path: str, headers: dict[str, str], pairs: list[tuple[str, str]], clients: int,
-          seconds: float, warmup: float) -> dict[str, float]:
-    host, port = url.removeprefix("http://").split(":")
-    ctx = multiprocessing.get_context("fork")
-    start_at = time.time() + 0.5
-    with ctx.Pool(clients) as pool:
-        # Warm-up run (connections, caches, SQLite pages), then the measured run.
-        pool.map(_worker, [(host, int(port), path, headers, pairs, start_at, start_at + warmup, i) for i in range(clients)])
-        start_at = time.time() + 0.3
-        results = pool.map(_worker, [(host, int(port), path, headers, pairs, start_at, start_at + seconds, 100 + i)
-                                     for i in range(clients)])
-    latencies = sorted(x for lat, _ in results for x in lat)
-    errors = sum(e for _, e in results)
-    return {
-        "requests": len(latencies), "errors": errors, "rps": len(latencies) / seconds,
-        "p50_ms": statistics.median(latencies) * 1000 if latencies else 0.0,
-        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000 if latencies else 0.0,
-    }
 
 
 def screening_decisions_per_second(n: int = 100_000) -> tuple[float, dict[str, int]]:
@@ -178,33 +84,27 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
         tmpdir = Path(tmp)
-        pay_port, gw_port = _free_port(), _free_port()
+        pay_port, gw_port = free_port(), free_port()
         payments, gateway = f"http://127.0.0.1:{pay_port}", f"http://127.0.0.1:{gw_port}"
         procs = [
-            _start("services.payments.main:create_app", pay_port,
-                   {"PAYMENTS_DATA_DIR": str(tmpdir / "data"), "PAYMENTS_LOG_LEVEL": "WARNING"}, tmpdir / "payments.log"),
-            _start("sandbox.gateway.main:create_app", gw_port,
-                   {"GATEWAY_DATA_DIR": str(tmpdir / "data"), "GATEWAY_UPSTREAM_PAYMENTS": payments,
-                    "GATEWAY_LOG_LEVEL": "WARNING"}, tmpdir / "gateway.log"),
+            start("services.payments.main:create_app", pay_port,
+                  {"PAYMENTS_DATA_DIR": str(tmpdir / "data"), "PAYMENTS_LOG_LEVEL": "WARNING"}, tmpdir / "payments.log"),
+            start("sandbox.gateway.main:create_app", gw_port,
+                  {"GATEWAY_DATA_DIR": str(tmpdir / "data"), "GATEWAY_UPSTREAM_PAYMENTS": payments,
+                   "GATEWAY_LOG_LEVEL": "WARNING"}, tmpdir / "gateway.log"),
         ]
         try:
-            _wait_ready(payments, procs[0])
-            _wait_ready(gateway, procs[1])
-            pairs = _setup_accounts(payments, args.pairs)
+            wait_ready(payments, procs[0])
+            wait_ready(gateway, procs[1])
+            bodies = transfer_bodies(funded_pairs(payments, args.pairs))
             key = _admit_bench_participant(gateway)
             print(f"\nPOST /transfers, {args.clients} keep-alive clients, {args.seconds:g} s each "
                   f"(after {args.warmup:g} s warm-up), {args.pairs} account pairs", flush=True)
-            direct = _load(payments, "/transfers", {}, pairs, args.clients, args.seconds, args.warmup)
-            via = _load(gateway, "/payments/transfers", {"X-API-Key": key}, pairs, args.clients, args.seconds,
-                        args.warmup)
+            direct = load(payments, "/transfers", {}, bodies, args.clients, args.seconds, args.warmup)
+            via = load(gateway, "/payments/transfers", {"X-API-Key": key}, bodies, args.clients, args.seconds,
+                       args.warmup)
         finally:
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                try:
-                    p.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            stop(procs)
 
     print(f"  {'path':<22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>9}")
     for label, r in (("direct to payments", direct), ("through the gateway", via)):

@@ -151,6 +151,11 @@ DEMO_TPP_CLIENTS: tuple[DemoTppClient, ...] = (
                   "https://tpp.example/callback", "the TPP of the README walkthrough"),
     DemoTppClient("tpp_other", "sbx_other_tpp_secret", "Other TPP Ltd",
                   "https://other-tpp.example/callback", "a second TPP: it may not use the first's consents"),
+    # The credit service is a TPP in its own right: it creates account-access consents and reads
+    # applicants' transactions with this registration (and its own gateway key, sbx_svc_credit_key).
+    DemoTppClient("tpp_credit", "sbx_credit_tpp_secret", "Sandbox Microloans (credit service)",
+                  "https://lender.example/open-banking/callback",
+                  "the credit service: reads a loan applicant's transactions with the applicant's consent"),
 )
 
 # Demo history the bank writes into the payments ledger once (through the gateway, idempotently):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -13,12 +14,15 @@ from services.common.idempotency import IdempotencyKeyHeader
 from services.common.pagination import CursorQuery, LimitQuery, Page, page_of
 from services.common.problems import problem_responses
 from services.credit import service
+from services.credit.bank import SandboxBank
 from services.credit.gateway import Gateway
 from services.credit.schemas import (
     APPLICATION_PREFIX,
+    BANK_CONSENT_PREFIX,
     LOAN_PREFIX,
     ApplicationCreate,
     ApplicationPublic,
+    BankConsentPublic,
     FairnessReport,
     LoanPublic,
     ModelPublic,
@@ -39,8 +43,14 @@ def get_gateway(request: Request) -> Gateway:
     return request.app.state.gateway
 
 
+def get_bank(request: Request) -> SandboxBank:
+    return request.app.state.bank
+
+
 ScorecardDep = Annotated[Scorecard, Depends(get_scorecard)]
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+BankDep = Annotated[SandboxBank, Depends(get_bank)]
+BankConsentId = Annotated[str, IdPath(BANK_CONSENT_PREFIX, "A Sandbox Bank account-access ConsentId, `aac_…`.")]
 ApplicationId = Annotated[str, IdPath(APPLICATION_PREFIX, "An application id, `app_…`.")]
 LoanId = Annotated[str, IdPath(LOAN_PREFIX, "A loan id, `loan_…`.")]
 
@@ -98,13 +108,60 @@ def create_score(body: ScoreRequest, card: ScorecardDep) -> ScorePublic:
     },
 )
 def create_application(
-    body: ApplicationCreate, session: SessionDep, clock: ClockDep, card: ScorecardDep, gateway: GatewayDep,
+    body: ApplicationCreate, session: SessionDep, clock: ClockDep, card: ScorecardDep, bank: BankDep,
     request: Request,
 ) -> ApplicationPublic:
-    """Apply for a loan and get the automated decision: score, reasons, terms, timings."""
+    """Apply for a loan and get the automated decision: score, reasons, terms, timings.
+
+    With `cash_flow.source` `open_banking` the flow is read from Sandbox Bank with a consent the
+    applicant authorised (see `POST /open-banking/consents`); refusals name the reason
+    (`consent-not-authorised`, `consent-rejected`, `consent-revoked`, `consent-expired`,
+    `account-not-in-consent`, `authorization-code-invalid`, ...)."""
     received_at = clock.now()
-    return service.apply(session, card, gateway, body, received_at, clock,
+    return service.apply(session, card, bank, body, received_at, clock,
                          request.app.state.settings.lender_account_id)
+
+
+_FORWARDED_HOST = re.compile(r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$")
+
+
+def public_gateway(request: Request) -> str:
+    """The gateway as the caller reached it (its forwarded host), else the one credit calls."""
+    host = request.headers.get("x-forwarded-host")
+    proto = request.headers.get("x-forwarded-proto")
+    if host and _FORWARDED_HOST.match(host):
+        return f"{proto if proto in ('http', 'https') else 'http'}://{host}"
+    return str(request.app.state.settings.gateway_url).rstrip("/")
+
+
+BANK_CONSENT_LINKS: dict[str, Any] = {
+    "GetBankConsent": {"operationId": "get_bank_consent",
+                       "parameters": {"consent_id": "$response.body#/consent_id"}},
+}
+
+
+@router.post(
+    "/open-banking/consents", status_code=201, tags=["open banking"], operation_id="create_bank_consent",
+    response_model=BankConsentPublic,
+    responses={
+        201: {"model": BankConsentPublic, "description": "Created at the bank, awaiting the applicant",
+              "links": BANK_CONSENT_LINKS},
+        **problem_responses(503),
+    },
+)
+def create_bank_consent(clock: ClockDep, bank: BankDep, request: Request) -> BankConsentPublic:
+    """Credit, as a TPP, asks Sandbox Bank for an account-access consent (accounts and credits of
+    the last 12 months, for one day). The applicant then authorises it at the bank."""
+    return service.create_bank_consent(bank, clock.now(), public_gateway(request))
+
+
+@router.get(
+    "/open-banking/consents/{consent_id}", tags=["open banking"], operation_id="get_bank_consent",
+    response_model=BankConsentPublic, responses=problem_responses(404, 422, 503),
+)
+def get_bank_consent(consent_id: BankConsentId, bank: BankDep, request: Request) -> BankConsentPublic:
+    """A consent credit created, with its status as the bank reports it now."""
+    return service.get_bank_consent(bank, consent_id, public_gateway(request))
 
 
 @router.get(

@@ -1,4 +1,5 @@
-"""Calls to other services, always through the gateway with the credit service's own key."""
+"""Calls to other services, always through the gateway with the credit service's own key:
+payments (bank.py adds Sandbox Bank, where credit is a TPP)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,11 @@ DEFINITE_REFUSALS = {400, 401, 402, 403, 404, 409, 413, 422}
 class Refused(Exception):
     """The other side said no; nothing was applied."""
 
-    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+    def __init__(self, status: int, problem: dict[str, Any], body: dict[str, Any] | None = None) -> None:
         super().__init__(problem.get("title", "refused"))
         self.status = status
-        self.problem = problem
+        self.problem = problem  # with a title and type even when the answer had none
+        self.body = problem if body is None else body  # the answer exactly as sent
 
 
 class Unavailable(Exception):
@@ -32,7 +34,7 @@ class Gateway:
         self.client = client
         self.participant_key = participant_key
 
-    def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+    def headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         headers = {"Accept": "application/json"}
         if self.participant_key:
             headers["X-API-Key"] = self.participant_key
@@ -40,54 +42,39 @@ class Gateway:
             headers["X-Request-ID"] = rid
         return {**headers, **(extra or {})}
 
-    def _send(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    def send(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
             response = self.client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise Unavailable(f"{type(exc).__name__}: {exc}") from exc
         if response.status_code < 300:
-            return response.json()
+            return response.json() if response.content else {}
         try:
             problem = response.json()
         except ValueError:
             problem = {}
         if not isinstance(problem, dict):
             problem = {}
+        body = dict(problem)
         problem.setdefault("title", response.reason_phrase or "Error")
         problem.setdefault("type", "about:blank")
         if response.status_code in DEFINITE_REFUSALS and problem.get("type", "").rsplit(":", 1)[-1] != (
             "idempotency-key-in-flight"
         ):
-            raise Refused(response.status_code, problem)
+            raise Refused(response.status_code, problem, body)
         raise Unavailable(f"{response.status_code} {problem.get('title')}: {problem.get('detail', '')}")
 
     def transfer(
         self, *, from_account_id: str, to_account_id: str, amount: Money, description: str, key: str
     ) -> dict[str, Any]:
         """POST /payments/transfers; the key makes a retry safe."""
-        return self._send(
+        return self.send(
             "POST",
             "/payments/transfers",
             json={"from_account_id": from_account_id, "to_account_id": to_account_id,
                   "amount": amount.model_dump(), "description": description},
-            headers=self._headers({"Idempotency-Key": key}),
+            headers=self.headers({"Idempotency-Key": key}),
         )
-
-    def account_transactions(self, access_token: str, account_id: str, since: str) -> list[dict[str, Any]]:
-        """OBIE AISP: every page of the consented account's transactions since `since`."""
-        transactions: list[dict[str, Any]] = []
-        page, pages = 1, 1
-        while page <= min(pages, 40):
-            body = self._send(
-                "GET",
-                f"/open-banking/v3.1/aisp/accounts/{account_id}/transactions",
-                params={"fromBookingDateTime": since, "page": page},
-                headers=self._headers({"Authorization": f"Bearer {access_token}"}),
-            )
-            transactions += body.get("Data", {}).get("Transaction", [])
-            pages = int(body.get("Meta", {}).get("TotalPages", 1))
-            page += 1
-        return transactions
 
     def close(self) -> None:
         self.client.close()

@@ -11,12 +11,16 @@ from pydantic_settings import SettingsConfigDict
 from services.common.app import build_service_app, configure_logging
 from services.common.clock import Clock
 from services.common.db import Database, database_url
-from services.common.demo import SERVICE_PARTICIPANT_KEYS, demo_account
+from services.common.demo import DEMO_TPP_CLIENTS, SERVICE_PARTICIPANT_KEYS, demo_account
 from services.common.settings import ServiceSettings
+from services.credit.bank import SandboxBank
 from services.credit.endpoints import router
 from services.credit.gateway import Gateway
 from services.credit.models import CreditModel
 from services.credit.scorecard import DEFAULT_ARTIFACT, load_scorecard
+
+
+_CREDIT_TPP = next(c for c in DEMO_TPP_CLIENTS if c.client_id == "tpp_credit")
 
 
 class CreditSettings(ServiceSettings):
@@ -28,6 +32,9 @@ class CreditSettings(ServiceSettings):
     scorecard_path: Path = DEFAULT_ARTIFACT
     # Calls through the gateway give up after this long (the payout is then retried safely).
     gateway_timeout_seconds: float = 5.0
+    # Credit's own registration at Sandbox Bank: it reads applicants' transactions as a TPP.
+    ob_client_id: str = _CREDIT_TPP.client_id
+    ob_client_secret: str = _CREDIT_TPP.client_secret
 
 
 DESCRIPTION = """Small loans decided in about a millisecond from alternative data, after MYbank's "310"
@@ -39,6 +46,11 @@ utility payment records, customer ratings and existing debt. Sex and age are nev
 Every decision returns the score, band, probability of default, the terms by risk tier, the top
 four reasons (points lost against each characteristic's maximum) and its timings. An approved
 loan is paid out by a real transfer in the payments ledger, through the gateway.
+
+Open banking: instead of inline figures, the flow can be read from Sandbox Bank. Credit is a TPP
+with its own registration (`tpp_credit`): `POST /open-banking/consents` creates the consent, the
+applicant authorises it at the bank, and the application carries the consent id and the bank's
+authorisation code, which credit swaps for the applicant's token itself.
 
 Magic applicants: `applicant_name` "Test Decline" is always declined, "Test Refer" always referred.
 """
@@ -59,6 +71,7 @@ def create_app(
         base_url=settings.gateway_url, timeout=settings.gateway_timeout_seconds
     )
     gateway = Gateway(client, settings.participant_key)
+    bank = SandboxBank(gateway, settings.ob_client_id, settings.ob_client_secret, clock)
     app = build_service_app(
         name="credit",
         title="Credit",
@@ -70,6 +83,7 @@ def create_app(
         openapi_tags=[
             {"name": "model", "description": "The scorecard, its version, what-if scoring"},
             {"name": "applications", "description": "Applications and automated decisions"},
+            {"name": "open banking", "description": "Credit as a TPP: consents to read an applicant's transactions"},
             {"name": "loans", "description": "Disbursal through payments, schedule, repayments"},
             {"name": "monitoring", "description": "Fairness and population stability"},
         ],
@@ -77,4 +91,5 @@ def create_app(
     )
     app.state.scorecard = load_scorecard(settings.scorecard_path)
     app.state.gateway = gateway
+    app.state.bank = bank
     return app

@@ -14,6 +14,7 @@ ACCOUNT_PREFIX = "acc"
 APPLICATION_PREFIX = "app"
 LOAN_PREFIX = "loan"
 REPAYMENT_PREFIX = "rep"
+BANK_CONSENT_PREFIX = "aac"  # Sandbox Bank's account-access ConsentIds
 
 _FORBID = ConfigDict(extra="forbid")
 
@@ -66,18 +67,25 @@ class InlineCashFlow(BaseModel):
 
 
 class OpenBankingCashFlow(BaseModel):
-    """Read the flow from Sandbox Bank (OBIE AISP) with the token of the applicant's authorised
-    account-access consent; the token is used for this one read and never stored."""
+    """Read the flow from Sandbox Bank with credit acting as the TPP (OBIE AISP).
+
+    `consent_id` is an account-access consent credit created (`POST /open-banking/consents`) and
+    the applicant authorised at the bank; `authorization_code` is the code the bank returned for
+    it. Credit swaps the code for the applicant's access token with its own client credentials,
+    checks that the token is for this consent and that the consent covers `account_id`, reads the
+    account's credits over the last 12 months, and forgets the token."""
 
     model_config = _FORBID
 
     source: Literal["open_banking"]
-    consent_id: str = IdField("aac", "The authorised account-access ConsentId.")
-    account_id: str = IdField(ACCOUNT_PREFIX, "The bank AccountId to read (Sandbox Bank uses ledger ids).")
-    access_token: str = Field(
+    consent_id: str = IdField(BANK_CONSENT_PREFIX, "The account-access ConsentId credit created.")
+    authorization_code: str = Field(
         pattern=r"^[\x21-\x7e]{1,512}$",
-        description="The bearer token the bank issued for this consent (authorization_code grant).",
+        description="The code Sandbox Bank gave when the applicant authorised the consent "
+        "(single use, valid for 10 minutes).",
     )
+    account_id: str = IdField(ACCOUNT_PREFIX, "The bank AccountId to read (Sandbox Bank uses ledger ids); "
+                              "the applicant must have shared it.")
 
 
 CashFlow = Annotated[InlineCashFlow | OpenBankingCashFlow, Field(discriminator="source")]
@@ -127,6 +135,35 @@ class ApplicationCreate(BaseModel):
     cash_flow: CashFlow
     records: Records
     monitoring: Monitoring | None = None
+
+
+ConsentStatus = Literal["AwaitingAuthorisation", "Authorised", "Rejected", "Revoked"]
+
+
+class PsuAuthorisation(BaseModel):
+    """What the applicant (the PSU) does next, at the bank, not at the lender: log in and
+    authorise the consent. Sandbox Bank's authorise step is headless: a POST of this body with the
+    PSU's login (`psu_id`) and the test one-time code `123456`."""
+
+    url: str = Field(description="The bank's authorise endpoint, at the gateway.",
+                     examples=["http://127.0.0.1:8000/open-banking/authorize"])
+    body: dict[str, Any] = Field(description="The request body; the PSU fills in `psu_id` and `otp`.")
+
+
+class BankConsentPublic(BaseModel):
+    """An account-access consent credit created at Sandbox Bank, as the bank reports it now."""
+
+    consent_id: str = Field(examples=["aac_01jd3k8m9q2w4e6r8t0y2u4i6o"])
+    client_id: str = Field(description="Credit's own registration at the bank.", examples=["tpp_credit"])
+    status: ConsentStatus
+    permissions: list[str] = Field(description="Only what the scorecard needs: the accounts list and credits.")
+    transactions_from: datetime | None
+    expires_at: datetime | None = Field(description="After this the consent releases nothing.")
+    created_at: datetime
+    status_updated_at: datetime
+    psu_authorisation: PsuAuthorisation | None = Field(
+        description="Set while the consent awaits the PSU: what the PSU does at the bank.")
+    next_step: str
 
 
 class ScoreRequest(BaseModel):

@@ -18,6 +18,7 @@ from services.common.ids import new_id
 from services.common.money import Money, to_minor
 from services.common.problems import Problem, not_found
 from services.credit import monitoring, policy
+from services.credit.bank import ClientRejected, SandboxBank
 from services.credit.gateway import Gateway, Refused, Unavailable
 from services.credit.models import Application, Instalment, Loan, Repayment
 from services.credit.repository import ApplicationsRepository, LoansRepository, RepaymentsRepository
@@ -26,6 +27,7 @@ from services.credit.schemas import (
     ApplicationCreate,
     ApplicationPublic,
     AttributeFairness,
+    BankConsentPublic,
     DecisionPublic,
     DisbursementPublic,
     FairnessReport,
@@ -33,9 +35,11 @@ from services.credit.schemas import (
     InlineCashFlow,
     InstalmentPublic,
     LoanPublic,
+    OpenBankingCashFlow,
     PayoutError,
     PointsLine,
     PsiBin,
+    PsuAuthorisation,
     ReasonPublic,
     Records,
     RepaymentCreate,
@@ -136,43 +140,233 @@ def flow_from_transactions(transactions: list[dict[str, Any]], now: datetime, cu
     return int(average), int(volatility)
 
 
-def _cash_flow(card: Scorecard, gateway: Gateway, body: ApplicationCreate, now: datetime) -> tuple[int, int]:
+def _cash_flow(card: Scorecard, bank: SandboxBank, body: ApplicationCreate, now: datetime) -> tuple[int, int]:
     flow = body.cash_flow
     if isinstance(flow, InlineCashFlow):
         return flow.monthly_inflow.minor, flow.inflow_volatility_pct
-    try:
-        since = (now - timedelta(days=365)).strftime("%Y-%m-%dT%H:%M:%S")
-        transactions = gateway.account_transactions(flow.access_token, flow.account_id, since)
-    except Refused as refused:
-        raise Problem(
-            409, "consent-unusable", "The bank would not release the transactions",
-            f"Open banking answered {refused.status}: {_bank_message(refused.problem)}. Check that "
-            "the consent is authorised, covers ReadTransactions* and names this account.",
-            bank_error=refused.problem,
-        ) from None
-    except Unavailable as down:
-        raise Problem(503, "open-banking-unavailable", "Open banking is unavailable", str(down)) from None
+    transactions = pull_transactions(bank, flow, now)
     return flow_from_transactions(transactions, now, card.policy["currency"])
+
+
+# --- open banking: credit as a TPP ------------------------------------------------------------
+
+CONSENT_TTL = timedelta(days=1)  # long enough for the applicant to authorise, no standing access
+OB_PROBLEM = "urn:fintech-sandbox:problem:"  # problem types the gateway itself answers with
+
+
+def _aware_iso(value: Any) -> datetime | None:
+    if not value:
+        return None
+    moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _bank_message(problem: dict[str, Any]) -> str:
+    # OBIE errors carry their words in Errors[].Message, OAuth errors in error_description,
+    # the gateway's problems in title/detail.
+    errors = problem.get("Errors") or []
+    if errors and isinstance(errors[0], dict):
+        message = f"{errors[0].get('ErrorCode')}: {errors[0].get('Message')}"
+    elif "error" in problem:
+        message = f"{problem['error']}: {problem.get('error_description', '')}"
+    else:
+        message = f"{problem.get('title')}: {problem.get('detail', '')}"
+    return message.rstrip(". ")
+
+
+def _bank_error_code(problem: dict[str, Any]) -> str:
+    errors = problem.get("Errors") or []
+    return str(errors[0].get("ErrorCode", "")) if errors and isinstance(errors[0], dict) else ""
+
+
+def _bank_down(exc: Exception) -> Problem:
+    return Problem(503, "open-banking-unavailable", "Open banking is unavailable",
+                   f"Sandbox Bank could not be reached through the gateway: {exc}. Nothing was stored; "
+                   "retry later.")
+
+
+def _gateway_refused_credit(refused: Refused) -> bool:
+    """The gateway refused credit's own call (its key, limits): not the applicant's doing."""
+    return str(refused.problem.get("type", "")).startswith(OB_PROBLEM)
+
+
+def _bank_call(call: Any, *args: Any) -> Any:
+    """Run a bank call; the failures that are not about the applicant's consent become 503s."""
+    try:
+        return call(*args)
+    except Unavailable as down:
+        raise _bank_down(down) from None
+    except ClientRejected as rejected:
+        raise _bank_down(rejected) from None
+    except Refused as refused:
+        if _gateway_refused_credit(refused):
+            raise _bank_down(Exception(f"the gateway answered {refused.status} {_bank_message(refused.problem)}")) \
+                from None
+        raise
+
+
+def _consent_problem(slug: str, title: str, detail: str, consent_id: str, **extras: Any) -> Problem:
+    """A 409: the application cannot be decided with this consent (nothing is stored)."""
+    return Problem(409, slug, title, detail, consent_id=consent_id, **extras)
+
+
+def _refused_read(refused: Refused, consent_id: str) -> Problem:
+    """The bank would not release the data to the PSU's token: say why in the lender's words."""
+    message = _bank_message(refused.problem)
+    code = _bank_error_code(refused.problem)
+    if code == "UK.OBIE.Resource.InvalidConsentStatus":
+        if "expired" in message:
+            return _consent_problem("consent-expired", "The consent has expired",
+                                    f"Sandbox Bank says: {message}. Ask the applicant to authorise a new "
+                                    "consent.", consent_id, bank_error=refused.body)
+        if "deleted" in message or "Revoked" in message:
+            return _consent_problem("consent-revoked", "The consent was revoked",
+                                    f"Sandbox Bank says: {message}.", consent_id, bank_error=refused.body)
+    return _consent_problem("consent-unusable", "The bank would not release the transactions",
+                            f"Sandbox Bank answered {refused.status}: {message}.", consent_id,
+                            bank_error=refused.body)
+
+
+def _check_consent(consent: dict[str, Any], consent_id: str, now: datetime) -> None:
+    """Refuse, in plain words, a consent that cannot release anything now."""
+    status = consent.get("Status")
+    if status == "AwaitingAuthorisation":
+        raise _consent_problem("consent-not-authorised", "The applicant has not authorised the consent",
+                               f"Consent {consent_id} is still AwaitingAuthorisation: the applicant logs in "
+                               "at Sandbox Bank and authorises it, and the bank's code comes with the "
+                               "application.", consent_id, consent_status=status)
+    if status == "Rejected":
+        raise _consent_problem("consent-rejected", "The applicant rejected the consent",
+                               f"The applicant rejected consent {consent_id} at the bank; apply with inline "
+                               "data or a new consent.", consent_id, consent_status=status)
+    if status == "Revoked":
+        raise _consent_problem("consent-revoked", "The consent was revoked",
+                               f"The applicant revoked consent {consent_id} at the bank; nothing more can be "
+                               "read with it.", consent_id, consent_status=status)
+    if status != "Authorised":
+        raise _consent_problem("consent-unusable", "The consent cannot be used",
+                               f"Consent {consent_id} is {status}.", consent_id, consent_status=status)
+    expires_at = _aware_iso(consent.get("ExpirationDateTime"))
+    if expires_at is not None and now >= expires_at:
+        raise _consent_problem("consent-expired", "The consent has expired",
+                               f"Consent {consent_id} expired at {expires_at.isoformat()}; ask the applicant "
+                               "to authorise a new one.", consent_id, consent_status=status,
+                               expired_at=expires_at.isoformat())
+
+
+def _own_consent(bank: SandboxBank, consent_id: str) -> dict[str, Any]:
+    """The consent as the bank reports it to credit; only consents credit created are visible."""
+    try:
+        return _bank_call(bank.consent, consent_id)
+    except Refused as refused:
+        if refused.status == 404:
+            raise _consent_problem("consent-not-found", "No such consent",
+                                   f"Sandbox Bank has no consent {consent_id} created by the credit service. "
+                                   "Create one with POST /open-banking/consents.", consent_id) from None
+        if _bank_error_code(refused.problem) == "UK.OBIE.Resource.ConsentMismatch":
+            raise _consent_problem("consent-of-another-tpp", "The consent belongs to another TPP",
+                                   f"Consent {consent_id} was created by another TPP. Credit reads only with "
+                                   "consents it created itself (POST /open-banking/consents).",
+                                   consent_id) from None
+        raise _refused_read(refused, consent_id) from None
+
+
+def pull_transactions(bank: SandboxBank, flow: OpenBankingCashFlow, now: datetime) -> list[dict[str, Any]]:
+    """The OBIE AISP journey's last leg, as a TPP makes it: check the consent, swap the code for
+    the PSU's token with credit's own client credentials, check the token is for this consent,
+    check the account was shared, read its credits. The token is dropped afterwards."""
+    consent_id = flow.consent_id
+    _check_consent(_own_consent(bank, consent_id), consent_id, now)
+    try:
+        granted = _bank_call(bank.redeem_code, flow.authorization_code)
+    except Refused as refused:
+        raise _consent_problem(
+            "authorization-code-invalid", "The authorisation code was not accepted",
+            f"Sandbox Bank answered {_bank_message(refused.problem)}. A code works once, for 10 minutes, "
+            "and only for the credit service's own consents; ask the applicant to authorise again.",
+            consent_id, bank_error=refused.body) from None
+    if granted.get("consent_id") != consent_id:
+        raise _consent_problem(
+            "authorization-code-mismatch", "The code is for another consent",
+            f"The authorisation code was issued for consent {granted.get('consent_id')}, not {consent_id}.",
+            consent_id)
+    token = str(granted["access_token"])
+    try:
+        shared = sorted(str(a.get("AccountId")) for a in _bank_call(bank.accounts, token))
+        if flow.account_id not in shared:  # authorised by another PSU than the account's holder
+            raise _consent_problem(
+                "account-not-in-consent", "The applicant did not share this account",
+                f"The PSU who authorised consent {consent_id} shared {', '.join(shared) or 'no account'}, not "
+                f"{flow.account_id}: only the account's holder can release its transactions.",
+                consent_id, shared_account_ids=shared)
+        return _bank_call(bank.transactions, token, flow.account_id, now - timedelta(days=365))
+    except Refused as refused:
+        raise _refused_read(refused, consent_id) from None
+
+
+def _authorize_url(public_base: str) -> str:
+    return f"{public_base.rstrip('/')}/open-banking/authorize"
+
+
+def bank_consent_public(consent: dict[str, Any], client_id: str, public_base: str) -> BankConsentPublic:
+    status = consent["Status"]
+    waiting = status == "AwaitingAuthorisation"
+    steps = {
+        "AwaitingAuthorisation": "The applicant authorises the consent at the bank (psu_authorisation). Then apply "
+                                 "with cash_flow {source: open_banking, consent_id, authorization_code: the "
+                                 "bank's code, account_id: the account shared}.",
+        "Authorised": "Authorised: apply with the bank's authorisation code, within 10 minutes of the "
+                      "applicant's decision.",
+        "Rejected": "The applicant rejected it; create a new consent or apply with inline data.",
+        "Revoked": "The applicant revoked it; create a new consent or apply with inline data.",
+    }
+    return BankConsentPublic(
+        consent_id=consent["ConsentId"],
+        client_id=client_id,
+        status=status,
+        permissions=list(consent.get("Permissions", [])),
+        transactions_from=_aware_iso(consent.get("TransactionFromDateTime")),
+        expires_at=_aware_iso(consent.get("ExpirationDateTime")),
+        created_at=_aware_iso(consent["CreationDateTime"]),  # type: ignore[arg-type]
+        status_updated_at=_aware_iso(consent["StatusUpdateDateTime"]),  # type: ignore[arg-type]
+        psu_authorisation=PsuAuthorisation(url=_authorize_url(public_base), body={
+            "consent_id": consent["ConsentId"], "client_id": client_id, "psu_id": "<the applicant's bank login>",
+            "otp": "<one-time code: 123456 in the sandbox>", "decision": "Authorise",
+        }) if waiting else None,
+        next_step=steps.get(status, ""),
+    )
+
+
+def create_bank_consent(bank: SandboxBank, now: datetime, public_base: str) -> BankConsentPublic:
+    """Credit creates the account-access consent itself, with its own client-credentials token."""
+    try:
+        consent = _bank_call(bank.create_consent, now - timedelta(days=365), now + CONSENT_TTL)
+    except Refused as refused:
+        raise _bank_down(Exception(f"the bank refused the consent: {_bank_message(refused.problem)}")) from None
+    return bank_consent_public(consent, bank.client_id, public_base)
+
+
+def get_bank_consent(bank: SandboxBank, consent_id: str, public_base: str) -> BankConsentPublic:
+    try:
+        consent = _bank_call(bank.consent, consent_id)
+    except Refused as refused:
+        if refused.status in (403, 404):  # another TPP's consent is none of credit's business
+            raise not_found("Consent", consent_id) from None
+        raise _bank_down(Exception(f"the bank answered {refused.status} {_bank_message(refused.problem)}")) \
+            from None
+    return bank_consent_public(consent, bank.client_id, public_base)
 
 
 # --- applications ----------------------------------------------------------------------------
 
-def _bank_message(problem: dict[str, Any]) -> str:
-    # OBIE errors carry their words in Errors[].Message; problem+json in title/detail.
-    errors = problem.get("Errors") or []
-    if errors and isinstance(errors[0], dict):
-        return f"{errors[0].get('ErrorCode')}: {errors[0].get('Message')}"
-    return str(problem.get("Message") or problem.get("title"))
-
-
 def apply(
-    session: Session, card: Scorecard, gateway: Gateway, body: ApplicationCreate,
+    session: Session, card: Scorecard, bank: SandboxBank, body: ApplicationCreate,
     received_at: datetime, clock: Any, lender_account_id: str,
 ) -> ApplicationPublic:
     inflow = body.cash_flow.monthly_inflow if isinstance(body.cash_flow, InlineCashFlow) else None
     _check_currency(card, body.requested_amount, inflow, body.records.existing_monthly_debt_payments)
     currency = body.requested_amount.currency
-    inflow_minor, volatility = _cash_flow(card, gateway, body, received_at)
+    inflow_minor, volatility = _cash_flow(card, bank, body, received_at)
     inputs = scorecard_inputs(inflow_minor, volatility, body.records)
     scored = card.score(inputs)
     decision = policy.decide(

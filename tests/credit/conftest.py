@@ -1,10 +1,13 @@
-"""Factories for the credit tests: the real payments app behind a gateway-shaped router."""
+"""Factories for the credit tests: the real payments app behind a gateway-shaped router, or the
+whole sandbox (payments, Sandbox Bank, credit) behind the real gateway."""
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +15,16 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from sandbox.gateway.main import GatewaySettings
+from sandbox.gateway.main import create_app as create_gateway_app
 from services.common.clock import Clock, frozen_clock
+from services.common.demo import DEMO_PARTICIPANTS, DEMO_REGULATOR_KEY, SERVICE_PARTICIPANT_KEYS
 from services.credit.main import CreditSettings, create_app
 from services.credit.schemas import CHEN_EXAMPLE
 from services.credit.scorecard import Scorecard, load_scorecard
+from services.openbanking.main import OpenBankingSettings
+from services.openbanking.main import create_app as create_bank_app
+from services.openbanking.payments_client import PaymentsClient
 from services.payments.main import PaymentsSettings
 from services.payments.main import create_app as create_payments_app
 from tests.support.servers import prefix_router, serve
@@ -23,6 +32,9 @@ from tests.support.servers import prefix_router, serve
 CHEN_WALLET = "acc_00000000000000000000000004"
 LENDER_FLOAT = "acc_00000000000000000000000005"
 ZHANG_MIN = "acc_00000000000000000000000002"  # a personal wallet holding CNY 1,200
+CREDIT_PARTICIPANT = next(p.id for p in DEMO_PARTICIPANTS if p.api_key == SERVICE_PARTICIPANT_KEYS["credit"])
+LENDER_KEY = "sbx_demo_lender_key"  # the lender's front end: may call /credit only
+TPP_KEY = "sbx_demo_tpp_key"  # reaches the bank's authorise step, standing in for the PSU's browser
 
 
 @pytest.fixture
@@ -68,4 +80,48 @@ def payments_behind_gateway(tmp_path: Path) -> Iterator[str]:
 
 
 def balance(base: str, account_id: str) -> str:
+    """The available balance exactly as payments states it (a decimal string, never a float)."""
     return httpx.get(f"{base}/payments/accounts/{account_id}/balance").json()["available"]["amount"]
+
+
+def amount(money: dict[str, str]) -> Decimal:
+    return Decimal(money["amount"])
+
+
+@dataclass
+class Sandbox:
+    """The real gateway on a real port, routing to in-process payments, bank and credit apps."""
+
+    base: str
+    clock: Clock
+
+    def client(self, key: str, prefix: str = "") -> httpx.Client:
+        return httpx.Client(base_url=self.base + prefix, headers={"X-API-Key": key}, timeout=30)
+
+    def audit(self, **params: str) -> list[dict[str, Any]]:
+        with self.client(DEMO_REGULATOR_KEY) as regulator:
+            response = regulator.get("/sandbox/audit/entries", params={"limit": 100, **params})
+            response.raise_for_status()
+            return response.json()["data"]
+
+
+@contextmanager
+def sandbox_through_gateway(tmp_path: Path, clock: Clock | None = None) -> Iterator[Sandbox]:
+    """Every service calls the others through the gateway with its own key, as `sandbox run` wires
+    them: the gateway names the caller's participant to each service (X-Sandbox-Participant)."""
+    clock = clock or frozen_clock()
+    payments = create_payments_app(PaymentsSettings(data_dir=tmp_path / "payments"), clock=clock)
+    bank = create_bank_app(OpenBankingSettings(data_dir=tmp_path / "bank"), clock=clock,
+                           payments_client=PaymentsClient("http://127.0.0.1:9", None))
+    to_gateway = httpx.Client(timeout=30)  # credit's client; its base URL is the gateway, known below
+    credit = credit_app(tmp_path, to_gateway, clock=clock)
+    gateway = create_gateway_app(GatewaySettings(data_dir=tmp_path / "gateway"), clock=clock, transports={
+        "payments": httpx.ASGITransport(app=payments), "openbanking": httpx.ASGITransport(app=bank),
+        "credit": httpx.ASGITransport(app=credit)})
+    with serve(gateway) as base:
+        to_gateway.base_url = httpx.URL(base)
+        bank.state.payments = PaymentsClient(base, SERVICE_PARTICIPANT_KEYS["openbanking"])
+        try:
+            yield Sandbox(base, clock)
+        finally:
+            to_gateway.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -11,6 +12,7 @@ from tests.credit.conftest import (
     CHEN_WALLET,
     LENDER_FLOAT,
     ZHANG_MIN,
+    amount,
     application,
     balance,
     credit_app,
@@ -124,13 +126,12 @@ def test_a_repayment_the_wallet_cannot_cover_is_refused(tmp_path: Path) -> None:
     with payments_behind_gateway(tmp_path) as base, TestClient(
         credit_app(tmp_path, httpx.Client(base_url=base))
     ) as credit:
-        loan_id = credit.post("/applications", json=application()).json()["loan_id"]
+        loan_id = credit.post("/applications", json=application(term_months=24)).json()["loan_id"]
         credit.post(f"/loans/{loan_id}/disbursement").raise_for_status()
-        # Chen holds 20,800.00 and pays a supplier 1,000.00 of it; the whole loan with interest
-        # (20,788.54) is then more than the stall holds.
-        httpx.post(f"{base}/payments/withdrawals", json={
-            "account_id": CHEN_WALLET, "amount": {"amount": "1000.00", "currency": "CNY"}}).raise_for_status()
+        # Chen now holds at most CNY 20,800 (the payout is a fee-free business transfer); the whole loan
+        # with 24 months of interest is more than that.
         outstanding = credit.get(f"/loans/{loan_id}").json()["outstanding"]
+        assert amount(outstanding) > Decimal(balance(base, CHEN_WALLET))
         response = credit.post(f"/loans/{loan_id}/repayments", json={"amount": outstanding})
         assert response.status_code == 409
         assert response.json()["type"].endswith("repayment-refused")

@@ -62,9 +62,11 @@ def test_an_unknown_field_is_a_validation_error(credit: TestClient) -> None:
 
 def test_open_banking_source_without_a_reachable_bank_is_a_503(credit: TestClient) -> None:
     body = application(cash_flow={"source": "open_banking", "consent_id": "aac_" + "0" * 26,
-                                  "account_id": "acc_" + "0" * 26, "access_token": "sbx_at_x"})
+                                  "account_id": "acc_" + "0" * 26, "authorization_code": "sbx_code_x"})
     response = credit.post("/applications", json=body)
     assert response.status_code == 503
+    assert response.json()["type"].endswith(":open-banking-unavailable")
+    assert credit.post("/open-banking/consents").status_code == 503
     assert credit.get("/applications").json()["data"] == []
 
 

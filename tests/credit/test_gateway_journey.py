@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -10,7 +11,7 @@ from sandbox.gateway.main import GatewaySettings
 from sandbox.gateway.main import create_app as create_gateway_app
 from services.payments.main import PaymentsSettings
 from services.payments.main import create_app as create_payments_app
-from tests.credit.conftest import CHEN_WALLET, LENDER_FLOAT, application, balance, credit_app
+from tests.credit.conftest import CHEN_WALLET, LENDER_FLOAT, amount, application, balance, credit_app
 from tests.support.servers import prefix_router, serve
 
 
@@ -30,6 +31,8 @@ def test_chen_gets_the_loan_through_the_gateway(tmp_path: Path) -> None:
             assert loan.status_code == 200, loan.text
             assert loan.json()["status"] == "disbursed"
             assert balance(ledger, LENDER_FLOAT) == "9980000.00"
-            assert float(balance(ledger, CHEN_WALLET)) > 800 + 19000
+            # The principal less whatever fee payments charged on the transfer into Chen's account.
+            fee = amount(loan.json()["disbursement"]["fee_charged_by_payments"])
+            assert Decimal(balance(ledger, CHEN_WALLET)) == Decimal("800.00") + Decimal("20000.00") - fee
             assert lender.get("/scorecard").status_code == 200
             assert httpx.get(f"{credit_url}/applications").json()["data"][0]["id"] == decided.json()["id"]
