@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("openapi", help="export openapi/<service>.json").set_defaults(func=_openapi)
     sub.add_parser("compose", help="regenerate docker-compose.yml").set_defaults(func=_compose)
 
-    p = sub.add_parser("bench", help="run a benchmark: " + ", ".join(BENCHMARKS) + " or all")
+    p = sub.add_parser("bench", help="run a benchmark: " + ", ".join(BENCHMARKS) + " or all "
+                       "(options after the name go to it: bench payments --help)", add_help=False)
     p.add_argument("name", choices=[*BENCHMARKS, "all"])
     p.set_defaults(func=_bench, passes_rest=True)
 
