@@ -28,11 +28,13 @@ from services.common.requestctx import RequestContextMiddleware, RequestIdLogFil
 from services.common.settings import ServiceSettings
 
 
-def get_clock(request: Request) -> Clock:
+# `async def` although they only read app state: FastAPI runs a plain `def` dependency in the
+# threadpool, a thread hop per dependency per request for a dictionary look-up.
+async def get_clock(request: Request) -> Clock:
     return request.app.state.clock
 
 
-def get_settings(request: Request) -> ServiceSettings:
+async def get_settings(request: Request) -> ServiceSettings:
     return request.app.state.settings
 
 

@@ -6,12 +6,13 @@ the database lock (busy_timeout) instead of failing halfway, which is what a led
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 from datetime import UTC, datetime
 
 from sqlalchemy import DateTime, Engine, MetaData, event, text
@@ -119,13 +120,26 @@ class Database:
         self.engine.dispose()
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
     return request.app.state.db
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    with request.app.state.db.session() as session:
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """The request's unit of work, as `Database.session` makes it.
+
+    An async generator, though the endpoints using it are plain `def`: making a Session does
+    no IO (it connects on first use, in the endpoint's thread), so it needs no thread of its
+    own, and neither does closing one that its endpoint committed. A session left in a
+    transaction (a read, or work that failed) is rolled back and closed in the threadpool, as
+    before, since that talks to the database."""
+    session = Session(request.app.state.db.engine, expire_on_commit=False)
+    try:
         yield session
+    finally:
+        if session.in_transaction():
+            await run_in_threadpool(session.close)
+        else:
+            session.close()
 
 
 DatabaseDep = Annotated[Database, Depends(get_database)]

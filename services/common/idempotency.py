@@ -93,6 +93,14 @@ def fingerprint(method: str, path: str, body: bytes) -> str:
     return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
 
 
+def _encode(result: BaseModel | dict[str, Any]) -> Any:
+    """The JSON-ready form of a response model: pydantic's own JSON dump (what
+    `jsonable_encoder` does for a model, without walking its output again)."""
+    if isinstance(result, BaseModel):
+        return result.model_dump(mode="json")
+    return jsonable_encoder(result)
+
+
 class Idempotency:
     """Wraps one request's unit of work; `record_id` ties the work's rows to the key."""
 
@@ -119,7 +127,7 @@ class Idempotency:
         if self.key is None:
             result = work()
             session.commit()
-            return JSONResponse(jsonable_encoder(result), status_code=status_code, headers=headers)
+            return JSONResponse(_encode(result), status_code=status_code, headers=headers)
 
         replay = self._claim(session)
         if replay is not None:
@@ -139,7 +147,7 @@ class Idempotency:
             session.rollback()
             self._forget(session)
             raise
-        body = jsonable_encoder(result)
+        body = _encode(result)
         self._finish(session, status_code, "application/json", body)
         session.commit()
         return JSONResponse(body, status_code=status_code, headers=headers)
@@ -220,7 +228,9 @@ def idempotency_dependency(table_of: Callable[[Request], Table]) -> Any:
     """Build the FastAPI dependency for a service whose key table `table_of(request)` returns."""
 
     async def _dependency(request: Request, key: IdempotencyKeyHeader = None) -> Idempotency:
-        body = await request.body()
+        path = request.url.path
+        # Without a key nothing is saved or compared: the body is not fingerprinted.
+        digest = fingerprint(request.method, path, await request.body()) if key is not None else ""
         # Keys are scoped per caller, as Stripe scopes them per account: the gateway names the
         # participant; direct calls share one scope. Another path under the same key is a reuse.
         caller = request.headers.get("x-sandbox-participant", "direct")
@@ -229,8 +239,8 @@ def idempotency_dependency(table_of: Callable[[Request], Table]) -> Any:
             request.app.state.clock,
             key,
             scope=caller,
-            fingerprint=fingerprint(request.method, request.url.path, body),
-            path=request.url.path,
+            fingerprint=digest,
+            path=path,
         )
 
     return _dependency

@@ -3,14 +3,62 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import NamedTuple
 
-from sqlalchemy import case, func, insert, or_, select, update
+from sqlalchemy import bindparam, case, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session
 
 from services.common.ids import ID_BODY_LENGTH, new_id
 from services.payments.ledger import Leg
 from services.payments.models import Account, FxQuote, IdempotencyKeys, Journal, Posting
+
+
+# The hot path (every movement) runs plain Core statements, built once here with bind
+# parameters, on the session's connection: no ORM unit of work, no statement rebuilt or re-keyed
+# per request, no model objects made only to be dumped again. Same SQL, same transaction.
+_accounts = Account.__table__  # type: ignore[attr-defined]
+_journals = Journal.__table__  # type: ignore[attr-defined]
+_postings = Posting.__table__  # type: ignore[attr-defined]
+
+_SELECT_ACCOUNTS = select(
+    _accounts.c.id, _accounts.c.kind, _accounts.c.currency, _accounts.c.participant_id,
+).where(_accounts.c.id.in_(bindparam("ids", expanding=True)))
+
+# The overdraft check and the write are one statement (see AccountsRepository.apply).
+_APPLY = (
+    update(_accounts)
+    .where(
+        _accounts.c.id == bindparam("account_id"),
+        or_(_accounts.c.allow_overdraft, _accounts.c.balance_minor + bindparam("delta") >= 0),
+    )
+    .values(balance_minor=_accounts.c.balance_minor + bindparam("delta"))
+    .returning(_accounts.c.balance_minor)
+)
+_INSERT_JOURNAL = insert(_journals)
+_INSERT_POSTINGS = insert(_postings)
+_JOURNAL_COLUMNS = tuple(c.name for c in _journals.columns)
+
+
+class AccountRef(NamedTuple):
+    """What a movement needs to know of an account (a plain row, not an ORM object)."""
+
+    id: str
+    kind: str
+    currency: str
+    participant_id: str | None
+
+
+class PostingRow(NamedTuple):
+    """A posting as written: what a journal's response shows of it."""
+
+    journal_id: str
+    account_id: str
+    amount_minor: int
+    balance_after_minor: int
+    currency: str
+    created_at: datetime
 
 
 class AccountsRepository:
@@ -20,9 +68,10 @@ class AccountsRepository:
     def get(self, account_id: str) -> Account | None:
         return self.session.get(Account, account_id)
 
-    def get_many(self, ids: list[str]) -> dict[str, Account]:
-        rows = self.session.execute(select(Account).where(Account.id.in_(ids))).scalars()
-        return {account.id: account for account in rows}
+    def get_many(self, ids: list[str]) -> dict[str, AccountRef]:
+        """Id, kind, currency and owner of each account that exists (plain rows)."""
+        rows = self.session.connection().execute(_SELECT_ACCOUNTS, {"ids": ids})
+        return {row[0]: AccountRef(*row) for row in rows}
 
     def list(self, limit: int, after: str | None, kind: str | None, currency: str | None,
              participant_id: str | None = None) -> list[Account]:
@@ -78,15 +127,16 @@ class AccountsRepository:
         spend the same money: the database serialises them on the row. Returns the new
         balance, or None when the update was refused.
         """
-        new_balance = self.session.execute(
-            update(Account)
-            .where(
-                Account.id == account_id,
-                or_(Account.allow_overdraft, Account.balance_minor + delta >= 0),
-            )
-            .values(balance_minor=Account.balance_minor + delta)
-            .returning(Account.balance_minor)
+        session = self.session
+        new_balance = session.connection().execute(
+            _APPLY, {"account_id": account_id, "delta": delta}
         ).scalar_one_or_none()
+        if new_balance is not None:
+            # An Account this session already loaded (a system account) shows the new balance,
+            # as an ORM update would have synchronised it.
+            loaded = session.identity_map.get(session.identity_key(Account, account_id))  # type: ignore[arg-type]
+            if loaded is not None:
+                set_committed_value(loaded, "balance_minor", new_balance)
         return new_balance
 
 
@@ -98,25 +148,24 @@ class JournalsRepository:
         return self.session.get(Journal, journal_id)
 
     def add(self, journal: Journal, legs: list[Leg], balances_after: dict[str, int],
-            currencies: dict[str, str] | None = None) -> list[Posting]:
+            currencies: dict[str, str] | None = None) -> list[PostingRow]:
         """Record the journal and its postings; each posting is in its account's currency
         (`currencies`, by account id), the journal's currency when not given."""
         currencies = currencies or {}
-        self.session.execute(insert(Journal).values(**journal.model_dump()))
+        conn = self.session.connection()
+        conn.execute(_INSERT_JOURNAL, {name: getattr(journal, name) for name in _JOURNAL_COLUMNS})
         postings = [
-            Posting(
-                journal_id=journal.id,
-                account_id=leg.account_id,
-                amount_minor=leg.amount_minor,
-                balance_after_minor=balances_after[leg.account_id],
-                currency=currencies.get(leg.account_id, journal.currency),
-                created_at=journal.created_at,
+            PostingRow(
+                journal.id,
+                leg.account_id,
+                leg.amount_minor,
+                balances_after[leg.account_id],
+                currencies.get(leg.account_id, journal.currency),
+                journal.created_at,
             )
             for leg in legs
         ]
-        self.session.execute(
-            insert(Posting), [p.model_dump(exclude={"id"}) for p in postings]
-        )
+        conn.execute(_INSERT_POSTINGS, [p._asdict() for p in postings])
         return postings
 
     def add_refunded(self, journal_id: str, refund_minor: int, fee_share: int) -> bool:

@@ -17,10 +17,12 @@ from services.common.problems import Problem, not_found
 from services.payments import cards, fx, ledger, qr
 from services.payments.models import Account, FxQuote, Journal, Posting
 from services.payments.repository import (
+    AccountRef,
     AccountsRepository,
     FxQuotesRepository,
     InvariantsRepository,
     JournalsRepository,
+    PostingRow,
 )
 from services.payments.schemas import (
     FX_QUOTE_PREFIX,
@@ -66,7 +68,7 @@ def account_public(account: Account) -> AccountPublic:
     )
 
 
-def journal_public(journal: Journal, postings: list[Posting], quote: FxQuote | None = None) -> JournalPublic:
+def journal_public(journal: Journal, postings: list[Posting] | list[PostingRow], quote: FxQuote | None = None) -> JournalPublic:
     ccy = journal.currency
     return JournalPublic(
         id=journal.id,
@@ -125,7 +127,7 @@ def get_account(session: Session, account_id: str, caller: Caller = DIRECT) -> A
     return account
 
 
-def _check_currency(account: Account, amount: AmountIn) -> None:
+def _check_currency(account: Account | AccountRef, amount: AmountIn) -> None:
     if account.currency != amount.currency:
         raise Problem(
             409,
@@ -141,7 +143,7 @@ def _post(
     session: Session,
     journal: Journal,
     legs: list[ledger.Leg],
-    accounts: dict[str, Account],
+    accounts: dict[str, Account | AccountRef],
     quote: FxQuote | None = None,
 ) -> JournalPublic:
     """Apply the legs to the balances (refusing any overdraft), then record the journal."""
