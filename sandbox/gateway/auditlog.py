@@ -29,9 +29,15 @@ HASHED_FIELDS: tuple[str, ...] = (
 )
 
 
+# Fields added later, hashed after the others only when set: entries written before they
+# existed (or without them) keep their hashes, and setting or clearing one breaks the entry.
+OPTIONAL_HASHED_FIELDS: tuple[str, ...] = ("counts",)
+
+
 def entry_hash(prev_hash: str, fields: Mapping[str, Any]) -> str:
-    canonical = json.dumps([fields.get(f) for f in HASHED_FIELDS], separators=(",", ":"),
-                           ensure_ascii=False)
+    values = [fields.get(f) for f in HASHED_FIELDS]
+    values += [[f, fields[f]] for f in OPTIONAL_HASHED_FIELDS if fields.get(f) is not None]
+    canonical = json.dumps(values, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(f"{prev_hash}|{canonical}".encode()).hexdigest()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -11,7 +12,7 @@ from sqlmodel import Session
 
 from sandbox.gateway import repository, service
 from sandbox.gateway.limits import Policy
-from sandbox.gateway.proxy import Gateway
+from sandbox.gateway.proxy import Gateway, iso
 from sandbox.gateway.schemas import (
     ALERT_PREFIX,
     PARTICIPANT_PREFIX,
@@ -32,7 +33,7 @@ from sandbox.gateway.schemas import (
     StatusChange,
     VerificationPublic,
 )
-from services.common.app import ClockDep
+from services.common.app import ClockAdvance, ClockDep, ClockState, SettingsDep
 from services.common.db import SessionDep
 from services.common.fields import IdPath
 from services.common.pagination import LimitQuery, Page, page_of
@@ -312,3 +313,45 @@ def check_receipt(
                         matches=None if hash is None else hash == row.hash,
                         chain_ok=verification.ok and verification.size == index + 1,
                         entry=service.audit_public(row))
+
+
+# -- the gateway's clock: the regulator's ---------------------------------------------------
+
+clock_router = APIRouter(prefix="/_sandbox", tags=["sandbox"])
+
+
+def regulator_moves_clock(request: Request, gateway: GatewayDep, clock: ClockDep,
+                          api_key: Annotated[str | None, Depends(api_key_of)]) -> None:
+    """Only the regulator moves the gateway's clock; every attempt by anyone else is logged."""
+    if gateway.is_regulator(api_key):
+        return
+    policy = gateway.policy_for_key(api_key)
+    status = 403 if policy is not None else 401
+    gateway.audit({"at": iso(clock.now()), "request_id": current_request_id() or "-",
+                   "participant_id": policy.id if policy else None, "method": request.method,
+                   "path": request.url.path[:500], "status": status, "latency_us": 0,
+                   "operation": "advance_clock", "limit_name": "sandbox_controls"})
+    require_regulator(gateway, api_key)
+
+
+@clock_router.get("/clock", operation_id="get_clock", response_model=ClockState,
+                  dependencies=[Depends(require_regulator)], responses=problem_responses(*AUTH))
+def read_clock(clock: ClockDep) -> ClockState:
+    """The gateway's current time, as testing windows, limits and screening see it (regulator key)."""
+    return ClockState(now=clock.now())
+
+
+@clock_router.post("/clock/advance", operation_id="advance_clock", response_model=ClockState,
+                   dependencies=[Depends(regulator_moves_clock)], responses=problem_responses(*AUTH, 422))
+def advance_clock(body: ClockAdvance, request: Request, gateway: GatewayDep, clock: ClockDep,
+                  settings: SettingsDep) -> ClockState:
+    """Move the gateway's time forward (regulator key). Daily volumes restart at the next day
+    and screening windows age, so each move is an entry in the audit log."""
+    if not settings.allow_time_travel:
+        raise Problem(403, "time-travel-disabled", "Time travel is disabled on this service")
+    before = clock.now()
+    after = clock.advance(timedelta(seconds=body.seconds))
+    gateway.audit({"at": iso(before), "request_id": current_request_id() or "-", "participant_id": "regulator",
+                   "method": request.method, "path": request.url.path[:500], "status": 200, "latency_us": 0,
+                   "operation": f"advance_clock +{body.seconds} s to {iso(after)}"})
+    return ClockState(now=after)

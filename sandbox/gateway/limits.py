@@ -54,13 +54,31 @@ class Policy:
 
 @dataclass
 class Usage:
-    """What a participant has used so far (rebuilt from the audit log on start)."""
+    """What a participant has used so far (rebuilt from the audit log on start). Requests still
+    in flight are included: their amounts are held before forwarding (`hold_usage`), so
+    parallel requests cannot all pass the same check, and given back if the service refuses."""
 
     day: int = -1  # UTC date ordinal the volume belongs to
-    day_volume: int = 0
-    customers: set[str] = field(default_factory=set)
+    day_volume: int = 0  # accepted and held
+    customers: set[str] = field(default_factory=set)  # accepted
+    pending_customers: dict[str, int] = field(default_factory=dict)  # new customers held: holds each
     rate_window: int = -1
     rate_count: int = 0
+
+    def serves(self, customer: str) -> bool:
+        return customer in self.customers or customer in self.pending_customers
+
+    def customer_count(self) -> int:
+        return len(self.customers) + sum(1 for c in self.pending_customers if c not in self.customers)
+
+
+@dataclass(frozen=True)
+class UsageHold:
+    """What one forwarded request holds against its participant's limits."""
+
+    day: int
+    value: int
+    new_customer: str | None  # a customer this request would add, held as pending
 
 
 @dataclass(frozen=True)
@@ -98,21 +116,53 @@ def check_amounts(policy: Policy, usage: Usage, tx: Transaction, now: datetime, 
     if used + tx.value > policy.daily_volume:
         return Breach("daily_volume", f"{money(used)} already moved today; {money(tx.value)} more "
                       f"would pass the daily limit of {money(policy.daily_volume)}.")
-    if tx.customer is not None and tx.customer not in usage.customers \
-            and len(usage.customers) >= policy.max_customers:
-        return Breach("max_customers", f"The participant already serves {len(usage.customers)} "
+    if tx.customer is not None and not usage.serves(tx.customer) \
+            and (count := usage.customer_count()) >= policy.max_customers:
+        return Breach("max_customers", f"The participant already serves {count} "
                       f"customers, its limit; {tx.customer} would be a new one.")
     return None
 
 
-def record_usage(usage: Usage, tx: Transaction, now: datetime) -> None:
-    """A forwarded money movement the service accepted counts against the limits."""
+def hold_usage(usage: Usage, tx: Transaction, now: datetime) -> UsageHold:
+    """Count a money movement against the limits before it is forwarded. Called right after
+    `check_amounts` with no await in between, so the check and the hold are one atomic step."""
     day = now.astimezone(UTC).toordinal()
     if usage.day != day:
         usage.day, usage.day_volume = day, 0
     usage.day_volume += tx.value
-    if tx.customer is not None:
-        usage.customers.add(tx.customer)
+    new_customer = None
+    if tx.customer is not None and tx.customer not in usage.customers:
+        new_customer = tx.customer
+        usage.pending_customers[new_customer] = usage.pending_customers.get(new_customer, 0) + 1
+    return UsageHold(day, tx.value, new_customer)
+
+
+def _unpend(usage: Usage, customer: str) -> None:
+    left = usage.pending_customers.get(customer, 0) - 1
+    if left > 0:
+        usage.pending_customers[customer] = left
+    else:
+        usage.pending_customers.pop(customer, None)
+
+
+def commit_usage(usage: Usage, hold: UsageHold) -> None:
+    """The service accepted the movement: the held amount stays, the customer becomes a customer."""
+    if hold.new_customer is not None:
+        _unpend(usage, hold.new_customer)
+        usage.customers.add(hold.new_customer)
+
+
+def release_usage(usage: Usage, hold: UsageHold) -> None:
+    """The service refused the movement, or could not be reached: give the hold back."""
+    if usage.day == hold.day:
+        usage.day_volume -= hold.value
+    if hold.new_customer is not None:
+        _unpend(usage, hold.new_customer)
+
+
+def record_usage(usage: Usage, tx: Transaction, now: datetime) -> None:
+    """A money movement the service accepted counts against the limits (rebuilding on start)."""
+    commit_usage(usage, hold_usage(usage, tx, now))
 
 
 RATE_WINDOW_S = 60

@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic_settings import SettingsConfigDict
 
-from sandbox.gateway import service
-from sandbox.gateway.endpoints import receipts, router
+from sandbox.gateway import repository, service
+from sandbox.gateway.endpoints import clock_router, receipts, router
 from sandbox.gateway.models import GatewayModel
 from sandbox.gateway.proxy import Gateway
 from sandbox.gateway.screening import DEFAULT_RULES_FILE, RuleSet
@@ -20,7 +21,7 @@ from sandbox.topology import GATEWAY, SERVICES
 from services.common.app import build_service_app, configure_logging
 from services.common.clock import Clock
 from services.common.db import Database, database_url
-from services.common.demo import DEMO_REGULATOR_KEY
+from services.common.demo import DEMO_PARTICIPANTS, DEMO_REGULATOR_KEY, SERVICE_PARTICIPANT_KEYS
 from services.common.settings import ServiceSettings
 
 
@@ -39,6 +40,17 @@ class GatewaySettings(ServiceSettings):
     # Slow: no response headers within read_timeout → 504.
     read_timeout: float = 10.0
     max_connections: int = 200
+    # Which participant each service calls the gateway as (gateway prefix → participant id), as
+    # JSON. A screened request's second hop (open banking's ledger transfer, same X-Request-ID,
+    # same amount) made by that participant is the same payment, counted once. Default: the
+    # demo service participants.
+    service_participants: dict[str, str] | None = None
+
+
+def demo_service_participants() -> dict[str, str]:
+    by_key = {p.api_key: p.id for p in DEMO_PARTICIPANTS}
+    return {spec.gateway_prefix.strip("/"): by_key[SERVICE_PARTICIPANT_KEYS[spec.name]]
+            for spec in SERVICES if spec.gateway_prefix and spec.name in SERVICE_PARTICIPANT_KEYS}
 
 
 DESCRIPTION = """The regulatory sandbox's only door, as in the Beijing and UK FCA sandboxes: firms
@@ -62,6 +74,7 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
     clock = clock or Clock()
     db = Database(database_url(settings.database_url, settings.data_dir, "gateway"), GatewayModel.metadata)
     db.create_tables()
+    repository.upgrade_schema(db.engine)
     if settings.seed_demo_data:
         with db.session() as session:
             service.seed_demo_participants(session, clock.now())
@@ -80,6 +93,8 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
         transports={label: transports[name] for label, name in named.items() if transports and name in transports},
         connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout,
         max_connections=settings.max_connections,
+        service_participants=settings.service_participants if settings.service_participants is not None
+        else demo_service_participants(),
     )
     gateway.load()
 
@@ -99,6 +114,10 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
         ],
     )
     app.state.gateway = gateway
+    # The gateway's own clock decides testing windows, daily limits and screening windows: its
+    # /_sandbox routes are the regulator's (endpoints.clock_router), not the shared open ones.
+    app.router.routes[:] = [r for r in app.router.routes if not _is_shared_clock_route(r)]
+    app.include_router(clock_router)
 
     inner_lifespan = app.router.lifespan_context
 
@@ -119,6 +138,15 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
         app.router.add_route(prefix, _proxy_endpoint(gateway, label, prefix), methods=methods,
                              include_in_schema=False)
     return app
+
+
+def _is_shared_clock_route(route: Any) -> bool:
+    """The open /_sandbox clock routes every service gets from build_service_app: a route, or
+    (FastAPI ≥ 0.16x keeps included routers whole) the router that holds them."""
+    included = getattr(route, "original_router", None)
+    if included is not None:
+        return included is not clock_router and getattr(included, "prefix", None) == "/_sandbox"
+    return str(getattr(route, "path", "")).startswith("/_sandbox/")
 
 
 def _proxy_endpoint(gateway: Gateway, service_label: str, prefix: str):  # type: ignore[no-untyped-def]

@@ -89,5 +89,10 @@ class AuditEntry(GatewayModel, table=True):
     card_last4: str | None = Field(default=None, max_length=4)
     error: str | None = Field(default=None, max_length=40)
     alert_id: str | None = Field(default=None, max_length=40)
+    # What an accepted money movement counts toward when not both the participant's limits and
+    # the screening history: "limits" (a payment initiation whose ledger hop holds its history),
+    # "history" (that ledger hop, made by a service on the initiator's behalf), "none" (an
+    # idempotent replay). NULL: both (or not a money movement). Added after the first log format.
+    counts: str | None = Field(default=None, max_length=8)
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)

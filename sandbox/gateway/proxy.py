@@ -7,7 +7,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,16 +26,20 @@ from sandbox.gateway.limits import (
     Policy,
     RateState,
     Usage,
+    UsageHold,
     check_access,
     check_amounts,
+    commit_usage,
     hash_key,
-    record_usage,
+    hold_usage,
+    release_usage,
     take_rate,
 )
 from sandbox.gateway.models import Participant
-from sandbox.gateway.screening import Decision, History, RuleSet, Transaction, Unscreenable
+from sandbox.gateway.screening import Decision, History, Recorded, RuleSet, Transaction, Unscreenable
 from services.common.clock import Clock
 from services.common.db import Database
+from services.common.idempotency import REPLAY_HEADER, RETENTION, fingerprint
 from services.common.ids import new_id
 from services.common.problems import PROBLEM_MEDIA_TYPE, problem_body
 from services.common.requestctx import current_request_id
@@ -54,8 +59,57 @@ DECISION_HEADER = "X-Sandbox-Decision"
 LOOKUP_PARTICIPANT = "gateway"  # how the gateway's own name look-ups appear to payments
 
 
+# Idempotency-Key (payments, credit, advisor) and OBIE's x-idempotency-key (open banking).
+IDEMPOTENCY_HEADERS = ("idempotency-key", "x-idempotency-key")
+KEY_MEMORY = 100_000  # idempotency keys remembered at most (each for RETENTION)
+
+
 class ScreeningUnavailable(Exception):
     """A screening dependency failed: the request is refused, never forwarded unscreened."""
+
+
+def is_sandbox_control(path: str) -> bool:
+    """A service's own /_sandbox/... routes (its clock): never a participant's to call."""
+    return path == "/_sandbox" or path.startswith("/_sandbox/")
+
+
+@dataclass
+class Hold:
+    """What one forwarded money movement holds until the service answers: its amount and
+    customer against the participant's limits, its entries in the screening history."""
+
+    usage: Usage
+    limits: UsageHold | None
+    history: Recorded | None
+    settled: bool = False
+
+
+@dataclass
+class KeyRecord:
+    """An idempotency key the gateway forwarded a money movement with (per participant and
+    service, as the services scope them). `counted`: the service accepted it and it counts;
+    `in_flight`: forwarded, no answer yet; `uncounted`: the answer never came (timeout), so
+    nothing counts, and whichever retry the service accepts is counted."""
+
+    fingerprint: str
+    state: str
+    at: float  # gateway clock, epoch seconds
+    decision: Decision
+    alert_id: str | None
+
+
+@dataclass
+class Hop:
+    """A screened request in flight whose service may move its money in a second hop through
+    the gateway (open banking's ledger transfer), with the same X-Request-ID."""
+
+    participant_id: str
+    service: str
+    value: int
+    hold: Hold
+    decision: Decision
+    alert_id: str | None
+    linked: bool = False
 
 
 def reader_engine(db: Database) -> Engine:
@@ -94,7 +148,8 @@ class Gateway:
 
     def __init__(self, *, db: Database, clock: Clock, rules: RuleSet, upstreams: Mapping[str, str],
                  regulator_key: str, transports: Mapping[str, httpx.AsyncBaseTransport] | None,
-                 connect_timeout: float, read_timeout: float, max_connections: int) -> None:
+                 connect_timeout: float, read_timeout: float, max_connections: int,
+                 service_participants: Mapping[str, str] | None = None) -> None:
         self.db = db
         self.reader = reader_engine(db)
         self.clock = clock
@@ -105,6 +160,11 @@ class Gateway:
         self.policies_by_id: dict[str, Policy] = {}
         self.usage: dict[str, Usage] = {}
         self.owner_names: dict[str, str] = {}  # payments account id → owner name (never changes)
+        # service label → the participant that service calls the gateway as: its hops that carry
+        # the request id of a screened request to that service continue the same payment.
+        self.service_participants = dict(service_participants or {})
+        self.keys: dict[tuple[str, str, str], KeyRecord] = {}  # (participant, service, key)
+        self.hops: dict[str, Hop] = {}  # request id → screened request in flight
         self.head = ChainHead()
         self._audit_lock = threading.Lock()  # regulator handlers append from worker threads
         self.upstreams: dict[str, str] = {}
@@ -153,9 +213,10 @@ class Gateway:
             moment = datetime.strptime(row.at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
             tx = Transaction(row.participant_id, "", "", "", "", 0, row.value_minor, payer=row.payer,
                              payee=row.payee, customer=row.customer)
-            self.history.record(tx, moment.timestamp())
+            if row.counts in repository.COUNTS_FOR_HISTORY:
+                self.history.record(tx, moment.timestamp())
             usage = self.usage.setdefault(row.participant_id, Usage())
-            if moment.toordinal() == day:
+            if moment.toordinal() == day and row.counts in repository.COUNTS_FOR_LIMITS:
                 if usage.day != day:
                     usage.day, usage.day_volume = day, 0
                 usage.day_volume += row.value_minor
@@ -184,7 +245,7 @@ class Gateway:
         fields.setdefault("rules", "")
         for name in ("participant_id", "service", "operation", "decision", "score", "ruleset_version",
                      "limit_name", "amount", "currency", "value_minor", "payer", "payee", "customer",
-                     "card_last4", "error", "alert_id"):
+                     "card_last4", "error", "alert_id", "counts"):
             fields.setdefault(name, None)
         with self._audit_lock:
             if alert is not None:
@@ -222,6 +283,11 @@ class Gateway:
         if policy is None:
             if self.is_regulator(api_key):
                 entry["participant_id"] = "regulator"
+                if is_sandbox_control(path):  # a teacher moving a service's clock: forwarded, logged
+                    body = await request.body()
+                    upstream = self._upstream_request(request, service, path, body, "regulator", request_id)
+                    return await self._forward(upstream, entry, started, refuse, service, {}, None, None,
+                                               lambda _response: None)
                 return refuse(403, "regulator-key-not-a-participant", "The regulator key cannot call services",
                               "Use a participant's key for /payments, /credit, /advisor and /open-banking.")
             slug, title = ("missing-api-key", "API key required") if not api_key else \
@@ -232,6 +298,15 @@ class Gateway:
         usage = self.usage.get(policy.id)
         if usage is None:
             usage = self.usage[policy.id] = Usage()
+
+        if is_sandbox_control(path):
+            # Moving a service's clock would start a new day for its limits and age its history.
+            entry["limit_name"] = "sandbox_controls"
+            return refuse(403, "sandbox-controls-regulator-only", "Sandbox controls are the regulator's",
+                          f"{prefix}{path} reaches the {service} service's own sandbox controls (its clock). "
+                          "Moving time would reset daily limits and age the screening windows, so the "
+                          "gateway forwards it only with the regulator's key.",
+                          limit="sandbox_controls", participant_id=policy.id)
 
         breach = check_access(policy, service, method, path, now)
         if breach is not None:
@@ -247,61 +322,169 @@ class Gateway:
         rate_headers = rate.headers()
 
         body = await request.body()
-        tx: Transaction | None = None
-        decision: Decision | None = None
-        alert: dict[str, Any] | None = None
-        operation = self.rules.screened_operation(service, method, path)
-        if operation is not None:
-            entry["operation"] = f"{service} {operation.label}"
-            try:
-                tx = self.rules.transaction(operation, json.loads(body or b"null"), policy.id)
-            except (Unscreenable, ValueError) as exc:
-                entry["error"] = "unscreenable"
-                return refuse(422, "unscreenable-request", "The gateway cannot screen this request",
-                              f"{exc}. Money-moving requests must carry a readable amount.",
-                              headers=rate_headers)
-            entry.update(amount=tx.amount, currency=tx.currency, value_minor=tx.value, payer=tx.payer,
-                         payee=tx.payee, customer=tx.customer, card_last4=tx.card_last4)
-            breach = check_amounts(policy, usage, tx, now, self.rules._money)
-            if breach is not None:
-                entry["limit_name"] = breach.limit
-                return self._breach(refuse, breach, policy, rate_headers)
-            try:
-                await self._fill_owner_names(tx, request_id)
-                decision = self.rules.screen(tx, self.history, now.timestamp())
-            except Exception as exc:  # fail closed: money never moves unscreened
-                log.warning("screening failed for %s: %r", request_id, exc)
-                entry["error"] = "screening-failed"
-                return refuse(503, "screening-unavailable", "Screening is unavailable",
-                              "The transaction could not be screened, so it was not forwarded. "
-                              "Nothing moved; retry later.", headers={**rate_headers, "Retry-After": "5"})
-            entry.update(decision=decision.outcome, score=decision.score, rules=",".join(decision.rules),
-                         ruleset_version=decision.ruleset_version)
-            if decision.outcome != "approve":
-                alert = self._alert(entry, decision, now, tx)
-                entry["alert_id"] = alert["id"]
-            if decision.outcome == "block":
-                return refuse(403, "transaction-blocked", "Transaction blocked by AML screening",
-                              "The transaction was not forwarded: " + "; ".join(h.reason for h in decision.hits),
-                              headers={**rate_headers, DECISION_HEADER: self._decision_header(decision)},
-                              alert=alert, decision="block", score=decision.score,
-                              rules=[{"rule": h.rule, "score": h.score, "reason": h.reason} for h in decision.hits],
-                              ruleset_version=decision.ruleset_version, alert_id=alert["id"])
 
-        upstream = self._upstream_request(request, service, path, body, policy.id, request_id)
+        def upstream() -> httpx.Request:
+            return self._upstream_request(request, service, path, body, policy.id, request_id)
+
+        operation = self.rules.screened_operation(service, method, path)
+        if operation is None:
+            return await self._forward(upstream(), entry, started, refuse, service, rate_headers, None, None,
+                                       lambda _response: None)
+
+        entry["operation"] = f"{service} {operation.label}"
+        try:
+            tx = self.rules.transaction(operation, json.loads(body or b"null"), policy.id)
+        except (Unscreenable, ValueError) as exc:
+            entry["error"] = "unscreenable"
+            return refuse(422, "unscreenable-request", "The gateway cannot screen this request",
+                          f"{exc}. Money-moving requests must carry a readable amount.",
+                          headers=rate_headers)
+        entry.update(amount=tx.amount, currency=tx.currency, value_minor=tx.value, payer=tx.payer,
+                     payee=tx.payee, customer=tx.customer, card_last4=tx.card_last4)
+
+        key = self._idempotency_key(request, policy.id, service, method, path, body)
+        known = self._known_key(key, now.timestamp()) if key else None
+        if known is not None and known[1] is not None:
+            return await self._forward_replay(upstream(), entry, started, refuse, service, rate_headers,
+                                              usage, tx, now, known[1])
+
+        breach = check_amounts(policy, usage, tx, now, self.rules._money)
+        if breach is not None:
+            entry["limit_name"] = breach.limit
+            return self._breach(refuse, breach, policy, rate_headers)
+
+        def unavailable(exc: Exception) -> Response:  # fail closed: money never moves unscreened
+            log.warning("screening failed for %s: %r", request_id, exc)
+            entry["error"] = "screening-failed"
+            return refuse(503, "screening-unavailable", "Screening is unavailable",
+                          "The transaction could not be screened, so it was not forwarded. "
+                          "Nothing moved; retry later.", headers={**rate_headers, "Retry-After": "5"})
+
+        try:
+            await self._fill_owner_names(tx, request_id)
+        except Exception as exc:
+            return unavailable(exc)
+
+        # From here until the request is on its way there is no await: the limits are checked
+        # again (others may have held usage meanwhile), the transaction is screened and its
+        # usage and history are held, as one step no parallel request can interleave with.
+        breach = check_amounts(policy, usage, tx, now, self.rules._money)
+        if breach is not None:
+            entry["limit_name"] = breach.limit
+            return self._breach(refuse, breach, policy, rate_headers)
+        link = self._continued_hop(request_id, policy.id, tx)
+        if link is not None:
+            # This is the service's ledger hop of a payment screened a moment ago: the payment's
+            # history entries become this hop's (its parties are the ledger's), never both.
+            link.linked = True
+            if link.hold.history is not None:
+                self.history.forget(link.hold.history)
+                link.hold.history = None
+        try:
+            decision = self.rules.screen(tx, self.history, now.timestamp())
+        except Exception as exc:
+            return unavailable(exc)
+        entry.update(decision=decision.outcome, score=decision.score, rules=",".join(decision.rules),
+                     ruleset_version=decision.ruleset_version)
+        alert: dict[str, Any] | None = None
+        if decision.outcome == "review" and link is not None and link.alert_id is not None \
+                and set(decision.rules) <= set(link.decision.rules):
+            entry["alert_id"] = link.alert_id  # the same payment's alert is already open
+        elif decision.outcome != "approve":
+            alert = self._alert(entry, decision, now, tx)
+            entry["alert_id"] = alert["id"]
+        if decision.outcome == "block":
+            return refuse(403, "transaction-blocked", "Transaction blocked by AML screening",
+                          "The transaction was not forwarded: " + "; ".join(h.reason for h in decision.hits),
+                          headers={**rate_headers, DECISION_HEADER: self._decision_header(decision)},
+                          alert=alert, decision="block", score=decision.score,
+                          rules=[{"rule": h.rule, "score": h.score, "reason": h.reason} for h in decision.hits],
+                          ruleset_version=decision.ruleset_version, alert_id=alert["id"] if alert else None)
+
+        # A service's hop on behalf of another participant's payment counts toward that
+        # participant's limits (already held), not the service's own.
+        hold = self._hold(usage, tx, now, limits=link is None)
+        prior = known[0] if known is not None else None
+        record: KeyRecord | None = None
+        if key is not None and (prior is None or prior.state == "uncounted"):
+            self.keys.pop(key[0], None)  # re-inserted at the end: the dict stays oldest first
+            record = self.keys[key[0]] = KeyRecord(key[1], "in_flight", now.timestamp(), decision,
+                                                   entry.get("alert_id"))
+            self._prune_keys(now.timestamp())
+        hop: Hop | None = None
+        if link is None and service in self.service_participants:
+            hop = self.hops[request_id] = Hop(policy.id, service, tx.value, hold, decision, entry.get("alert_id"))
+
+        def settle(response: httpx.Response | None) -> None:
+            if hop is not None and self.hops.get(request_id) is hop:
+                del self.hops[request_id]
+            ok = response is not None and 200 <= response.status_code < 300
+            replayed = ok and response.headers.get(REPLAY_HEADER, "").lower() == "true"  # type: ignore[union-attr]
+            # A replay of a key the gateway never saw answered (it restarted since): the first
+            # answer is already in the log it rebuilt from, so this one counts for nothing.
+            accepted = ok and not (replayed and (prior is None or prior.state != "uncounted"))
+            self._settle(hold, accepted)
+            if ok and not accepted:
+                entry["counts"] = "none"
+            elif accepted and hop is not None and hop.linked:
+                entry["counts"] = "limits"
+            elif accepted and link is not None:
+                entry["counts"] = "history"
+            if record is not None and self.keys.get(key[0]) is record:  # type: ignore[index]
+                if ok:
+                    record.state = "counted"
+                elif response is None:
+                    record.state = "uncounted"
+                else:
+                    del self.keys[key[0]]  # type: ignore[index]
+
+        return await self._forward(upstream(), entry, started, refuse, service, rate_headers, alert, decision,
+                                   settle)
+
+    async def _forward_replay(self, upstream: httpx.Request, entry: dict[str, Any], started: float,
+                              refuse: Any, service: str, rate_headers: dict[str, str], usage: Usage,
+                              tx: Transaction, now: datetime, record: KeyRecord) -> Response:
+        """A retry with an idempotency key the gateway already forwarded: the service answers
+        with the first response and moves nothing, so it is neither limited, screened nor
+        counted again; it carries the first decision and alert."""
+        decision = record.decision
+        entry.update(decision=decision.outcome, score=decision.score, rules=",".join(decision.rules),
+                     ruleset_version=decision.ruleset_version, alert_id=record.alert_id)
+
+        def settle(response: httpx.Response | None) -> None:
+            if response is None or not 200 <= response.status_code < 300:
+                return
+            if response.headers.get(REPLAY_HEADER, "").lower() == "true":
+                entry["counts"] = "none"
+                return
+            # The service ran it afresh (its key had expired): the money moved now, so it counts.
+            log.warning("%s: key retried after the service forgot it; counted now", entry["request_id"])
+            self._settle(self._hold(usage, tx, now, limits=True), True)
+
+        return await self._forward(upstream, entry, started, refuse, service, rate_headers, None, decision,
+                                   settle)
+
+    async def _forward(self, upstream: httpx.Request, entry: dict[str, Any], started: float, refuse: Any,
+                       service: str, rate_headers: dict[str, str], alert: dict[str, Any] | None,
+                       decision: Decision | None,
+                       settle: Callable[[httpx.Response | None], None]) -> Response:
+        """Send, settle what the request holds on the answer (None: no answer), log, stream back."""
         try:
             response = await self.client.send(upstream, stream=True)
         except httpx.TimeoutException as exc:
+            settle(None)
             connect = isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout))
             return self._upstream_failed(refuse, entry, alert, rate_headers, service, connect, exc)
         except httpx.TransportError as exc:
+            settle(None)
             return self._upstream_failed(refuse, entry, alert, rate_headers, service, True, exc)
+        except BaseException:
+            settle(None)
+            raise
+        settle(response)
 
         entry["status"] = response.status_code
         entry["latency_us"] = int((time.perf_counter() - started) * 1e6)
-        if tx is not None and 200 <= response.status_code < 300:
-            self.history.record(tx, now.timestamp())
-            record_usage(usage, tx, now)
         try:
             idx, digest = self.audit(entry, alert)
         except BaseException:
@@ -316,6 +499,64 @@ class Gateway:
             extra[DECISION_HEADER] = self._decision_header(decision)
         streamed.raw_headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
         return streamed
+
+    # -- holds, idempotency keys and linked hops --------------------------------------------
+
+    def _hold(self, usage: Usage, tx: Transaction, now: datetime, *, limits: bool) -> Hold:
+        return Hold(usage, hold_usage(usage, tx, now) if limits else None,
+                    self.history.record(tx, now.timestamp()))
+
+    def _settle(self, hold: Hold, accepted: bool) -> None:
+        """Keep what a forwarded movement holds if the service accepted it; else give it back."""
+        if hold.settled:
+            return
+        hold.settled = True
+        if accepted:
+            if hold.limits is not None:
+                commit_usage(hold.usage, hold.limits)
+            return
+        if hold.limits is not None:
+            release_usage(hold.usage, hold.limits)
+        if hold.history is not None:
+            self.history.forget(hold.history)
+            hold.history = None
+
+    @staticmethod
+    def _idempotency_key(request: Request, participant_id: str, service: str, method: str, path: str,
+                         body: bytes) -> tuple[tuple[str, str, str], str] | None:
+        for name in IDEMPOTENCY_HEADERS:
+            value = request.headers.get(name)
+            if value:
+                return (participant_id, service, value), fingerprint(method, path, body)
+        return None
+
+    def _known_key(self, key: tuple[tuple[str, str, str], str], now_s: float) -> tuple[KeyRecord, KeyRecord | None] | None:
+        """(the record, itself again when this request retries it) for a remembered key."""
+        record = self.keys.get(key[0])
+        if record is None:
+            return None
+        if record.at < now_s - RETENTION.total_seconds():
+            del self.keys[key[0]]
+            return None
+        retry = record.fingerprint == key[1] and record.state in ("in_flight", "counted")
+        return record, record if retry else None
+
+    def _prune_keys(self, now_s: float) -> None:
+        """Oldest first: drop keys past the services' retention, and the oldest beyond the cap."""
+        cutoff = now_s - RETENTION.total_seconds()
+        while self.keys:
+            oldest = next(iter(self.keys))
+            if self.keys[oldest].at >= cutoff and len(self.keys) <= KEY_MEMORY:
+                break
+            del self.keys[oldest]
+
+    def _continued_hop(self, request_id: str, participant_id: str, tx: Transaction) -> Hop | None:
+        """The screened request this one continues: still in flight, to a service that calls
+        the gateway as this participant, with the same request id and the same value."""
+        hop = self.hops.get(request_id)
+        if hop is None or hop.linked or hop.participant_id == participant_id or hop.value != tx.value:
+            return None
+        return hop if self.service_participants.get(hop.service) == participant_id else None
 
     # -- helpers -----------------------------------------------------------------------------
 

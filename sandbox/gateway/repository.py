@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import Engine, Select, and_, case, func, insert, select
+from sqlalchemy import Engine, Select, and_, case, func, inspect, insert, or_, select, text
 from sqlmodel import Session
 
 from sandbox.gateway.models import Alert, AuditEntry, Participant
@@ -14,6 +14,25 @@ AUDIT = AuditEntry.__table__  # type: ignore[attr-defined]
 ALERTS = Alert.__table__  # type: ignore[attr-defined]
 _INSERT_AUDIT = insert(AUDIT)
 _INSERT_ALERT = insert(ALERTS)
+
+
+# What the log's `counts` column says an accepted movement counts toward (NULL: both).
+COUNTS_FOR_LIMITS = (None, "limits")
+COUNTS_FOR_HISTORY = (None, "history")
+
+
+def _counts_in(allowed: tuple[str | None, ...]) -> Any:
+    named = [v for v in allowed if v is not None]
+    return or_(AUDIT.c.counts.is_(None), AUDIT.c.counts.in_(named)) if None in allowed else AUDIT.c.counts.in_(named)
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """Columns added to the gateway's tables after a database was created (create_all only
+    makes missing tables): add them, empty, so an existing log keeps working and verifying."""
+    existing = {c["name"] for c in inspect(engine).get_columns("audit_log")}
+    if "counts" not in existing:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE audit_log ADD COLUMN counts VARCHAR(8)"))
 
 
 # -- participants ------------------------------------------------------------------------------
@@ -69,9 +88,10 @@ def audit_rows(engine: Engine, batch: int = 5000) -> Iterator[dict[str, Any]]:
 
 
 def accepted_money_movements(engine: Engine, since_iso: str) -> list[Any]:
-    """Screened requests the services accepted since a time: to rebuild screening history."""
+    """Screened requests the services accepted since a time: to rebuild screening history and
+    today's volumes (`counts` says which of the two each one counts toward)."""
     query = (select(AUDIT.c.at, AUDIT.c.participant_id, AUDIT.c.value_minor, AUDIT.c.payer,
-                    AUDIT.c.payee, AUDIT.c.customer)
+                    AUDIT.c.payee, AUDIT.c.customer, AUDIT.c.counts)
              .where(AUDIT.c.at >= since_iso, AUDIT.c.value_minor.is_not(None),
                     AUDIT.c.status >= 200, AUDIT.c.status < 300)
              .order_by(AUDIT.c.idx))
@@ -82,7 +102,7 @@ def accepted_money_movements(engine: Engine, since_iso: str) -> list[Any]:
 def customers_by_participant(engine: Engine) -> list[Any]:
     query = (select(AUDIT.c.participant_id, AUDIT.c.customer)
              .where(AUDIT.c.customer.is_not(None), AUDIT.c.value_minor.is_not(None),
-                    AUDIT.c.status >= 200, AUDIT.c.status < 300)
+                    AUDIT.c.status >= 200, AUDIT.c.status < 300, _counts_in(COUNTS_FOR_LIMITS))
              .group_by(AUDIT.c.participant_id, AUDIT.c.customer))
     with engine.connect() as conn:
         return list(conn.execute(query))
@@ -107,6 +127,7 @@ def activity_summary(session: Session, participant_id: str, since_iso: str | Non
     """Counts and volumes of one participant's traffic over a period, in one query."""
     a = AUDIT.c
     ok = and_(a.status >= 200, a.status < 300)
+    counted = and_(ok, a.value_minor.is_not(None), _counts_in(COUNTS_FOR_LIMITS))  # what the limits count
     conditions = [a.participant_id == participant_id]
     if since_iso:
         conditions.append(a.at >= since_iso)
@@ -128,8 +149,8 @@ def activity_summary(session: Session, participant_id: str, since_iso: str | Non
         count_if(a.limit_name.is_not(None)).label("limit_breaches"),
         count_if(a.status == 429).label("rate_limited"),
         count_if(a.error.is_not(None)).label("errors"),
-        func.coalesce(func.sum(case((and_(ok, a.value_minor.is_not(None)), a.value_minor), else_=0)), 0).label("volume_minor"),
-        func.count(func.distinct(case((and_(ok, a.value_minor.is_not(None)), a.customer), else_=None))).label("customers"),
+        func.coalesce(func.sum(case((counted, a.value_minor), else_=0)), 0).label("volume_minor"),
+        func.count(func.distinct(case((counted, a.customer), else_=None))).label("customers"),
         func.min(a.at).label("first_at"),
         func.max(a.at).label("last_at"),
     ).where(*conditions)

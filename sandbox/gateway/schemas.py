@@ -129,6 +129,12 @@ class AuditEntryPublic(BaseModel):
     card_last4: str | None
     error: str | None
     alert_id: str | None
+    counts_toward: list[Literal["limits", "history"]] | None = Field(description=(
+        "For an accepted money movement, what it counts toward: the participant's `limits` "
+        "(daily volume, customers) and the screening `history` (structuring, velocity, "
+        "pass-through). An idempotent replay counts toward neither; an open-banking payment "
+        "counts toward the initiating TPP's limits and, through the bank's ledger transfer, "
+        "toward the history once. Null for other entries."))
     prev_hash: str
     hash: str
 

@@ -133,6 +133,10 @@ class Decision:
         return [h.rule for h in self.hits]
 
 
+# What one `History.record` added: (table, key, entry) triples, so `forget` can take them out.
+Recorded = tuple[tuple[dict[str, deque], str, tuple[float, int]], ...]
+
+
 class History:
     """Recent activity per account, in memory: what velocity, structuring and pass-through read.
     Entries are (epoch seconds, reporting value); older than the longest window they are dropped."""
@@ -163,15 +167,28 @@ class History:
     def outflows_of(self, key: str | None, now: float) -> deque:
         return self._recent(self.outflows, key, now)
 
-    def record(self, tx: Transaction, now: float) -> None:
-        """A forwarded transaction the service accepted: it now counts for later decisions."""
+    def record(self, tx: Transaction, now: float) -> Recorded:
+        """A transaction the gateway forwards: it counts for later decisions from now on. The
+        gateway records before forwarding and `forget`s the entries if the service refuses."""
         entry = (now, tx.value)
-        if tx.subject is not None:
-            self.activity.setdefault(tx.subject, deque()).append(entry)
-        if tx.payer is not None:
-            self.outflows.setdefault(tx.payer, deque()).append(entry)
-        if tx.payee is not None:
-            self.inflows.setdefault(tx.payee, deque()).append(entry)
+        recorded: list[tuple[dict[str, deque], str, tuple[float, int]]] = []
+        for table, key in ((self.activity, tx.subject), (self.outflows, tx.payer), (self.inflows, tx.payee)):
+            if key is not None:
+                table.setdefault(key, deque()).append(entry)
+                recorded.append((table, key, entry))
+        return tuple(recorded)
+
+    def forget(self, recorded: Recorded) -> None:
+        """Take recorded entries out again (the service refused, or another hop owns them now).
+        Equal entries are interchangeable, so removing any one of them is removing this one."""
+        for table, key, entry in recorded:
+            entries = table.get(key)
+            if entries is None:
+                continue
+            try:
+                entries.remove(entry)
+            except ValueError:  # already past the horizon and dropped
+                pass
 
 
 Rule = Callable[[Transaction, History, float], RuleHit | None]

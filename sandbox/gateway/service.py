@@ -130,8 +130,16 @@ def audit_public(row: AuditEntry | dict[str, Any]) -> AuditEntryPublic:
         score=r["score"], rules=[x for x in (r["rules"] or "").split(",") if x],
         ruleset_version=r["ruleset_version"], limit=r["limit_name"], amount=amount, value_reporting=value,
         payer=r["payer"], payee=r["payee"], customer=r["customer"], card_last4=r["card_last4"],
-        error=r["error"], alert_id=r["alert_id"], prev_hash=r["prev_hash"], hash=r["hash"],
+        error=r["error"], alert_id=r["alert_id"], counts_toward=_counts_toward(r),
+        prev_hash=r["prev_hash"], hash=r["hash"],
     )
+
+
+def _counts_toward(r: dict[str, Any]) -> list[str] | None:
+    if r["value_minor"] is None or not 200 <= r["status"] < 300:
+        return None
+    counts = r.get("counts")
+    return [k for k in ("limits", "history") if counts is None or counts == k]
 
 
 def verify_log(gateway: Gateway, up_to: int | None = None) -> VerificationPublic:

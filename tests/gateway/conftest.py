@@ -54,6 +54,13 @@ class Sandbox:
         assert response.status_code == 201, response.text
         return response.json()["id"]
 
+    def funded_account(self, key: str, amount: str, owner: str = "Funded Customer") -> str:
+        """An account the participant opened (so payments lets it debit the account), funded on
+        payments' own port: nothing screened or counted at the gateway."""
+        account = self.open_account(key, owner)
+        fund(self.payments, account, amount)
+        return account
+
     def balance(self, account_id: str) -> str:
         return self.payments.get(f"/accounts/{account_id}").json()["balance"]["amount"]
 
@@ -61,6 +68,13 @@ class Sandbox:
         response = self.client.get("/sandbox/audit/entries", params={"limit": 100, **params}, headers=REGULATOR)
         assert response.status_code == 200, response.text
         return response.json()["data"]
+
+
+def fund(payments: Any, account_id: str, amount: str) -> None:
+    """Top up an account directly on payments (a TestClient or httpx.Client on its own port)."""
+    response = payments.post("/deposits", json={"account_id": account_id, "card_number": "4242424242424242",
+                                                "amount": {"amount": amount, "currency": "CNY"}})
+    assert response.status_code == 201, response.text
 
 
 def build_gateway(data_dir: Path, clock: Clock, transports: dict[str, Any] | None = None, **settings: Any):

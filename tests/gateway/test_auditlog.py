@@ -96,3 +96,13 @@ def test_verify_chain_on_plain_rows() -> None:
     assert verify_chain(rows).ok
     rows[1]["path"] = "/elsewhere"
     assert verify_chain(rows).first_broken.index == 1  # type: ignore[union-attr]
+
+
+def test_editing_what_an_entry_counts_toward_is_named(sandbox: Sandbox) -> None:
+    """Turning a replay (counts toward nothing) back into a counted movement breaks the chain."""
+    for _ in range(2):
+        sandbox.transfer(WALLET_KEY, "1.00", source=LI_WEI, **{"Idempotency-Key": "once"})
+    assert [e["counts_toward"] for e in sandbox.entries()] == [["limits", "history"], []]
+    _tamper(sandbox, "UPDATE audit_log SET counts = NULL WHERE idx = 1")
+    result = sandbox.client.get("/sandbox/audit/verify", headers=REGULATOR).json()
+    assert result["first_broken"]["index"] == 1

@@ -40,3 +40,23 @@ def test_chain_restart_and_tamper_on_each_database(tmp_path: Path, payments_app,
         engine.dispose()
         result = client.get("/sandbox/audit/verify", headers=REGULATOR).json()
         assert result["first_broken"]["index"] == 1
+
+
+def test_a_log_from_before_the_counts_column_is_upgraded_and_still_verifies(  # type: ignore[no-untyped-def]
+        tmp_path: Path, payments_app, database_url: str | None) -> None:
+    transports = {"payments": httpx.ASGITransport(app=payments_app)}
+    settings = {"database_url": database_url} if database_url else {}
+    with TestClient(build_gateway(tmp_path, frozen_clock(), transports, **settings)) as client:
+        assert _transfer(client, "10.00").status_code == 201
+    engine = create_engine(resolve_url(database_url, tmp_path, "gateway"))
+    with engine.begin() as conn:  # the table as the first log format made it
+        conn.execute(text("ALTER TABLE audit_log DROP COLUMN counts"))
+    engine.dispose()
+    with TestClient(build_gateway(tmp_path, frozen_clock(), transports, **settings)) as client:
+        assert client.app.state.gateway.usage["ptp_00000000000000000000000001"].day_volume == 1000
+        retry = client.post("/payments/transfers", headers={"X-API-Key": WALLET_KEY, "Idempotency-Key": "u"},
+                            json={"from_account_id": LI_WEI, "to_account_id": ZHANG_MIN,
+                                  "amount": {"amount": "5.00", "currency": "CNY"}})
+        assert retry.status_code == 201
+        assert client.get("/sandbox/audit/verify", headers=REGULATOR).json() | {"head_hash": None} == {
+            "ok": True, "size": 2, "head_hash": None, "first_broken": None}
