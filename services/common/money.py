@@ -70,7 +70,12 @@ def to_minor(amount: str | Decimal, currency: str) -> int:
 def format_minor(minor: int, currency: str) -> str:
     """1234 CNY → '12.34'; 1200 JPY → '1200'; -5 KWD → '-0.005'."""
     exponent = exponent_of(currency)
-    return f"{Decimal(minor).scaleb(-exponent):.{exponent}f}"
+    if type(minor) is not int:
+        return f"{Decimal(minor).scaleb(-exponent):.{exponent}f}"
+    if exponent == 0:
+        return str(minor)
+    whole, fraction = divmod(-minor if minor < 0 else minor, 10**exponent)
+    return f"{'-' if minor < 0 else ''}{whole}.{fraction:0{exponent}d}"
 
 
 class Money(BaseModel):
@@ -86,7 +91,9 @@ class Money(BaseModel):
 
     @classmethod
     def of(cls, minor: int, currency: str) -> Money:
-        return cls(amount=format_minor(minor, currency), currency=currency)
+        # Built without validation: format_minor makes the string from an integer and a
+        # currency it knows (it raises otherwise), so the fields are right by construction.
+        return cls.model_construct(amount=format_minor(minor, currency), currency=currency)
 
     @classmethod
     def __get_pydantic_json_schema__(

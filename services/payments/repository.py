@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import NamedTuple
 
-from sqlalchemy import bindparam, case, func, insert, or_, select, update
+from sqlalchemy import Select, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session
@@ -22,9 +24,17 @@ _accounts = Account.__table__  # type: ignore[attr-defined]
 _journals = Journal.__table__  # type: ignore[attr-defined]
 _postings = Posting.__table__  # type: ignore[attr-defined]
 
-_SELECT_ACCOUNTS = select(
-    _accounts.c.id, _accounts.c.kind, _accounts.c.currency, _accounts.c.participant_id,
-).where(_accounts.c.id.in_(bindparam("ids", expanding=True)))
+
+
+@lru_cache(maxsize=16)
+def _select_accounts(count: int) -> Select:
+    """The accounts with `count` given ids: one statement per count, with a bind parameter
+    per id (an "expanding" IN would be re-rendered on every execution)."""
+    ids = [bindparam(f"id{i}") for i in range(count)]
+    return select(
+        _accounts.c.id, _accounts.c.kind, _accounts.c.currency, _accounts.c.participant_id,
+    ).where(_accounts.c.id.in_(ids))
+
 
 # The overdraft check and the write are one statement (see AccountsRepository.apply).
 _APPLY = (
@@ -50,6 +60,27 @@ class AccountRef(NamedTuple):
     participant_id: str | None
 
 
+@dataclass(slots=True)
+class NewJournal:
+    """A journal about to be written: the columns of `Journal` as a plain record (making a
+    SQLModel table object costs more than inserting its row)."""
+
+    id: str
+    kind: str
+    currency: str
+    amount_minor: int
+    created_at: datetime
+    fee_minor: int = 0
+    from_account_id: str | None = None
+    to_account_id: str | None = None
+    description: str | None = None
+    card_last4: str | None = None
+    refund_of: str | None = None
+    refunded_minor: int = 0
+    fee_refunded_minor: int = 0
+    idempotency_key_id: str | None = None
+
+
 class PostingRow(NamedTuple):
     """A posting as written: what a journal's response shows of it."""
 
@@ -70,7 +101,12 @@ class AccountsRepository:
 
     def get_many(self, ids: list[str]) -> dict[str, AccountRef]:
         """Id, kind, currency and owner of each account that exists (plain rows)."""
-        rows = self.session.connection().execute(_SELECT_ACCOUNTS, {"ids": ids})
+        unique = list(dict.fromkeys(ids))
+        if not unique:
+            return {}
+        rows = self.session.connection().execute(
+            _select_accounts(len(unique)), {f"id{i}": id_ for i, id_ in enumerate(unique)}
+        )
         return {row[0]: AccountRef(*row) for row in rows}
 
     def list(self, limit: int, after: str | None, kind: str | None, currency: str | None,
@@ -131,7 +167,7 @@ class AccountsRepository:
         new_balance = session.connection().execute(
             _APPLY, {"account_id": account_id, "delta": delta}
         ).scalar_one_or_none()
-        if new_balance is not None:
+        if new_balance is not None and session.identity_map:
             # An Account this session already loaded (a system account) shows the new balance,
             # as an ORM update would have synchronised it.
             loaded = session.identity_map.get(session.identity_key(Account, account_id))  # type: ignore[arg-type]
@@ -147,7 +183,7 @@ class JournalsRepository:
     def get(self, journal_id: str) -> Journal | None:
         return self.session.get(Journal, journal_id)
 
-    def add(self, journal: Journal, legs: list[Leg], balances_after: dict[str, int],
+    def add(self, journal: Journal | NewJournal, legs: list[Leg], balances_after: dict[str, int],
             currencies: dict[str, str] | None = None) -> list[PostingRow]:
         """Record the journal and its postings; each posting is in its account's currency
         (`currencies`, by account id), the journal's currency when not given."""

@@ -22,6 +22,7 @@ from services.payments.repository import (
     FxQuotesRepository,
     InvariantsRepository,
     JournalsRepository,
+    NewJournal,
     PostingRow,
 )
 from services.payments.schemas import (
@@ -68,7 +69,7 @@ def account_public(account: Account) -> AccountPublic:
     )
 
 
-def journal_public(journal: Journal, postings: list[Posting] | list[PostingRow], quote: FxQuote | None = None) -> JournalPublic:
+def journal_public(journal: Journal | NewJournal, postings: list[Posting] | list[PostingRow], quote: FxQuote | None = None) -> JournalPublic:
     ccy = journal.currency
     return JournalPublic(
         id=journal.id,
@@ -141,7 +142,7 @@ def _check_currency(account: Account | AccountRef, amount: AmountIn) -> None:
 
 def _post(
     session: Session,
-    journal: Journal,
+    journal: NewJournal,
     legs: list[ledger.Leg],
     accounts: dict[str, Account | AccountRef],
     quote: FxQuote | None = None,
@@ -181,7 +182,7 @@ def deposit(session: Session, body: DepositCreate, now: datetime, idem_id: str |
             decline_code=decline.code,
         )
     funding = AccountsRepository(session).system_account(CARD_FUNDING, wallet.currency, now)
-    journal = Journal(
+    journal = NewJournal(
         id=new_id("dep"),
         kind="deposit",
         currency=wallet.currency,
@@ -202,7 +203,7 @@ def withdraw(session: Session, body: WithdrawalCreate, now: datetime, idem_id: s
     wallet = get_account(session, body.account_id, caller)
     _check_currency(wallet, body.amount)
     payouts = AccountsRepository(session).system_account(BANK_PAYOUTS, wallet.currency, now)
-    journal = Journal(
+    journal = NewJournal(
         id=new_id("wd"),
         kind="withdrawal",
         currency=wallet.currency,
@@ -250,7 +251,7 @@ def transfer(session: Session, body: TransferCreate, now: datetime, idem_id: str
         fee = 0
         legs = ledger.move(payer.id, payee.id, amount)
         kind, prefix = "transfer", "tr"
-    journal = Journal(
+    journal = NewJournal(
         id=new_id(prefix),
         kind=kind,
         currency=payer.currency,
@@ -306,7 +307,7 @@ def refund(session: Session, body: RefundCreate, now: datetime, idem_id: str | N
     )
     legs = ledger.refund(payer, payee, fees.id if fees else None, refund_minor, fee_share)
     accounts = accounts_repo.get_many([leg.account_id for leg in legs])
-    journal = Journal(
+    journal = NewJournal(
         id=new_id("re"),
         kind="refund",
         currency=original.currency,
@@ -328,7 +329,7 @@ def open_with_balance(session: Session, account: Account, opening_minor: int, no
     if opening_minor <= 0:
         return
     source = AccountsRepository(session).system_account(OPENING_BALANCES, account.currency, now)
-    journal = Journal(
+    journal = NewJournal(
         id=new_id("ob"),
         kind="opening",
         currency=account.currency,
@@ -559,7 +560,7 @@ def cross_border_payment(session: Session, body: CrossBorderCreate, now: datetim
     currency_of = {account_id: account.currency for account_id, account in accounts.items()}
     legs = ledger.cross_border(payer.id, payee.id, sell_pool.id, buy_pool.id, fees.id,
                                quote.sell_minor, quote.fee_minor, quote.buy_minor, currency_of)
-    journal = Journal(
+    journal = NewJournal(
         id=new_id("xb"),
         kind="cross_border",
         currency=quote.sell_currency,
