@@ -24,7 +24,6 @@ from sandbox.gateway.limits import (
     AllowedOperation,
     Breach,
     Policy,
-    RateState,
     Usage,
     UsageHold,
     check_access,

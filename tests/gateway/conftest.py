@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ class Sandbox:
     payments: TestClient
     clock: Clock
     data_dir: Path
+    _float: list[str] = field(default_factory=list)
 
     def admit(self, **overrides: Any) -> tuple[str, str]:
         """Admit a participant (payments only, generous limits unless overridden): (id, key)."""
@@ -42,8 +43,10 @@ class Sandbox:
         assert response.status_code == 201, response.text
         return response.json()["id"], response.json()["api_key"]
 
-    def transfer(self, key: str, amount: str, source: str = LENDER, target: str = ZHANG_MIN,
+    def transfer(self, key: str, amount: str, source: str | None = None, target: str = ZHANG_MIN,
                  **headers: str) -> httpx.Response:
+        """A transfer through the gateway; by default from the shared, well-funded float."""
+        source = source or self.float_account()
         body = {"from_account_id": source, "to_account_id": target,
                 "amount": {"amount": amount, "currency": "CNY"}}
         return self.client.post("/payments/transfers", json=body, headers={"X-API-Key": key, **headers})
@@ -60,6 +63,20 @@ class Sandbox:
         account = self.open_account(key, owner)
         fund(self.payments, account, amount)
         return account
+
+    def public_account(self, amount: str, owner: str = "Shared Float") -> str:
+        """An account opened and funded on payments' own port: it has no participant, so every
+        participant may use it (payments keeps a participant to the accounts it opened, and
+        to these)."""
+        response = self.payments.post("/accounts", json={"kind": "personal", "owner_name": owner, "currency": "CNY"})
+        assert response.status_code == 201, response.text
+        fund(self.payments, response.json()["id"], amount)
+        return response.json()["id"]
+
+    def float_account(self) -> str:
+        if not self._float:
+            self._float.append(self.public_account("1000000.00"))
+        return self._float[0]
 
     def balance(self, account_id: str) -> str:
         return self.payments.get(f"/accounts/{account_id}").json()["balance"]["amount"]

@@ -6,11 +6,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import httpx
 from fastapi.testclient import TestClient
 
 from services.common.clock import frozen_clock
-from tests.gateway.conftest import LENDER, LI_WEI, REGULATOR, WALLET_KEY, WANG_FANG, ZHANG_MIN, Sandbox, build_gateway
+from tests.gateway.conftest import LENDER, LI_WEI, REGULATOR, WALLET_KEY, ZHANG_MIN, Sandbox, build_gateway
 from tests.support.servers import serve
 
 
@@ -23,7 +22,8 @@ def test_clean_transfer_is_approved_and_forwarded(sandbox: Sandbox) -> None:
 
 
 def test_structuring_pattern_is_flagged_for_review_and_still_forwarded(sandbox: Sandbox) -> None:
-    outcomes = [sandbox.transfer(WALLET_KEY, amount, source=WANG_FANG, target=ZHANG_MIN)
+    customer = sandbox.funded_account(WALLET_KEY, "30000.00", owner="A Wallet Customer")
+    outcomes = [sandbox.transfer(WALLET_KEY, amount, source=customer, target=ZHANG_MIN)
                 for amount in ("9500.00", "9400.00", "9600.00")]
     assert [r.status_code for r in outcomes] == [201, 201, 201]
     assert outcomes[2].headers["x-sandbox-decision"].startswith("review")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from tests.gateway.conftest import LENDER, LI_WEI, REGULATOR, WALLET_KEY, ZHANG_MIN, Sandbox
+from tests.gateway.conftest import LI_WEI, REGULATOR, WALLET_KEY, ZHANG_MIN, Sandbox
 
 
 def test_missing_key_is_401(sandbox: Sandbox) -> None:
@@ -54,7 +54,8 @@ def test_service_off_the_allow_list_is_refused(sandbox: Sandbox) -> None:
 
 def test_operation_off_the_allow_list_is_refused(sandbox: Sandbox) -> None:
     _, key = sandbox.admit(operations=["payments GET /accounts/{account_id}"])
-    assert sandbox.client.get(f"/payments/accounts/{LI_WEI}", headers={"X-API-Key": key}).status_code == 200
+    shared = sandbox.float_account()
+    assert sandbox.client.get(f"/payments/accounts/{shared}", headers={"X-API-Key": key}).status_code == 200
     response = sandbox.transfer(key, "1.00")
     assert response.status_code == 403
     assert response.json()["limit"] == "allowed_operations"
@@ -82,25 +83,27 @@ def test_daily_volume_limit_is_refused_until_the_next_day(sandbox: Sandbox) -> N
 
 def test_distinct_customer_limit_is_refused_for_a_new_customer(sandbox: Sandbox) -> None:
     _, key = sandbox.admit(limits={"max_customers": 1})
-    assert sandbox.transfer(key, "1.00", source=LENDER).status_code == 201
-    assert sandbox.transfer(key, "1.00", source=LENDER).status_code == 201  # same customer again
-    response = sandbox.transfer(key, "1.00", source=LI_WEI)
+    first, second = sandbox.public_account("10.00", "First"), sandbox.public_account("10.00", "Second")
+    assert sandbox.transfer(key, "1.00", source=first).status_code == 201
+    assert sandbox.transfer(key, "1.00", source=first).status_code == 201  # same customer again
+    response = sandbox.transfer(key, "1.00", source=second)
     assert response.status_code == 403
     assert response.json()["limit"] == "max_customers"
 
 
 def test_rate_limit_answers_429_with_retry_after(sandbox: Sandbox) -> None:
     _, key = sandbox.admit(limits={"rate_limit_per_minute": 2})
-    first = sandbox.client.get(f"/payments/accounts/{LI_WEI}", headers={"X-API-Key": key})
+    shared = sandbox.float_account()
+    first = sandbox.client.get(f"/payments/accounts/{shared}", headers={"X-API-Key": key})
     assert first.headers["ratelimit-limit"] == "2"
     assert first.headers["ratelimit-remaining"] == "1"
-    sandbox.client.get(f"/payments/accounts/{LI_WEI}", headers={"X-API-Key": key})
-    third = sandbox.client.get(f"/payments/accounts/{LI_WEI}", headers={"X-API-Key": key})
+    sandbox.client.get(f"/payments/accounts/{shared}", headers={"X-API-Key": key})
+    third = sandbox.client.get(f"/payments/accounts/{shared}", headers={"X-API-Key": key})
     assert third.status_code == 429
     assert third.headers["ratelimit-remaining"] == "0"
     assert int(third.headers["retry-after"]) == int(third.headers["ratelimit-reset"]) > 0
     sandbox.clock.advance(timedelta(seconds=int(third.headers["retry-after"])))
-    assert sandbox.client.get(f"/payments/accounts/{LI_WEI}", headers={"X-API-Key": key}).status_code == 200
+    assert sandbox.client.get(f"/payments/accounts/{shared}", headers={"X-API-Key": key}).status_code == 200
 
 
 def test_suspended_participant_is_refused_until_reinstated(sandbox: Sandbox) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import csv
 import io
 
-from tests.gateway.conftest import LI_WEI, REGULATOR, WALLET_KEY, WANG_FANG, ZHANG_MIN, Sandbox
+from tests.gateway.conftest import REGULATOR, WALLET_KEY, ZHANG_MIN, Sandbox
 
 
 def _flag_structuring(sandbox: Sandbox) -> str:
+    source = sandbox.public_account("30000.00", "Structuring Customer")
     for amount in ("9500.00", "9400.00", "9600.00"):
-        sandbox.transfer(WALLET_KEY, amount, source=WANG_FANG, target=ZHANG_MIN)
+        assert sandbox.transfer(WALLET_KEY, amount, source=source, target=ZHANG_MIN).status_code == 201
     return sandbox.client.get("/sandbox/alerts", headers=REGULATOR).json()["data"][0]["id"]
 
 
@@ -25,7 +26,8 @@ def test_admission_shows_the_key_once(sandbox: Sandbox) -> None:
     pid, key = sandbox.admit(name="Acme Pay")
     shown = sandbox.client.get(f"/sandbox/participants/{pid}", headers=REGULATOR).json()
     assert key.startswith("sbx_") and "api_key" not in shown
-    assert sandbox.client.get(f"/payments/accounts/{LI_WEI}", headers={"X-API-Key": key}).status_code == 200
+    shared = sandbox.float_account()
+    assert sandbox.client.get(f"/payments/accounts/{shared}", headers={"X-API-Key": key}).status_code == 200
 
 
 def test_alert_is_assigned_and_closed(sandbox: Sandbox) -> None:
@@ -64,8 +66,8 @@ def test_regulator_actions_are_in_the_log(sandbox: Sandbox) -> None:
 
 def test_activity_counts_todays_traffic(sandbox: Sandbox) -> None:
     pid, key = sandbox.admit(limits={"max_single_transaction": "50.00"})
-    sandbox.transfer(key, "10.00", source=LI_WEI)
-    sandbox.transfer(key, "60.00", source=LI_WEI)
+    sandbox.transfer(key, "10.00")
+    sandbox.transfer(key, "60.00")
     activity = sandbox.client.get(f"/sandbox/participants/{pid}/activity", headers=REGULATOR).json()
     assert (activity["requests"], activity["succeeded"], activity["limit_breaches"]) == (2, 1, 1)
     assert activity["volume"] == {"amount": "10.00", "currency": "CNY"}
