@@ -3,7 +3,7 @@ and volatilities are plain fractions (0.6 = 60%); fund units are decimal strings
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
