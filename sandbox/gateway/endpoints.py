@@ -204,9 +204,12 @@ def list_audit_entries(
     service_name: Annotated[ServiceName | None, Query(alias="service")] = None,
     decision: Annotated[Literal["approve", "review", "block"] | None, Query()] = None,
     status: Annotated[int | None, Query(ge=100, le=599)] = None,
+    request_id: Annotated[str | None, Query(max_length=128, description="Every hop of one request: the "
+                                            "participant's call and the services' calls it caused.")] = None,
 ) -> AuditPage:
     """The live log, oldest first, with filters; poll with `after` to follow it."""
-    filters = {"participant_id": participant_id, "service": service_name, "decision": decision, "status": status}
+    filters = {"participant_id": participant_id, "service": service_name, "decision": decision, "status": status,
+               "request_id": request_id}
     rows = repository.list_audit(session, limit, after, filters)
     has_more = len(rows) > limit
     rows = rows[:limit]
