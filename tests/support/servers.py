@@ -1,46 +1,22 @@
-"""Run real ASGI apps on real loopback ports inside the test process (uvicorn in a thread).
+"""Run real ASGI apps on real loopback ports inside the test process (uvicorn in a thread:
+`serve`, shared with the benchmarks).
 
 Services that call each other through the gateway are tested over real HTTP, as they run.
 """
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
-import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
+from sandbox.bench.load import serve
 
-@contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Serve `app` on 127.0.0.1 at a free port; yields its base URL; stops it afterwards."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("test server did not start")
-        time.sleep(0.01)
-    try:
-        yield base
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+__all__ = ["prefix_router", "serve", "wait_ready"]
 
 
 def prefix_router(apps: Mapping[str, Any]) -> Starlette:
