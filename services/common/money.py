@@ -6,6 +6,8 @@ An amount with more decimals than its currency has is refused, never rounded.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import re
 from decimal import Decimal
 from functools import lru_cache
@@ -145,26 +147,35 @@ class AmountIn(BaseModel):
     def __get_pydantic_json_schema__(
         cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
     ) -> JsonSchemaValue:
-        # One branch per exponent: the contract itself says 12.345 CNY is invalid.
-        by_exponent: dict[int, list[str]] = {}
-        for code in currency_codes():
-            by_exponent.setdefault(currency_exponents()[code], []).append(code)
-        order = sorted(by_exponent, key=lambda exp: (exp != 2, exp))  # CNY's branch first
-        return {
-            "title": "AmountIn",
-            "description": "A positive amount: decimal string with no more decimals than the "
-            "ISO 4217 currency allows (CNY 2, JPY 0, KWD 3).",
-            "anyOf": [
-                {
-                    "type": "object",
-                    "properties": {
-                        "amount": {"type": "string", "pattern": positive_amount_pattern(exp)},
-                        "currency": {"type": "string", "enum": codes},
-                    },
-                    "required": ["amount", "currency"],
-                    "additionalProperties": False,
-                }
-                for exp, codes in ((e, by_exponent[e]) for e in order)
-            ],
-            "examples": [{"amount": "100.00", "currency": "CNY"}],
-        }
+        return amount_schema(
+            "AmountIn",
+            "A positive amount: decimal string with no more decimals than the ISO 4217 currency "
+            "allows (CNY 2, JPY 0, KWD 3).",
+            currency_codes(),
+            {"amount": "100.00", "currency": "CNY"},
+        )
+
+
+def amount_schema(title: str, description: str, codes: Iterable[str], example: dict[str, str]) -> JsonSchemaValue:
+    """The JSON schema of an amount object: one branch per exponent, so the contract itself says
+    12.345 CNY is invalid (a fuzzer then knows it too). CNY's branch comes first."""
+    by_exponent: dict[int, list[str]] = {}
+    for code in codes:
+        by_exponent.setdefault(currency_exponents()[code], []).append(code)
+    return {
+        "title": title,
+        "description": description,
+        "anyOf": [
+            {
+                "type": "object",
+                "properties": {
+                    "amount": {"type": "string", "pattern": positive_amount_pattern(exp)},
+                    "currency": {"type": "string", "enum": by_exponent[exp]},
+                },
+                "required": ["amount", "currency"],
+                "additionalProperties": False,
+            }
+            for exp in sorted(by_exponent, key=lambda exp: (exp != 2, exp))
+        ],
+        "examples": [example],
+    }

@@ -10,7 +10,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 from services.common.fields import CurrencyCode, IdField, Text
-from services.common.money import AmountIn, Money, currency_exponents, positive_amount_pattern
+from services.common.money import AmountIn, Money, amount_schema
 from services.payments import fx, qr
 
 ACCOUNT_PREFIX = "acc"
@@ -171,27 +171,13 @@ class FxAmount(AmountIn):
     def __get_pydantic_json_schema__(
         cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
     ) -> JsonSchemaValue:
-        by_exponent: dict[int, list[str]] = {}
-        for code in fx.quoted_currencies():
-            by_exponent.setdefault(currency_exponents()[code], []).append(code)
-        return {
-            "title": "FxAmount",
-            "description": "A positive amount in a currency of the rate table: decimal string "
-            "with no more decimals than the currency allows (CNY 2, JPY 0, KWD 3).",
-            "anyOf": [
-                {
-                    "type": "object",
-                    "properties": {
-                        "amount": {"type": "string", "pattern": positive_amount_pattern(exp)},
-                        "currency": {"type": "string", "enum": codes},
-                    },
-                    "required": ["amount", "currency"],
-                    "additionalProperties": False,
-                }
-                for exp, codes in sorted(by_exponent.items(), key=lambda kv: (kv[0] != 2, kv[0]))
-            ],
-            "examples": [{"amount": "1000.00", "currency": "CNY"}],
-        }
+        return amount_schema(
+            "FxAmount",
+            "A positive amount in a currency of the rate table: decimal string with no more "
+            "decimals than the currency allows (CNY 2, JPY 0, KWD 3).",
+            fx.quoted_currencies(),
+            {"amount": "1000.00", "currency": "CNY"},
+        )
 
 
 class FxQuoteBySell(BaseModel):
