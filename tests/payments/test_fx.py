@@ -18,6 +18,7 @@ from services.common.clock import Clock, frozen_clock
 from services.common.money import exponent_of
 from services.payments import fx
 from services.payments.main import PaymentsSettings, create_app
+from tests.support.ledger import assert_problem, snapshot
 from tests.support.servers import serve
 
 LI_WEI = "acc_00000000000000000000000001"  # CNY wallet, 5000.00
@@ -53,19 +54,6 @@ def quote(client: TestClient | httpx.Client, body: dict[str, Any]) -> dict[str, 
 
 def pay(quote_id: str, payer: str = LI_WEI, payee: str = ALICE) -> dict[str, str]:
     return {"quote_id": quote_id, "from_account_id": payer, "to_account_id": payee}
-
-
-def snapshot(client: TestClient) -> tuple[list[str], dict[str, str]]:
-    journals = [j["id"] for j in client.get("/journals", params={"limit": 100}).json()["data"]]
-    accounts = client.get("/accounts", params={"limit": 100}).json()["data"]
-    return journals, {a["id"]: a["balance"]["amount"] for a in accounts}
-
-
-def assert_problem(r: httpx.Response, status: int, slug: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"] == "application/problem+json"
-    assert r.json()["type"] == PROBLEM + slug
-    return r.json()
 
 
 # --- the figures -------------------------------------------------------------------------------

@@ -6,15 +6,14 @@ no refusal writes anything."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from services.common.clock import frozen_clock
 from services.payments import qr
 from services.payments.main import PaymentsSettings, create_app
+from tests.support.ledger import assert_problem, snapshot
 
 LI_WEI = "acc_00000000000000000000000001"  # CNY wallet, 5000.00
 ZHANG_MIN = "acc_00000000000000000000000002"  # CNY wallet, 1200.00
@@ -42,19 +41,6 @@ def client(tmp_path) -> Iterator[TestClient]:
     app = create_app(PaymentsSettings(data_dir=tmp_path), clock=frozen_clock())
     with TestClient(app) as c:
         yield c
-
-
-def snapshot(client: TestClient) -> tuple[list[str], dict[str, str]]:
-    journals = [j["id"] for j in client.get("/journals", params={"limit": 100}).json()["data"]]
-    accounts = client.get("/accounts", params={"limit": 100}).json()["data"]
-    return journals, {a["id"]: a["balance"]["amount"] for a in accounts}
-
-
-def assert_problem(r: httpx.Response, status: int, slug: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"] == "application/problem+json"
-    assert r.json()["type"] == PROBLEM + slug
-    return r.json()
 
 
 def with_crc(body: str) -> str:
