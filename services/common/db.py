@@ -8,14 +8,17 @@ processes meet SQLite's own lock and wait in its busy handler (busy_timeout).
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 from datetime import UTC, datetime
@@ -67,6 +70,12 @@ def database_url(explicit: str | None, data_dir: Path, service: str) -> str:
 
 LOCK_TIMEOUT_S = 30.0  # how long a SQLite writer waits for the database (as busy_timeout)
 PING_AFTER_IDLE_S = 2.0  # a PostgreSQL connection idle longer than this is pinged before use
+# Request sessions open at once in one process; more requests wait for a turn on the event loop.
+# Each open session can block a worker thread (on SQLite's writer lock, or on the pool), and
+# its request still needs threads to validate its response and to close it: keeping this well
+# under the threadpool's 40 threads (and within the pool's 15 connections) means a burst of
+# requests queues instead of tying up every thread while the lock's holder waits for one.
+REQUEST_SESSIONS = 10
 
 
 def make_engine(url: str) -> Engine:
@@ -221,6 +230,16 @@ class Database:
         self.engine = make_engine(url)
         self.metadata = metadata
         self.is_sqlite = url.startswith("sqlite")
+        # One turnstile per event loop (a test may drive one app from several loops in turn).
+        self._turnstiles: weakref.WeakKeyDictionary[Any, anyio.Semaphore] = weakref.WeakKeyDictionary()
+
+    def turnstile(self) -> anyio.Semaphore:
+        """Admits REQUEST_SESSIONS request sessions at a time on the running event loop."""
+        loop = asyncio.get_running_loop()
+        gate = self._turnstiles.get(loop)
+        if gate is None:
+            gate = self._turnstiles[loop] = anyio.Semaphore(REQUEST_SESSIONS)
+        return gate
 
     def create_tables(self) -> None:
         self.metadata.create_all(self.engine)
@@ -254,15 +273,19 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     no IO (it connects on first use, in the endpoint's thread), so it needs no thread of its
     own, and neither does closing one that its endpoint committed. A session left in a
     transaction (a read, or work that failed) is rolled back and closed in the threadpool, as
-    before, since that talks to the database."""
-    session = Session(request.app.state.db.engine, expire_on_commit=False)
-    try:
-        yield session
-    finally:
-        if session.in_transaction():
-            await run_in_threadpool(session.close)
-        else:
-            session.close()
+    before, since that talks to the database. Sessions are admitted through the database's
+    turnstile (REQUEST_SESSIONS at a time), so a burst of requests cannot take every worker
+    thread while the one holding SQLite's writer lock waits for a thread to finish."""
+    db: Database = request.app.state.db
+    async with db.turnstile():
+        session = Session(db.engine, expire_on_commit=False)
+        try:
+            yield session
+        finally:
+            if session.in_transaction():
+                await run_in_threadpool(session.close)
+            else:
+                session.close()
 
 
 DatabaseDep = Annotated[Database, Depends(get_database)]

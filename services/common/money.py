@@ -18,7 +18,10 @@ from pydantic import BaseModel, ConfigDict, GetJsonSchemaHandler, field_validato
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
-MAX_INTEGER_DIGITS = 15  # 10^15 major units at exponent 3 still fits a signed 64-bit integer
+# An amount in a request has at most 15 digits in minor units (under 10^15: 10 trillion CNY,
+# 1 trillion KWD), so one amount, and the sum of thousands of them, fits a signed 64-bit
+# integer (9.2 x 10^18) in every database, whatever the currency's exponent.
+MAX_MINOR_DIGITS = 15
 
 
 @lru_cache(maxsize=1)
@@ -50,7 +53,7 @@ def positive_amount_pattern(exponent: int) -> str:
 
     Written without lookaheads so contract fuzzers can generate from it.
     """
-    whole = f"[1-9][0-9]{{0,{MAX_INTEGER_DIGITS - 1}}}"
+    whole = f"[1-9][0-9]{{0,{MAX_MINOR_DIGITS - exponent - 1}}}"
     if exponent == 0:
         return f"^{whole}$"
     fractions = "|".join(
@@ -135,7 +138,8 @@ class AmountIn(BaseModel):
             places = "no decimals" if exponent == 0 else f"at most {exponent} decimals"
             example = "12" + ("." + "3456"[:exponent] if exponent else "")
             raise ValueError(
-                f"must be a positive decimal string with {places} for {currency}, e.g. {example!r}"
+                f"must be a positive decimal string with {places} for {currency} and at most "
+                f"{MAX_MINOR_DIGITS - exponent} digits before the point, e.g. {example!r}"
             )
         return value
 

@@ -34,7 +34,7 @@ from typing import Literal
 
 import yaml
 
-from services.common.money import MAX_INTEGER_DIGITS, exponent_of, format_minor
+from services.common.money import MAX_MINOR_DIGITS, exponent_of, format_minor
 from services.common.problems import Problem
 
 RATES_FILE = Path(__file__).with_name("rates.yaml")
@@ -186,9 +186,9 @@ def quote(rail: str, sell_currency: str, buy_currency: str, side: str, amount_mi
             fee={"amount": format_minor(fee, sell_currency), "currency": sell_currency},
         )
     for minor, currency in ((sell, sell_currency), (buy, buy_currency)):
-        if _major(minor, currency) >= Decimal(10) ** MAX_INTEGER_DIGITS:
+        if minor >= 10**MAX_MINOR_DIGITS:
             raise Problem(409, "amount-too-large", "Amount too large",
-                          f"The {currency} side would exceed {MAX_INTEGER_DIGITS} digits.")
+                          f"The {currency} side would exceed {MAX_MINOR_DIGITS} digits in minor units.")
     return QuoteFigures(
         rail=rail, sell_currency=sell_currency, buy_currency=buy_currency, fixed_side=side,
         mid_rate=round_significant(mid), rate=rate, sell_minor=sell, fee_minor=fee, buy_minor=buy,

@@ -49,3 +49,26 @@ def test_concurrent_random_transfers_conserve_money_and_never_overdraw(database_
         assert sum(Decimal(b) for b in balances) == Decimal("400.00")  # nothing created or lost
         report = client.get("/invariants").json()
         assert report["ok"], report
+
+
+def test_a_burst_of_100_requests_is_queued_not_refused(database_url, tmp_path) -> None:
+    """More requests at once than the server has worker threads (40): reads and transfers all
+    succeed. Sessions are admitted a few at a time (services/common/db.py, REQUEST_SESSIONS), so
+    the request holding SQLite's writer lock always finds a thread to finish on."""
+    app = create_app(PaymentsSettings(data_dir=tmp_path, database_url=database_url))
+    payer, payee = "acc_00000000000000000000000001", "acc_00000000000000000000000002"  # demo wallets
+    with serve(app) as base:
+
+        def one(i: int) -> int:
+            with httpx.Client(base_url=base, timeout=120) as c:
+                if i % 2:
+                    return c.get("/accounts", params={"limit": 5}).status_code
+                return c.post("/transfers", json={"from_account_id": payer, "to_account_id": payee,
+                                                  "amount": {"amount": "0.01", "currency": "CNY"}}).status_code
+
+        with ThreadPoolExecutor(100) as pool:
+            statuses = list(pool.map(one, range(100)))
+        assert statuses.count(200) == 50 and statuses.count(201) == 50, statuses
+        with httpx.Client(base_url=base) as client:
+            assert client.get(f"/accounts/{payer}").json()["balance"]["amount"] == "4999.50"
+            assert client.get("/invariants").json()["ok"]

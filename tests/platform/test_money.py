@@ -83,6 +83,20 @@ def test_over_precise_zero_negative_and_malformed_amounts_are_refused(currency: 
     assert [e["loc"] for e in caught.value.errors()] == [("amount",)]
 
 
+@pytest.mark.parametrize(("currency", "largest"), [
+    ("JPY", "999999999999999"), ("CNY", "9999999999999.99"), ("KWD", "999999999999.999"),
+    ("CLF", "99999999999.9999"),
+])
+def test_an_amount_is_at_most_15_digits_in_minor_units_so_balances_cannot_overflow(
+        currency: str, largest: str) -> None:
+    assert to_minor(AmountIn(currency=currency, amount=largest).amount, currency) == 10**15 - 1
+    too_large = "1" + largest  # one more digit before the point
+    with pytest.raises(ValidationError, match="digits before the point"):
+        AmountIn(currency=currency, amount=too_large)
+    # Even 9,000 of the largest amounts sum below a signed 64-bit integer's maximum.
+    assert 9_000 * (10**15 - 1) < 2**63 - 1
+
+
 def test_over_precise_amounts_are_never_rounded_by_to_minor() -> None:
     for amount, currency in (("12.345", "CNY"), ("100.5", "JPY"), ("1.2345", "KWD")):
         with pytest.raises(ValueError, match="decimal places"):
