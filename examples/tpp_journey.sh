@@ -51,7 +51,17 @@ PAID=$(curl -sf -H "$KEY" -H "Authorization: Bearer $PAY" -H "$J" -H "x-idempote
 echo "$PAID" | field '"   " + d["Data"]["DomesticPaymentId"] + " " + d["Data"]["Status"]'
 
 echo "6. the payment in the payments ledger (its own port) and in the gateway's audit log"
-curl -sf "$PAYMENTS/accounts/acc_00000000000000000000000008/journals?limit=100" \
-  | field '"   ledger: " + next(j["id"] + " " + j["kind"] + " " + j["amount"]["amount"] + " -> " + j["to_account_id"] + " (" + str(j["description"]) + ")" for j in reversed(d["data"]) if j["description"] == "Coffee beans")'
+python3 - "$PAYMENTS" <<'PY'
+import json, sys, urllib.request
+base, cursor, last = sys.argv[1], None, None
+while True:  # the statement is oldest first: walk every page, keep the newest coffee payment
+    url = f"{base}/accounts/acc_00000000000000000000000008/journals?limit=100" + (f"&cursor={cursor}" if cursor else "")
+    page = json.load(urllib.request.urlopen(url))
+    last = next((j for j in reversed(page["data"]) if j["description"] == "Coffee beans"), last)
+    cursor = page.get("next_cursor")
+    if not page.get("has_more"):
+        break
+print(f"   ledger: {last['id']} {last['kind']} {last['amount']['amount']} -> {last['to_account_id']} ({last['description']})")
+PY
 curl -sf -H 'X-API-Key: sbx_regulator_key' "$G/sandbox/audit/entries?request_id=req_tpp_journey_$$" \
   | field '"\n".join("   log #%d %s %s %s %s %s" % (e["index"], e["participant_id"], e["method"], e["path"], e["status"], e["decision"]) for e in d["data"])'
