@@ -8,7 +8,7 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from sqlalchemy import Select, bindparam, case, func, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session
 
@@ -72,7 +72,10 @@ class _Prepared:
         conn = session.connection()
         sql, bound = self._params(conn.dialect, params)
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        cursor.execute(sql, bound)
+        try:
+            cursor.execute(sql, bound)
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise _as_sqlalchemy_error(conn, exc, sql, bound, cursor) from exc
         return cursor
 
     def executemany(self, session: Session, rows: list[dict[str, Any]]) -> None:
@@ -80,8 +83,23 @@ class _Prepared:
         dialect = conn.dialect
         sql = self._for(dialect)[0]
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        cursor.executemany(sql, [self._params(dialect, row)[1] for row in rows])
-        cursor.close()
+        params = [self._params(dialect, row)[1] for row in rows]
+        try:
+            cursor.executemany(sql, params)
+        except dialect.loaded_dbapi.Error as exc:
+            raise _as_sqlalchemy_error(conn, exc, sql, params, cursor) from exc
+        finally:
+            cursor.close()
+
+
+def _as_sqlalchemy_error(conn: Any, exc: Exception, sql: str, params: Any, cursor: Any) -> DBAPIError:
+    """A driver error as SQLAlchemy would raise it (IntegrityError, OperationalError, ...), and a
+    lost connection invalidated, so the pool replaces it, as for any statement run through it."""
+    disconnect = conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor)
+    if disconnect:
+        conn.invalidate(exc)
+    return DBAPIError.instance(sql, params, exc, conn.dialect.loaded_dbapi.Error,
+                               connection_invalidated=disconnect, dialect=conn.dialect)
 
 
 @lru_cache(maxsize=16)
