@@ -70,11 +70,20 @@ def gateway(tmp_path: Path) -> Iterator[str]:
 
 def _bash(script: str, gateway: str) -> str:
     port = int(gateway.rsplit(":", 1)[1])
-    script = script.replace("127.0.0.1:8000", f"127.0.0.1:{port}").replace("127.0.0.1:8001", f"127.0.0.1:{port + 1}")
+    for host in ("127.0.0.1", "localhost"):
+        script = script.replace(f"{host}:8000", f"127.0.0.1:{port}").replace(f"{host}:8001", f"127.0.0.1:{port + 1}")
     result = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], cwd=ROOT, capture_output=True,
                             text=True, timeout=STEP_TIMEOUT_S, env={**os.environ})
     assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     return result.stdout
+
+
+def check_the_payments_walkthrough_moves_money(gateway: str) -> None:
+    out = _bash(_readme_block("## Payments walkthrough"), gateway)
+    assert '"available":{"amount":"66.66","currency":"CNY"}' in out
+    assert '"ok":true' in out
+    quote = _bash(_readme_block("**Merchant QR and cross-border payments.**"), gateway)
+    assert '"rail":"ripple"' in quote and '"status":"open"' in quote
 
 
 def check_the_gateway_walkthrough_approves_flags_blocks_and_refuses(gateway: str) -> None:
@@ -118,7 +127,8 @@ def check_the_310_loan_lands_in_the_merchants_wallet(gateway: str) -> None:
 
 
 def test_every_readme_walkthrough_runs_against_a_fresh_sandbox(gateway: str) -> None:
-    """One sandbox for all four (starting one costs several seconds); each check says which failed."""
+    """One sandbox for all of them (starting one costs several seconds); each check says which failed."""
+    check_the_payments_walkthrough_moves_money(gateway)
     check_the_gateway_walkthrough_approves_flags_blocks_and_refuses(gateway)
     check_the_advisor_walkthrough_replays_its_figures(gateway)
     check_the_tpp_journey_ends_in_the_ledger_and_the_log(gateway)
