@@ -218,19 +218,26 @@ def withdraw(session: Session, body: WithdrawalCreate, now: datetime, idem_id: s
     return _post(session, journal, legs, {payouts.id: payouts, wallet.id: wallet})
 
 
+def _payer_and_payee(session: Session, payer_id: str, payee_id: str, caller: Caller,
+                     movement: str) -> tuple[dict[str, Account], Account, Account]:
+    """Both accounts of a movement, in one query: anyone's account may be paid, but only the
+    caller's own (or any, for a mandated caller) debited; another's payer is "not found"."""
+    if payer_id == payee_id:
+        raise Problem(409, "same-account", "Payer and payee are the same account",
+                      f"{movement} needs two different accounts.")
+    accounts = AccountsRepository(session).get_many([payer_id, payee_id])
+    if payer_id not in accounts or not caller.may_use(accounts[payer_id].participant_id):
+        raise not_found("Account", payer_id)
+    if payee_id not in accounts:
+        raise not_found("Account", payee_id)
+    return accounts, accounts[payer_id], accounts[payee_id]
+
+
 def transfer(session: Session, body: TransferCreate, now: datetime, idem_id: str | None,
              caller: Caller = DIRECT) -> JournalPublic:
     """Anyone's account may be paid; only the caller's own (or a mandated caller) debited."""
-    if body.from_account_id == body.to_account_id:
-        raise Problem(409, "same-account", "Payer and payee are the same account",
-                      "A transfer needs two different accounts.")
-    accounts = AccountsRepository(session).get_many([body.from_account_id, body.to_account_id])
-    payer_ok = body.from_account_id in accounts and caller.may_use(accounts[body.from_account_id].participant_id)
-    if not payer_ok:
-        raise not_found("Account", body.from_account_id)
-    if body.to_account_id not in accounts:
-        raise not_found("Account", body.to_account_id)
-    payer, payee = accounts[body.from_account_id], accounts[body.to_account_id]
+    accounts, payer, payee = _payer_and_payee(session, body.from_account_id, body.to_account_id,
+                                              caller, "A transfer")
     if payer.kind == "internal" or payee.kind == "internal":
         raise Problem(409, "internal-account", "Internal accounts cannot be used directly",
                       "Card funding, fee and payout accounts only move through deposits, "
@@ -530,16 +537,9 @@ def cross_border_payment(session: Session, body: CrossBorderCreate, now: datetim
                       f"{quote.id} could be paid until {quote.expires_at.isoformat()}; "
                       "ask for a new quote (rates and fees are re-priced).",
                       expired_at=quote.expires_at.isoformat())
-    if body.from_account_id == body.to_account_id:
-        raise Problem(409, "same-account", "Payer and payee are the same account",
-                      "A cross-border payment needs two different accounts.")
+    accounts, payer, payee = _payer_and_payee(session, body.from_account_id, body.to_account_id,
+                                              caller, "A cross-border payment")
     repo = AccountsRepository(session)
-    accounts = repo.get_many([body.from_account_id, body.to_account_id])
-    if body.from_account_id not in accounts or not caller.may_use(accounts[body.from_account_id].participant_id):
-        raise not_found("Account", body.from_account_id)
-    if body.to_account_id not in accounts:
-        raise not_found("Account", body.to_account_id)
-    payer, payee = accounts[body.from_account_id], accounts[body.to_account_id]
     if payer.kind == "internal" or payee.kind == "internal":
         raise Problem(409, "internal-account", "Internal accounts cannot be used directly",
                       "Liquidity, fee and funding accounts only move through the ledger's own rules.")
