@@ -5,7 +5,6 @@ launcher exits 0, and no child process outlives it."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,27 +12,12 @@ from pathlib import Path
 import pytest
 
 from sandbox.topology import built_services
+from tests.support.ports import free_port_offset, port_in_use
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = built_services()
 # The whole start-check-stop cycle takes about 10 s on 2 cores; the bound only stops a hang.
 RUN_TIMEOUT_S = 120
-
-
-def _port_in_use(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(1)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _free_offset() -> int:
-    """20000 + a pid-based step, so parallel runs on one machine pick different ports; every
-    port stays below the kernel's ephemeral range (32768+)."""
-    for attempt in range(40):
-        offset = 20000 + ((os.getpid() + attempt * 37) % 400) * 10
-        if not any(_port_in_use(s.port + offset) for s in SPECS):
-            return offset
-    pytest.skip("no free block of ports for the launcher test")
 
 
 def _processes_started_for(data_dir: Path) -> list[int]:
@@ -53,7 +37,7 @@ def _processes_started_for(data_dir: Path) -> list[int]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="checks children through /proc")
 def test_run_exit_when_ready_starts_everything_prints_urls_and_leaves_nothing_running(tmp_path) -> None:
-    offset = _free_offset()
+    offset = free_port_offset()
     data_dir = tmp_path / "sandbox-data"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "SANDBOX_LAUNCHER_TEST": str(data_dir)}
     result = subprocess.run(
@@ -81,5 +65,5 @@ def test_run_exit_when_ready_starts_everything_prints_urls_and_leaves_nothing_ru
     assert out.rstrip().endswith("All services stopped.")
 
     # Nothing survives the launcher: no port is still answering, no child process is left.
-    assert [s.name for s in SPECS if _port_in_use(s.port + offset)] == []
+    assert [s.name for s in SPECS if port_in_use(s.port + offset)] == []
     assert _processes_started_for(data_dir) == []

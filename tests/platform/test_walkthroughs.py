@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from sandbox.topology import built_services
-from tests.platform.test_launcher import _free_offset
+from tests.support.ports import free_port_offset
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -41,7 +41,7 @@ def _readme_block(heading: str) -> str:
 
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[str]:
-    offset = _free_offset()
+    offset = free_port_offset()
     data_dir = tmp_path / "sandbox-data"
     launcher = subprocess.Popen(
         [sys.executable, "-m", "sandbox", "run", "--port-offset", str(offset), "--data-dir", str(data_dir)],
