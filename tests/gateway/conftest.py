@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,6 @@ class Sandbox:
     payments: TestClient
     clock: Clock
     data_dir: Path
-    _float: list[str] = field(default_factory=list)
 
     def admit(self, **overrides: Any) -> tuple[str, str]:
         """Admit a participant (payments only, generous limits unless overridden): (id, key)."""
@@ -46,7 +46,7 @@ class Sandbox:
     def transfer(self, key: str, amount: str, source: str | None = None, target: str = ZHANG_MIN,
                  **headers: str) -> httpx.Response:
         """A transfer through the gateway; by default from the shared, well-funded float."""
-        source = source or self.float_account()
+        source = source or self.float_account
         body = {"from_account_id": source, "to_account_id": target,
                 "amount": {"amount": amount, "currency": "CNY"}}
         return self.client.post("/payments/transfers", json=body, headers={"X-API-Key": key, **headers})
@@ -73,10 +73,10 @@ class Sandbox:
         fund(self.payments, response.json()["id"], amount)
         return response.json()["id"]
 
+    @cached_property
     def float_account(self) -> str:
-        if not self._float:
-            self._float.append(self.public_account("1000000.00"))
-        return self._float[0]
+        """A shared, well-funded account every participant may debit, opened on first use."""
+        return self.public_account("1000000.00")
 
     def balance(self, account_id: str) -> str:
         return self.payments.get(f"/accounts/{account_id}").json()["balance"]["amount"]

@@ -54,7 +54,7 @@ def test_service_off_the_allow_list_is_refused(sandbox: Sandbox) -> None:
 
 def test_operation_off_the_allow_list_is_refused(sandbox: Sandbox) -> None:
     _, key = sandbox.admit(operations=["payments GET /accounts/{account_id}"])
-    shared = sandbox.float_account()
+    shared = sandbox.float_account
     assert sandbox.client.get(f"/payments/accounts/{shared}", headers={"X-API-Key": key}).status_code == 200
     response = sandbox.transfer(key, "1.00")
     assert response.status_code == 403
@@ -93,7 +93,7 @@ def test_distinct_customer_limit_is_refused_for_a_new_customer(sandbox: Sandbox)
 
 def test_rate_limit_answers_429_with_retry_after(sandbox: Sandbox) -> None:
     _, key = sandbox.admit(limits={"rate_limit_per_minute": 2})
-    shared = sandbox.float_account()
+    shared = sandbox.float_account
     first = sandbox.client.get(f"/payments/accounts/{shared}", headers={"X-API-Key": key})
     assert first.headers["ratelimit-limit"] == "2"
     assert first.headers["ratelimit-remaining"] == "1"

@@ -26,7 +26,7 @@ def test_admission_shows_the_key_once(sandbox: Sandbox) -> None:
     pid, key = sandbox.admit(name="Acme Pay")
     shown = sandbox.client.get(f"/sandbox/participants/{pid}", headers=REGULATOR).json()
     assert key.startswith("sbx_") and "api_key" not in shown
-    shared = sandbox.float_account()
+    shared = sandbox.float_account
     assert sandbox.client.get(f"/payments/accounts/{shared}", headers={"X-API-Key": key}).status_code == 200
 
 
