@@ -43,7 +43,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from services.common.clock import Clock
-from services.common.db import UTCDateTime
+from services.common.db import Database, UTCDateTime
 from services.common.ids import new_id
 from services.common.problems import PROBLEM_MEDIA_TYPE, Problem
 
@@ -106,15 +106,29 @@ class Idempotency:
 
     def __init__(
         self, table: Table, clock: Clock, key: str | None, scope: str, fingerprint: str,
-        path: str | None = None,
+        path: str | None = None, database: Database | None = None,
     ) -> None:
         self.path = path
+        self.database = database
         self.table = table
         self.clock = clock
         self.key = key
         self.scope = scope
         self.fingerprint = fingerprint
         self.record_id: str | None = None
+
+    async def apply(
+        self,
+        work: Callable[[Session], BaseModel | dict[str, Any]],
+        status_code: int = 201,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        """`run` as one unit of work of the service's database (`Database.run`): `work` gets
+        the unit's session."""
+        assert self.database is not None, "built without a database: use run() with a session"
+        return await self.database.run(
+            lambda session: self.run(session, lambda: work(session), status_code, headers)
+        )
 
     def run(
         self,
@@ -241,6 +255,7 @@ def idempotency_dependency(table_of: Callable[[Request], Table]) -> Any:
             scope=caller,
             fingerprint=digest,
             path=path,
+            database=getattr(request.app.state, "db", None),
         )
 
     return _dependency

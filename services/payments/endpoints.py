@@ -1,14 +1,20 @@
-"""Thin HTTP handlers for payments; the rules live in service.py."""
+"""Thin HTTP handlers for payments; the rules live in service.py.
+
+Each handler is `async` and hands its database work to `Database.run` (or `Idempotency.apply`)
+as one unit of work: on SQLite it runs on the event loop, on PostgreSQL in the database's own
+threads (see `Database.run` for why).
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
+from sqlmodel import Session
 
 from services.common.app import ClockDep
 from services.common.caller import CallerDep
-from services.common.db import SessionDep
+from services.common.db import DatabaseDep
 from services.common.demo import demo_account
 from services.common.fields import CurrencyCode, IdPath
 from services.common.idempotency import IdempotencyDep
@@ -151,10 +157,10 @@ def _created(model: type, links: dict[str, Any]) -> dict[int | str, dict[str, An
     response_model=AccountPublic,
     responses={**_created(AccountPublic, ACCOUNT_LINKS), **problem_responses(409, 422)},
 )
-def create_account(body: AccountCreate, session: SessionDep, clock: ClockDep, idem: IdempotencyDep,
+async def create_account(body: AccountCreate, clock: ClockDep, idem: IdempotencyDep,
                    caller: CallerDep):
     """Open a personal wallet or a merchant account in one currency."""
-    return idem.run(session, lambda: service.open_account(session, body, clock.now(), caller))
+    return await idem.apply(lambda session: service.open_account(session, body, clock.now(), caller))
 
 
 @router.get(
@@ -164,8 +170,8 @@ def create_account(body: AccountCreate, session: SessionDep, clock: ClockDep, id
     response_model=Page[AccountPublic],
     responses=problem_responses(422),
 )
-def list_accounts(
-    session: SessionDep,
+async def list_accounts(
+    db: DatabaseDep,
     caller: CallerDep,
     limit: LimitQuery = 20,
     cursor: CursorQuery = None,
@@ -173,7 +179,7 @@ def list_accounts(
     currency: Annotated[CurrencyCode | None, Query()] = None,
 ) -> Page[AccountPublic]:
     """List accounts, oldest first, a page at a time (through the gateway: the caller's own)."""
-    accounts = service.list_accounts(session, limit, cursor, kind, currency, caller)
+    accounts = await db.run(lambda session: service.list_accounts(session, limit, cursor, kind, currency, caller))
     return page_of(accounts, limit, lambda a: a.id)
 
 
@@ -184,9 +190,9 @@ def list_accounts(
     response_model=AccountPublic,
     responses=problem_responses(404, 422),
 )
-def get_account(account_id: AccountId, session: SessionDep, caller: CallerDep) -> AccountPublic:
+async def get_account(account_id: AccountId, db: DatabaseDep, caller: CallerDep) -> AccountPublic:
     """One account, with its balance."""
-    return service.account_public(service.get_account(session, account_id, caller))
+    return await db.run(lambda session: service.account_public(service.get_account(session, account_id, caller)))
 
 
 @router.get(
@@ -196,9 +202,9 @@ def get_account(account_id: AccountId, session: SessionDep, caller: CallerDep) -
     response_model=BalancePublic,
     responses=problem_responses(404, 422),
 )
-def get_balance(account_id: AccountId, session: SessionDep, clock: ClockDep, caller: CallerDep) -> BalancePublic:
+async def get_balance(account_id: AccountId, db: DatabaseDep, clock: ClockDep, caller: CallerDep) -> BalancePublic:
     """What the account holds now."""
-    account = service.get_account(session, account_id, caller)
+    account = await db.run(lambda session: service.get_account(session, account_id, caller))
     return BalancePublic(
         account_id=account.id,
         available=Money.of(account.balance_minor, account.currency),
@@ -213,14 +219,16 @@ def get_balance(account_id: AccountId, session: SessionDep, clock: ClockDep, cal
     response_model=Page[JournalPublic],
     responses=problem_responses(404, 422),
 )
-def list_account_journals(
-    account_id: AccountId, session: SessionDep, caller: CallerDep, limit: LimitQuery = 20,
+async def list_account_journals(
+    account_id: AccountId, db: DatabaseDep, caller: CallerDep, limit: LimitQuery = 20,
     cursor: CursorQuery = None,
 ) -> Page[JournalPublic]:
     """The account's statement: every journal that touched it, oldest first."""
-    service.get_account(session, account_id, caller)
-    journals = service.list_journals(session, limit, cursor, account_id)
-    return page_of(journals, limit, lambda j: j.id)
+    def statement(session: Session) -> list[JournalPublic]:
+        service.get_account(session, account_id, caller)
+        return service.list_journals(session, limit, cursor, account_id)
+
+    return page_of(await db.run(statement), limit, lambda j: j.id)
 
 
 @router.get(
@@ -231,9 +239,9 @@ def list_account_journals(
     responses={200: {"model": QrCodePublic, "description": "The merchant's QR", "links": QR_LINKS},
                **problem_responses(404, 409, 422)},
 )
-def get_merchant_qr(
+async def get_merchant_qr(
     account_id: AccountId,
-    session: SessionDep,
+    db: DatabaseDep,
     caller: CallerDep,
     amount: Annotated[
         str | None,
@@ -242,7 +250,7 @@ def get_merchant_qr(
     ] = None,
 ) -> QrCodePublic:
     """A merchant's EMVCo merchant-presented QR code (static, or dynamic with an amount)."""
-    return service.merchant_qr(session, account_id, amount, caller)
+    return await db.run(lambda session: service.merchant_qr(session, account_id, amount, caller))
 
 
 @router.post(
@@ -253,10 +261,10 @@ def get_merchant_qr(
     response_model=JournalPublic,
     responses={**_created(JournalPublic, DEPOSIT_LINKS), **problem_responses(402, 404, 409, 422)},
 )
-def create_deposit(body: DepositCreate, session: SessionDep, clock: ClockDep, idem: IdempotencyDep,
+async def create_deposit(body: DepositCreate, clock: ClockDep, idem: IdempotencyDep,
                    caller: CallerDep):
     """Top up a wallet from a card (test cards force declines)."""
-    return idem.run(session, lambda: service.deposit(session, body, clock.now(), idem.record_id, caller))
+    return await idem.apply(lambda session: service.deposit(session, body, clock.now(), idem.record_id, caller))
 
 
 @router.post(
@@ -267,10 +275,10 @@ def create_deposit(body: DepositCreate, session: SessionDep, clock: ClockDep, id
     response_model=JournalPublic,
     responses={**_created(JournalPublic, GET_JOURNAL), **problem_responses(404, 409, 422)},
 )
-def create_withdrawal(body: WithdrawalCreate, session: SessionDep, clock: ClockDep, idem: IdempotencyDep,
+async def create_withdrawal(body: WithdrawalCreate, clock: ClockDep, idem: IdempotencyDep,
                       caller: CallerDep):
     """Pay money out of a wallet to the owner's bank."""
-    return idem.run(session, lambda: service.withdraw(session, body, clock.now(), idem.record_id, caller))
+    return await idem.apply(lambda session: service.withdraw(session, body, clock.now(), idem.record_id, caller))
 
 
 @router.post(
@@ -281,11 +289,11 @@ def create_withdrawal(body: WithdrawalCreate, session: SessionDep, clock: ClockD
     response_model=JournalPublic,
     responses={**_created(JournalPublic, TRANSFER_LINKS), **problem_responses(404, 409, 422)},
 )
-def create_transfer(body: TransferCreate, session: SessionDep, clock: ClockDep, idem: IdempotencyDep,
+async def create_transfer(body: TransferCreate, clock: ClockDep, idem: IdempotencyDep,
                     caller: CallerDep):
     """Send money to a person (P2P), pay a merchant from a wallet (0.6% fee to the merchant), or
     move money between businesses (no fee)."""
-    return idem.run(session, lambda: service.transfer(session, body, clock.now(), idem.record_id, caller))
+    return await idem.apply(lambda session: service.transfer(session, body, clock.now(), idem.record_id, caller))
 
 
 @router.post(
@@ -296,10 +304,10 @@ def create_transfer(body: TransferCreate, session: SessionDep, clock: ClockDep, 
     response_model=JournalPublic,
     responses={**_created(JournalPublic, GET_JOURNAL), **problem_responses(404, 409, 422)},
 )
-def create_refund(body: RefundCreate, session: SessionDep, clock: ClockDep, idem: IdempotencyDep,
+async def create_refund(body: RefundCreate, clock: ClockDep, idem: IdempotencyDep,
                   caller: CallerDep):
     """Refund all or part of a transfer or payment, never more than it in total."""
-    return idem.run(session, lambda: service.refund(session, body, clock.now(), idem.record_id, caller))
+    return await idem.apply(lambda session: service.refund(session, body, clock.now(), idem.record_id, caller))
 
 
 @router.post(
@@ -310,10 +318,10 @@ def create_refund(body: RefundCreate, session: SessionDep, clock: ClockDep, idem
     response_model=JournalPublic,
     responses={**_created(JournalPublic, TRANSFER_LINKS), **problem_responses(404, 409, 422)},
 )
-def create_qr_payment(body: QrPaymentCreate, session: SessionDep, clock: ClockDep, idem: IdempotencyDep,
+async def create_qr_payment(body: QrPaymentCreate, clock: ClockDep, idem: IdempotencyDep,
                       caller: CallerDep):
     """Pay the merchant a scanned QR names: checks the CRC and tags, then pays as POST /transfers."""
-    return idem.run(session, lambda: service.qr_payment(session, body, clock.now(), idem.record_id, caller))
+    return await idem.apply(lambda session: service.qr_payment(session, body, clock.now(), idem.record_id, caller))
 
 
 @router.post(
@@ -324,9 +332,9 @@ def create_qr_payment(body: QrPaymentCreate, session: SessionDep, clock: ClockDe
     response_model=FxQuotePublic,
     responses={**_created(FxQuotePublic, QUOTE_LINKS), **problem_responses(409, 422)},
 )
-def create_fx_quote(body: FxQuoteCreate, session: SessionDep, clock: ClockDep, idem: IdempotencyDep):
+async def create_fx_quote(body: FxQuoteCreate, clock: ClockDep, idem: IdempotencyDep):
     """Price a conversion on a rail (ripple or correspondent), payable once within 30 seconds."""
-    return idem.run(session, lambda: service.create_quote(session, body, clock.now()))
+    return await idem.apply(lambda session: service.create_quote(session, body, clock.now()))
 
 
 @router.get(
@@ -336,9 +344,9 @@ def create_fx_quote(body: FxQuoteCreate, session: SessionDep, clock: ClockDep, i
     response_model=FxQuotePublic,
     responses=problem_responses(404, 422),
 )
-def get_fx_quote(quote_id: QuoteId, session: SessionDep, clock: ClockDep) -> FxQuotePublic:
+async def get_fx_quote(quote_id: QuoteId, db: DatabaseDep, clock: ClockDep) -> FxQuotePublic:
     """A quote, and whether it is still open, expired or used."""
-    return service.get_quote(session, quote_id, clock.now())
+    return await db.run(lambda session: service.get_quote(session, quote_id, clock.now()))
 
 
 @router.post(
@@ -349,10 +357,10 @@ def get_fx_quote(quote_id: QuoteId, session: SessionDep, clock: ClockDep) -> FxQ
     response_model=JournalPublic,
     responses={**_created(JournalPublic, GET_JOURNAL), **problem_responses(404, 409, 422)},
 )
-def create_cross_border_payment(body: CrossBorderCreate, session: SessionDep, clock: ClockDep,
-                                idem: IdempotencyDep, caller: CallerDep):
+async def create_cross_border_payment(body: CrossBorderCreate, clock: ClockDep, idem: IdempotencyDep,
+                                caller: CallerDep):
     """Pay a quote: the payer is debited in the currency sold, the payee credited in the one bought."""
-    return idem.run(session, lambda: service.cross_border_payment(session, body, clock.now(), idem.record_id,
+    return await idem.apply(lambda session: service.cross_border_payment(session, body, clock.now(), idem.record_id,
                                                                   caller))
 
 
@@ -363,11 +371,12 @@ def create_cross_border_payment(body: CrossBorderCreate, session: SessionDep, cl
     response_model=Page[JournalPublic],
     responses=problem_responses(422),
 )
-def list_journals(session: SessionDep, caller: CallerDep, limit: LimitQuery = 20,
-                  cursor: CursorQuery = None) -> Page[JournalPublic]:
+async def list_journals(db: DatabaseDep, caller: CallerDep, limit: LimitQuery = 20,
+                        cursor: CursorQuery = None) -> Page[JournalPublic]:
     """Every journal in the ledger, oldest first (through the gateway: those touching the
     caller's own accounts)."""
-    return page_of(service.list_journals(session, limit, cursor, None, caller), limit, lambda j: j.id)
+    journals = await db.run(lambda session: service.list_journals(session, limit, cursor, None, caller))
+    return page_of(journals, limit, lambda j: j.id)
 
 
 @router.get(
@@ -377,9 +386,9 @@ def list_journals(session: SessionDep, caller: CallerDep, limit: LimitQuery = 20
     response_model=JournalPublic,
     responses=problem_responses(404, 422),
 )
-def get_journal(journal_id: JournalId, session: SessionDep, caller: CallerDep) -> JournalPublic:
+async def get_journal(journal_id: JournalId, db: DatabaseDep, caller: CallerDep) -> JournalPublic:
     """One journal and its postings."""
-    return service.get_journal(session, journal_id, caller)
+    return await db.run(lambda session: service.get_journal(session, journal_id, caller))
 
 
 @router.get(
@@ -388,6 +397,6 @@ def get_journal(journal_id: JournalId, session: SessionDep, caller: CallerDep) -
     operation_id="check_invariants",
     response_model=InvariantsReport,
 )
-def check_invariants(session: SessionDep) -> InvariantsReport:
+async def check_invariants(db: DatabaseDep) -> InvariantsReport:
     """Check the ledger: debits equal credits, no forbidden overdraft, keys applied once."""
-    return service.check_invariants(session)
+    return await db.run(service.check_invariants)

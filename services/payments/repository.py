@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from sqlalchemy import Select, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import Engine, Select, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session
 
 from services.common.ids import ID_BODY_LENGTH, new_id
-from services.payments.ledger import Leg
+from services.payments.ledger import Leg, net_by_account
 from services.payments.models import Account, FxQuote, IdempotencyKeys, Journal, Posting
 
 
@@ -32,10 +36,10 @@ class _Prepared:
 
     SQLAlchemy's execution layer costs about 30 µs per statement on top of the driver (an
     execution context, parameter and result set-up, events): more than the statement itself
-    on SQLite. The hot path's five statements skip it: the SQL, the bind order and each
+    on SQLite. The hot path's statements skip it: the SQL, the bind order and each
     type's bind conversion (UTC timestamps, SQLite's datetime strings) still come from
-    SQLAlchemy's compiler, once. Driver errors surface as the driver's exceptions (a 500, with
-    the transaction rolled back by the session)."""
+    SQLAlchemy's compiler, once. Driver errors surface as SQLAlchemy's exceptions, as through
+    SQLAlchemy (`_as_sqlalchemy_error`)."""
 
     def __init__(self, statement: Any, column_keys: list[str] | None = None) -> None:
         self.statement = statement
@@ -78,19 +82,6 @@ class _Prepared:
             raise _as_sqlalchemy_error(conn, exc, sql, bound, cursor) from exc
         return cursor
 
-    def executemany(self, session: Session, rows: list[dict[str, Any]]) -> None:
-        conn = session.connection()
-        dialect = conn.dialect
-        sql = self._for(dialect)[0]
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        params = [self._params(dialect, row)[1] for row in rows]
-        try:
-            cursor.executemany(sql, params)
-        except dialect.loaded_dbapi.Error as exc:
-            raise _as_sqlalchemy_error(conn, exc, sql, params, cursor) from exc
-        finally:
-            cursor.close()
-
 
 def _as_sqlalchemy_error(conn: Any, exc: Exception, sql: str, params: Any, cursor: Any) -> DBAPIError:
     """A driver error as SQLAlchemy would raise it (IntegrityError, OperationalError, ...), and a
@@ -100,6 +91,32 @@ def _as_sqlalchemy_error(conn: Any, exc: Exception, sql: str, params: Any, curso
         conn.invalidate(exc)
     return DBAPIError.instance(sql, params, exc, conn.dialect.loaded_dbapi.Error,
                                connection_invalidated=disconnect, dialect=conn.dialect)
+
+
+@contextmanager
+def _batched(session: Session) -> Iterator[bool]:
+    """Statements executed inside are sent to PostgreSQL together, in psycopg's pipeline mode:
+    one network round trip for all of them instead of one each. Their results can only be read
+    after the block; a failing statement raises at its end (and the rest of the batch is
+    skipped). On SQLite, in the process, they simply run one after another. Yields whether
+    the statements are batched."""
+    conn = session.connection()
+    pipeline = getattr(conn.connection.dbapi_connection, "pipeline", None)
+    if pipeline is None:
+        yield False
+        return
+    try:
+        with pipeline():
+            yield True
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise _as_sqlalchemy_error(conn, exc, "(pipeline)", None, None) from exc
+
+
+def _first_value(cursor: Any) -> Any:
+    """The first column of the cursor's first row (None without a row); closes the cursor."""
+    row = cursor.fetchone()
+    cursor.close()
+    return row[0] if row is not None else None
 
 
 @lru_cache(maxsize=16)
@@ -131,8 +148,58 @@ _JOURNAL_COLUMNS = tuple(c.name for c in _journals.columns)
 _POSTING_COLUMNS = [c.name for c in _postings.columns if c.name != "id"]
 # `inline()`: the posting's id is the database's; nothing is fetched back.
 _INSERT_JOURNAL = _Prepared(insert(_journals).inline(), list(_JOURNAL_COLUMNS))
-_INSERT_POSTINGS = _Prepared(insert(_postings).inline(), _POSTING_COLUMNS)
+
+
+@lru_cache(maxsize=8)
+def _prepared_insert_postings(count: int) -> _Prepared:
+    """`count` postings as one multi-row INSERT: one statement, where the driver's executemany
+    costs a statement per row (and, with psycopg, a pipeline round). Each posting's balance
+    after is read from its account's row, which this transaction has just updated."""
+    rows = []
+    for i in range(count):
+        row: dict[str, Any] = {name: bindparam(f"{name}_{i}", type_=_postings.c[name].type)
+                               for name in _POSTING_COLUMNS if name != "balance_after_minor"}
+        # The balance the account was just updated to, in this transaction.
+        row["balance_after_minor"] = (
+            select(_accounts.c.balance_minor)
+            .where(_accounts.c.id == bindparam(f"balance_of_{i}", type_=_accounts.c.id.type))
+            .scalar_subquery()
+        )
+        rows.append(row)
+    return _Prepared(insert(_postings).values(rows))
 _APPLY_PREPARED = _Prepared(_APPLY)
+
+
+class _KnownAccounts:
+    """What this process has read of accounts' kind, currency and owner, per database.
+
+    None of them changes once an account is opened (no endpoint or rule updates them; only the
+    balance moves, and accounts are never deleted), so a movement between accounts already
+    read skips the look-up: on PostgreSQL, a network round trip fewer per movement. Only what
+    `get_many` read from the database is remembered (no movement creates the accounts it looks
+    up there). Should an entry ever be wrong, the movement's postings fail their foreign key
+    (a 500, rolled back) and the entry is forgotten. At most LIMIT accounts per database; past
+    that the oldest half is dropped."""
+
+    LIMIT = 100_000
+
+    def __init__(self) -> None:
+        self._by_engine: weakref.WeakKeyDictionary[Engine, dict[str, AccountRef]] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def of(self, session: Session) -> dict[str, AccountRef]:
+        engine = session.get_bind()
+        known = self._by_engine.get(engine)  # type: ignore[arg-type]
+        if known is None:
+            with self._lock:
+                known = self._by_engine.setdefault(engine, {})  # type: ignore[arg-type]
+        return known
+
+    def trim(self, known: dict[str, AccountRef]) -> None:
+        if len(known) > self.LIMIT:
+            with self._lock:
+                for id_ in list(known)[: len(known) // 2]:
+                    known.pop(id_, None)
 
 
 class AccountRef(NamedTuple):
@@ -176,6 +243,9 @@ class PostingRow(NamedTuple):
     created_at: datetime
 
 
+_KNOWN = _KnownAccounts()
+
+
 class AccountsRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -184,16 +254,38 @@ class AccountsRepository:
         return self.session.get(Account, account_id)
 
     def get_many(self, ids: list[str]) -> dict[str, AccountRef]:
-        """Id, kind, currency and owner of each account that exists (plain rows)."""
-        unique = list(dict.fromkeys(ids))
-        if not unique:
-            return {}
-        cursor = _prepared_select_accounts(len(unique)).execute(
-            self.session, {f"id{i}": id_ for i, id_ in enumerate(unique)}
-        )
-        rows = cursor.fetchall()
-        cursor.close()
-        return {row[0]: AccountRef(*row) for row in rows}
+        """Id, kind, currency and owner of each account that exists (plain rows): from what this
+        process already read of them when it can (see `_KnownAccounts`), else from the database."""
+        known = _KNOWN.of(self.session)
+        found: dict[str, AccountRef] = {}
+        missing = []
+        for id_ in dict.fromkeys(ids):
+            ref = known.get(id_)
+            if ref is None:
+                missing.append(id_)
+            else:
+                found[id_] = ref
+        if missing:
+            cursor = _prepared_select_accounts(len(missing)).execute(
+                self.session, {f"id{i}": id_ for i, id_ in enumerate(missing)}
+            )
+            rows = cursor.fetchall()
+            cursor.close()
+            for row in rows:
+                found[row[0]] = known[row[0]] = AccountRef(*row)
+            _KNOWN.trim(known)
+        return found
+
+    def forget(self, ids: list[str]) -> None:
+        """Drop these accounts from what the process remembers of them (see `_KnownAccounts`)."""
+        known = _KNOWN.of(self.session)
+        for id_ in ids:
+            known.pop(id_, None)
+
+    def exists(self, account_id: str) -> bool:
+        return self.session.execute(
+            select(_accounts.c.id).where(_accounts.c.id == account_id)
+        ).first() is not None
 
     def list(self, limit: int, after: str | None, kind: str | None, currency: str | None,
              participant_id: str | None = None) -> list[Account]:
@@ -242,25 +334,6 @@ class AccountsRepository:
                 ).scalar_one()
         return account
 
-    def apply(self, account_id: str, delta: int) -> int | None:
-        """Add `delta` to the balance unless that would overdraw an account that forbids it.
-
-        The check and the write are one conditional UPDATE, so concurrent requests cannot both
-        spend the same money: the database serialises them on the row. Returns the new
-        balance, or None when the update was refused.
-        """
-        session = self.session
-        cursor = _APPLY_PREPARED.execute(session, {"account_id": account_id, "delta": delta})
-        row = cursor.fetchone()
-        cursor.close()
-        new_balance = row[0] if row is not None else None
-        if new_balance is not None and session.identity_map:
-            # An Account this session already loaded (a system account) shows the new balance,
-            # as an ORM update would have synchronised it.
-            loaded = session.identity_map.get(session.identity_key(Account, account_id))  # type: ignore[arg-type]
-            if loaded is not None:
-                set_committed_value(loaded, "balance_minor", new_balance)
-        return new_balance
 
 
 class JournalsRepository:
@@ -270,27 +343,61 @@ class JournalsRepository:
     def get(self, journal_id: str) -> Journal | None:
         return self.session.get(Journal, journal_id)
 
-    def add(self, journal: Journal | NewJournal, legs: list[Leg], balances_after: dict[str, int],
-            currencies: dict[str, str] | None = None) -> list[PostingRow]:
-        """Record the journal and its postings; each posting is in its account's currency
-        (`currencies`, by account id), the journal's currency when not given."""
-        currencies = currencies or {}
-        _INSERT_JOURNAL.execute(
-            self.session, {name: getattr(journal, name) for name in _JOURNAL_COLUMNS}
-        ).close()
+    def post(self, journal: Journal | NewJournal, legs: list[Leg], currencies: dict[str, str]
+             ) -> tuple[dict[str, int | None], list[PostingRow]]:
+        """Apply each account's net change and record the journal with its postings, as one
+        batch: one network round trip on PostgreSQL (`_batched`).
+
+        Each change is one conditional UPDATE, refused when it would overdraw an account that
+        forbids it: concurrent movements cannot both spend the same money, since the database
+        serialises them on the row; the UPDATEs run in account id order, so two opposite
+        transfers lock their rows in the same order and cannot deadlock. Each posting is in its
+        account's currency (`currencies`, by account id).
+
+        Returns each account's new balance, None where the change was refused, and the
+        postings. The journal is written in the same batch whatever the outcome: after a refusal
+        the caller must roll back (a Problem raised in a unit of work does)."""
+        session = self.session
+        net = net_by_account(legs)
+        try:
+            with _batched(session) as batched:
+                applied = []
+                for account_id, delta in net:
+                    cursor = _APPLY_PREPARED.execute(session, {"account_id": account_id, "delta": delta})
+                    # SQLite: read at once (a statement left open slows the ones after it).
+                    applied.append(cursor if batched else _first_value(cursor))
+                _INSERT_JOURNAL.execute(
+                    session, {name: getattr(journal, name) for name in _JOURNAL_COLUMNS}
+                ).close()
+                params: dict[str, Any] = {}
+                for i, leg in enumerate(legs):
+                    params.update({
+                        f"journal_id_{i}": journal.id, f"account_id_{i}": leg.account_id,
+                        f"amount_minor_{i}": leg.amount_minor, f"balance_of_{i}": leg.account_id,
+                        f"currency_{i}": currencies.get(leg.account_id, journal.currency),
+                        f"created_at_{i}": journal.created_at,
+                    })
+                _prepared_insert_postings(len(legs)).execute(session, params).close()
+        except IntegrityError:
+            # A posting names an account that is not there: what the process remembered of it
+            # no longer holds (`_KnownAccounts`). Forget, so the next request reads it again.
+            AccountsRepository(session).forget([account_id for account_id, _ in net])
+            raise
+        balances: dict[str, int | None] = {}
+        for (account_id, _), result in zip(net, applied):
+            balance = balances[account_id] = _first_value(result) if batched else result
+            if balance is not None and session.identity_map:
+                # An Account this session already loaded (a system account) shows the new
+                # balance, as an ORM update would have synchronised it.
+                loaded = session.identity_map.get(session.identity_key(Account, account_id))  # type: ignore[arg-type]
+                if loaded is not None:
+                    set_committed_value(loaded, "balance_minor", balance)
         postings = [
-            PostingRow(
-                journal.id,
-                leg.account_id,
-                leg.amount_minor,
-                balances_after[leg.account_id],
-                currencies.get(leg.account_id, journal.currency),
-                journal.created_at,
-            )
+            PostingRow(journal.id, leg.account_id, leg.amount_minor, balances[leg.account_id] or 0,
+                       currencies.get(leg.account_id, journal.currency), journal.created_at)
             for leg in legs
         ]
-        _INSERT_POSTINGS.executemany(self.session, [p._asdict() for p in postings])
-        return postings
+        return balances, postings
 
     def add_refunded(self, journal_id: str, refund_minor: int, fee_share: int) -> bool:
         """Count a refund against its original, never past the original amount (one

@@ -147,13 +147,18 @@ def _post(
     accounts: dict[str, Account | AccountRef],
     quote: FxQuote | None = None,
 ) -> JournalPublic:
-    """Apply the legs to the balances (refusing any overdraft), then record the journal."""
-    repo = AccountsRepository(session)
-    balances_after: dict[str, int] = {}
-    for account_id, delta in ledger.net_by_account(legs):
-        new_balance = repo.apply(account_id, delta)
+    """Apply the legs to the balances and record the journal (one batch), then refuse the whole
+    movement if any balance change would overdraw: the unit of work rolls it all back."""
+    currencies = {account_id: account.currency for account_id, account in accounts.items()}
+    balances, postings = JournalsRepository(session).post(journal, legs, currencies)
+    for account_id, new_balance in balances.items():
         if new_balance is None:
+            repo = AccountsRepository(session)
+            if not repo.exists(account_id):
+                repo.forget([account_id])
+                raise not_found("Account", account_id)
             account = accounts[account_id]
+            delta = sum(leg.amount_minor for leg in legs if leg.account_id == account_id)
             raise Problem(
                 409,
                 "insufficient-funds",
@@ -162,9 +167,6 @@ def _post(
                 f"{Money.of(-delta, account.currency).amount} {account.currency}.",
                 account_id=account_id,
             )
-        balances_after[account_id] = new_balance
-    currencies = {account_id: account.currency for account_id, account in accounts.items()}
-    postings = JournalsRepository(session).add(journal, legs, balances_after, currencies)
     return journal_public(journal, postings, quote)
 
 

@@ -314,7 +314,7 @@ def _after_then_crash(original: Any) -> Any:
         # the payee's balance (the second account in id order) fails after the payer was debited
         ("apply", {"from_account_id": LI_WEI, "to_account_id": ZHANG_MIN, "amount": cny("15.00")}, None),
         # a merchant payment: balances and the fee moved, journal and postings inserted, then a crash
-        ("add", {"from_account_id": LI_WEI, "to_account_id": NOODLES, "amount": cny("100.00")}, "crash-key"),
+        ("post", {"from_account_id": LI_WEI, "to_account_id": NOODLES, "amount": cny("100.00")}, "crash-key"),
     ],
     ids=["mid-balance-updates", "after-journal-insert"],
 )
@@ -325,11 +325,12 @@ def test_a_crash_mid_transfer_is_a_500_problem_with_the_request_id_and_writes_no
     with TestClient(app) as client:
         before = snapshot(client)
         if target == "apply":
-            monkeypatch.setattr(repository.AccountsRepository, "apply",
-                                _crash_after(1, repository.AccountsRepository.apply))
+            # The balance UPDATEs (sent in one batch with the inserts on PostgreSQL).
+            monkeypatch.setattr(repository._APPLY_PREPARED, "execute",
+                                _crash_after(1, repository._APPLY_PREPARED.execute))
         else:
-            monkeypatch.setattr(repository.JournalsRepository, "add",
-                                _after_then_crash(repository.JournalsRepository.add))
+            monkeypatch.setattr(repository.JournalsRepository, "post",
+                                _after_then_crash(repository.JournalsRepository.post))
         headers = {"X-Request-ID": "trace-mid-transfer-42"}
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key

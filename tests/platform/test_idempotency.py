@@ -129,8 +129,11 @@ def test_same_key_with_another_body_or_route_is_a_409_and_writes_nothing(any_db_
 
 
 def test_same_key_while_the_first_request_is_in_flight_is_a_409(database_url, tmp_path, monkeypatch) -> None:
-    """Two real HTTP clients: the first request is held inside its unit of work (after the kit
-    claimed the key, before any money moves) while the second arrives with the same key."""
+    """Two workers of the service on one database, as `uvicorn --workers 2` runs it, each with
+    a real HTTP client: the first request is held inside its unit of work in one worker (after
+    the kit claimed the key, before any money moves) while the second arrives at the other with
+    the same key. (Within one worker on SQLite, units of work run one after another on the event
+    loop, so a same-key request there waits its turn and gets the replay.)"""
     entered, release = threading.Event(), threading.Event()
     original = service.transfer
 
@@ -141,8 +144,9 @@ def test_same_key_while_the_first_request_is_in_flight_is_a_409(database_url, tm
         return original(*args, **kwargs)
 
     monkeypatch.setattr(service, "transfer", held)
-    app = _app(tmp_path, database_url)
-    with serve(app) as base, httpx.Client(base_url=base, timeout=60) as second_client:
+    app, other_worker = _app(tmp_path, database_url), _app(tmp_path, database_url)
+    with serve(app) as base, serve(other_worker) as other_base, \
+            httpx.Client(base_url=other_base, timeout=60) as second_client:
         journals = _journal_ids(second_client)
         with ThreadPoolExecutor(1) as pool, httpx.Client(base_url=base, timeout=60) as first_client:
             try:
@@ -280,7 +284,7 @@ def test_a_crash_forgets_the_key_so_a_retry_runs_once(client: TestClient, monkey
         raise RuntimeError("disk on fire")
 
     with monkeypatch.context() as patch:
-        patch.setattr(repository.JournalsRepository, "add", crash)
+        patch.setattr(repository.JournalsRepository, "post", crash)
         crashed = client.post("/transfers", json=TRANSFER, headers=_key("after-crash"))
     assert crashed.status_code == 500
     assert _journal_ids(client) == journals
