@@ -38,13 +38,17 @@ class Caller:
 DIRECT_CALLER = Caller(None)
 
 
-async def current_caller(request: Request) -> Caller:
-    # `async def`: no IO here, so no threadpool hop (FastAPI runs a plain `def` in a thread).
+def caller_of(request: Request) -> Caller:
     participant = request.headers.get(PARTICIPANT_HEADER) or None
     if participant is None:
         return DIRECT_CALLER
     mandated = getattr(request.app.state.settings, "mandated_participants", ())
     return Caller(participant, participant in mandated)
+
+
+async def current_caller(request: Request) -> Caller:
+    # `async def`: no IO here, so no threadpool hop (FastAPI runs a plain `def` in a thread).
+    return caller_of(request)
 
 
 CallerDep = Annotated[Caller, Depends(current_caller)]

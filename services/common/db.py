@@ -174,7 +174,7 @@ def _configure_sqlite(engine: Engine, memory: bool) -> None:
 
         @event.listens_for(engine, "begin")
         def _on_begin_memory(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            _raw(conn.connection).execute("BEGIN IMMEDIATE")
 
         return
 
@@ -185,7 +185,9 @@ def _configure_sqlite(engine: Engine, memory: bool) -> None:
         dbapi_conn = _raw(conn.connection)
         writers.acquire(dbapi_conn)
         try:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # On the driver's connection: SQLAlchemy's execution layer would cost more than
+            # the statement (as for the payments hot path, repository._Prepared).
+            dbapi_conn.execute("BEGIN IMMEDIATE")
         except BaseException:
             writers.release(dbapi_conn)
             raise

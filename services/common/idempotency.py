@@ -24,7 +24,6 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request, Response
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import (
     Column,
@@ -42,11 +41,13 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from services.common.caller import DIRECT_CALLER, Caller, caller_of
 from services.common.clock import Clock
 from services.common.db import Database, UTCDateTime
 from services.common.ids import new_id
 from services.common.problems import PROBLEM_MEDIA_TYPE, Problem
 
+JSON = "application/json"
 RETENTION = timedelta(hours=24)
 REPLAY_HEADER = "Idempotent-Replayed"
 KEY_HEADER_DOC = (
@@ -93,12 +94,12 @@ def fingerprint(method: str, path: str, body: bytes) -> str:
     return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
 
 
-def _encode(result: BaseModel | dict[str, Any]) -> Any:
-    """The JSON-ready form of a response model: pydantic's own JSON dump (what
-    `jsonable_encoder` does for a model, without walking its output again)."""
+def _json(result: BaseModel | dict[str, Any]) -> str:
+    """The response body as JSON text: pydantic's own serialiser for a model (what FastAPI's
+    encoder and `json.dumps` would make of it, compact, in one step), else the encoder's."""
     if isinstance(result, BaseModel):
-        return result.model_dump(mode="json")
-    return jsonable_encoder(result)
+        return result.model_dump_json()
+    return json.dumps(jsonable_encoder(result), ensure_ascii=False, separators=(",", ":"))
 
 
 class Idempotency:
@@ -106,10 +107,11 @@ class Idempotency:
 
     def __init__(
         self, table: Table, clock: Clock, key: str | None, scope: str, fingerprint: str,
-        path: str | None = None, database: Database | None = None,
+        path: str | None = None, database: Database | None = None, caller: Caller = DIRECT_CALLER,
     ) -> None:
         self.path = path
         self.database = database
+        self.caller = caller  # who is calling (the gateway's participant, or direct)
         self.table = table
         self.clock = clock
         self.key = key
@@ -141,7 +143,7 @@ class Idempotency:
         if self.key is None:
             result = work()
             session.commit()
-            return JSONResponse(_encode(result), status_code=status_code, headers=headers)
+            return Response(_json(result), status_code=status_code, headers=headers, media_type=JSON)
 
         replay = self._claim(session)
         if replay is not None:
@@ -153,7 +155,7 @@ class Idempotency:
             if problem.status >= 500:
                 self._forget(session)
                 raise
-            body = problem.body(self.path)  # as the problem handler answers it
+            body = _json(problem.body(self.path))  # as the problem handler answers it
             self._finish(session, problem.status, PROBLEM_MEDIA_TYPE, body)
             session.commit()
             raise
@@ -161,10 +163,10 @@ class Idempotency:
             session.rollback()
             self._forget(session)
             raise
-        body = _encode(result)
-        self._finish(session, status_code, "application/json", body)
+        body = _json(result)
+        self._finish(session, status_code, JSON, body)
         session.commit()
-        return JSONResponse(body, status_code=status_code, headers=headers)
+        return Response(body, status_code=status_code, headers=headers, media_type=JSON)
 
     def _claim(self, session: Session) -> Response | None:
         t = self.table
@@ -230,11 +232,11 @@ class Idempotency:
             headers={"Retry-After": "1"},
         )
 
-    def _finish(self, session: Session, status: int, media_type: str, body: Any) -> None:
+    def _finish(self, session: Session, status: int, media_type: str, body: str) -> None:
         session.execute(
             update(self.table)
             .where(self.table.c.id == self.record_id)
-            .values(state="done", status_code=status, media_type=media_type, body=json.dumps(body))
+            .values(state="done", status_code=status, media_type=media_type, body=body)
         )
 
 
@@ -242,20 +244,21 @@ def idempotency_dependency(table_of: Callable[[Request], Table]) -> Any:
     """Build the FastAPI dependency for a service whose key table `table_of(request)` returns."""
 
     async def _dependency(request: Request, key: IdempotencyKeyHeader = None) -> Idempotency:
-        path = request.url.path
+        path = request.scope["path"]  # what request.url.path gives, without building the URL
         # Without a key nothing is saved or compared: the body is not fingerprinted.
         digest = fingerprint(request.method, path, await request.body()) if key is not None else ""
         # Keys are scoped per caller, as Stripe scopes them per account: the gateway names the
         # participant; direct calls share one scope. Another path under the same key is a reuse.
-        caller = request.headers.get("x-sandbox-participant", "direct")
+        caller = caller_of(request)
         return Idempotency(
             table_of(request),
             request.app.state.clock,
             key,
-            scope=caller,
+            scope=caller.participant_id or "direct",
             fingerprint=digest,
             path=path,
             database=getattr(request.app.state, "db", None),
+            caller=caller,
         )
 
     return _dependency

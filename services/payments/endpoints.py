@@ -157,10 +157,9 @@ def _created(model: type, links: dict[str, Any]) -> dict[int | str, dict[str, An
     response_model=AccountPublic,
     responses={**_created(AccountPublic, ACCOUNT_LINKS), **problem_responses(409, 422)},
 )
-async def create_account(body: AccountCreate, clock: ClockDep, idem: IdempotencyDep,
-                   caller: CallerDep):
+async def create_account(body: AccountCreate, idem: IdempotencyDep):
     """Open a personal wallet or a merchant account in one currency."""
-    return await idem.apply(lambda session: service.open_account(session, body, clock.now(), caller))
+    return await idem.apply(lambda session: service.open_account(session, body, idem.clock.now(), idem.caller))
 
 
 @router.get(
@@ -261,10 +260,10 @@ async def get_merchant_qr(
     response_model=JournalPublic,
     responses={**_created(JournalPublic, DEPOSIT_LINKS), **problem_responses(402, 404, 409, 422)},
 )
-async def create_deposit(body: DepositCreate, clock: ClockDep, idem: IdempotencyDep,
-                   caller: CallerDep):
+async def create_deposit(body: DepositCreate, idem: IdempotencyDep):
     """Top up a wallet from a card (test cards force declines)."""
-    return await idem.apply(lambda session: service.deposit(session, body, clock.now(), idem.record_id, caller))
+    return await idem.apply(lambda session: service.deposit(
+        session, body, idem.clock.now(), idem.record_id, idem.caller))
 
 
 @router.post(
@@ -275,10 +274,10 @@ async def create_deposit(body: DepositCreate, clock: ClockDep, idem: Idempotency
     response_model=JournalPublic,
     responses={**_created(JournalPublic, GET_JOURNAL), **problem_responses(404, 409, 422)},
 )
-async def create_withdrawal(body: WithdrawalCreate, clock: ClockDep, idem: IdempotencyDep,
-                      caller: CallerDep):
+async def create_withdrawal(body: WithdrawalCreate, idem: IdempotencyDep):
     """Pay money out of a wallet to the owner's bank."""
-    return await idem.apply(lambda session: service.withdraw(session, body, clock.now(), idem.record_id, caller))
+    return await idem.apply(lambda session: service.withdraw(
+        session, body, idem.clock.now(), idem.record_id, idem.caller))
 
 
 @router.post(
@@ -289,11 +288,11 @@ async def create_withdrawal(body: WithdrawalCreate, clock: ClockDep, idem: Idemp
     response_model=JournalPublic,
     responses={**_created(JournalPublic, TRANSFER_LINKS), **problem_responses(404, 409, 422)},
 )
-async def create_transfer(body: TransferCreate, clock: ClockDep, idem: IdempotencyDep,
-                    caller: CallerDep):
+async def create_transfer(body: TransferCreate, idem: IdempotencyDep):
     """Send money to a person (P2P), pay a merchant from a wallet (0.6% fee to the merchant), or
     move money between businesses (no fee)."""
-    return await idem.apply(lambda session: service.transfer(session, body, clock.now(), idem.record_id, caller))
+    return await idem.apply(lambda session: service.transfer(
+        session, body, idem.clock.now(), idem.record_id, idem.caller))
 
 
 @router.post(
@@ -304,10 +303,10 @@ async def create_transfer(body: TransferCreate, clock: ClockDep, idem: Idempoten
     response_model=JournalPublic,
     responses={**_created(JournalPublic, GET_JOURNAL), **problem_responses(404, 409, 422)},
 )
-async def create_refund(body: RefundCreate, clock: ClockDep, idem: IdempotencyDep,
-                  caller: CallerDep):
+async def create_refund(body: RefundCreate, idem: IdempotencyDep):
     """Refund all or part of a transfer or payment, never more than it in total."""
-    return await idem.apply(lambda session: service.refund(session, body, clock.now(), idem.record_id, caller))
+    return await idem.apply(lambda session: service.refund(
+        session, body, idem.clock.now(), idem.record_id, idem.caller))
 
 
 @router.post(
@@ -318,10 +317,10 @@ async def create_refund(body: RefundCreate, clock: ClockDep, idem: IdempotencyDe
     response_model=JournalPublic,
     responses={**_created(JournalPublic, TRANSFER_LINKS), **problem_responses(404, 409, 422)},
 )
-async def create_qr_payment(body: QrPaymentCreate, clock: ClockDep, idem: IdempotencyDep,
-                      caller: CallerDep):
+async def create_qr_payment(body: QrPaymentCreate, idem: IdempotencyDep):
     """Pay the merchant a scanned QR names: checks the CRC and tags, then pays as POST /transfers."""
-    return await idem.apply(lambda session: service.qr_payment(session, body, clock.now(), idem.record_id, caller))
+    return await idem.apply(lambda session: service.qr_payment(
+        session, body, idem.clock.now(), idem.record_id, idem.caller))
 
 
 @router.post(
@@ -332,9 +331,9 @@ async def create_qr_payment(body: QrPaymentCreate, clock: ClockDep, idem: Idempo
     response_model=FxQuotePublic,
     responses={**_created(FxQuotePublic, QUOTE_LINKS), **problem_responses(409, 422)},
 )
-async def create_fx_quote(body: FxQuoteCreate, clock: ClockDep, idem: IdempotencyDep):
+async def create_fx_quote(body: FxQuoteCreate, idem: IdempotencyDep):
     """Price a conversion on a rail (ripple or correspondent), payable once within 30 seconds."""
-    return await idem.apply(lambda session: service.create_quote(session, body, clock.now()))
+    return await idem.apply(lambda session: service.create_quote(session, body, idem.clock.now()))
 
 
 @router.get(
@@ -357,11 +356,10 @@ async def get_fx_quote(quote_id: QuoteId, db: DatabaseDep, clock: ClockDep) -> F
     response_model=JournalPublic,
     responses={**_created(JournalPublic, GET_JOURNAL), **problem_responses(404, 409, 422)},
 )
-async def create_cross_border_payment(body: CrossBorderCreate, clock: ClockDep, idem: IdempotencyDep,
-                                caller: CallerDep):
+async def create_cross_border_payment(body: CrossBorderCreate, idem: IdempotencyDep):
     """Pay a quote: the payer is debited in the currency sold, the payee credited in the one bought."""
-    return await idem.apply(lambda session: service.cross_border_payment(session, body, clock.now(), idem.record_id,
-                                                                  caller))
+    return await idem.apply(lambda session: service.cross_border_payment(
+        session, body, idem.clock.now(), idem.record_id, idem.caller))
 
 
 @router.get(

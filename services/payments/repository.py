@@ -11,7 +11,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, Select, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, Select, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session
@@ -71,9 +71,11 @@ class _Prepared:
                 values[name] = processor(values[name])
         return sql, (tuple(values[name] for name in order) if order is not None else values)
 
-    def execute(self, session: Session, params: dict[str, Any]) -> Any:
-        """Execute with one set of parameters; the driver's cursor, for fetching."""
-        conn = session.connection()
+    def execute(self, session: Session | Connection, params: dict[str, Any]) -> Any:
+        """Execute with one set of parameters, in the session's transaction (or on a connection
+        a caller already took from it, which saves the session's look-up for each statement);
+        the driver's cursor, for fetching."""
+        conn = session.connection() if isinstance(session, Session) else session
         sql, bound = self._params(conn.dialect, params)
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
@@ -94,13 +96,12 @@ def _as_sqlalchemy_error(conn: Any, exc: Exception, sql: str, params: Any, curso
 
 
 @contextmanager
-def _batched(session: Session) -> Iterator[bool]:
+def _batched(conn: Connection) -> Iterator[bool]:
     """Statements executed inside are sent to PostgreSQL together, in psycopg's pipeline mode:
     one network round trip for all of them instead of one each. Their results can only be read
     after the block; a failing statement raises at its end (and the rest of the batch is
     skipped). On SQLite, in the process, they simply run one after another. Yields whether
     the statements are batched."""
-    conn = session.connection()
     pipeline = getattr(conn.connection.dbapi_connection, "pipeline", None)
     if pipeline is None:
         yield False
@@ -358,16 +359,17 @@ class JournalsRepository:
         postings. The journal is written in the same batch whatever the outcome: after a refusal
         the caller must roll back (a Problem raised in a unit of work does)."""
         session = self.session
+        conn = session.connection()
         net = net_by_account(legs)
         try:
-            with _batched(session) as batched:
+            with _batched(conn) as batched:
                 applied = []
                 for account_id, delta in net:
-                    cursor = _APPLY_PREPARED.execute(session, {"account_id": account_id, "delta": delta})
+                    cursor = _APPLY_PREPARED.execute(conn, {"account_id": account_id, "delta": delta})
                     # SQLite: read at once (a statement left open slows the ones after it).
                     applied.append(cursor if batched else _first_value(cursor))
                 _INSERT_JOURNAL.execute(
-                    session, {name: getattr(journal, name) for name in _JOURNAL_COLUMNS}
+                    conn, {name: getattr(journal, name) for name in _JOURNAL_COLUMNS}
                 ).close()
                 params: dict[str, Any] = {}
                 for i, leg in enumerate(legs):
@@ -377,7 +379,7 @@ class JournalsRepository:
                         f"currency_{i}": currencies.get(leg.account_id, journal.currency),
                         f"created_at_{i}": journal.created_at,
                     })
-                _prepared_insert_postings(len(legs)).execute(session, params).close()
+                _prepared_insert_postings(len(legs)).execute(conn, params).close()
         except IntegrityError:
             # A posting names an account that is not there: what the process remembered of it
             # no longer holds (`_KnownAccounts`). Forget, so the next request reads it again.
