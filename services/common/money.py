@@ -62,6 +62,13 @@ def positive_amount_pattern(exponent: int) -> str:
     return f"^({whole}(\\.[0-9]{{1,{exponent}}})?|0\\.({fractions}))$"
 
 
+@lru_cache(maxsize=8)
+def _positive_amount(exponent: int) -> re.Pattern[str]:
+    """The pattern compiled once, without its anchors: use it with `fullmatch` (`$` would
+    also accept a trailing newline)."""
+    return re.compile(positive_amount_pattern(exponent)[1:-1])
+
+
 def to_minor(amount: str | Decimal, currency: str) -> int:
     """'12.34' CNY → 1234. Raises ValueError when the amount is over-precise for the currency."""
     exponent = exponent_of(currency)
@@ -134,7 +141,7 @@ class AmountIn(BaseModel):
         if currency is None:  # the currency error is already reported
             return value
         exponent = exponent_of(currency)
-        if not re.fullmatch(positive_amount_pattern(exponent)[1:-1], value):
+        if not _positive_amount(exponent).fullmatch(value):
             places = "no decimals" if exponent == 0 else f"at most {exponent} decimals"
             example = "12" + ("." + "3456"[:exponent] if exponent else "")
             raise ValueError(

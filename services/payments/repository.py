@@ -75,7 +75,7 @@ class _Prepared:
         """Execute with one set of parameters, in the session's transaction (or on a connection
         a caller already took from it, which saves the session's look-up for each statement);
         the driver's cursor, for fetching."""
-        conn = session.connection() if isinstance(session, Session) else session
+        conn = session if isinstance(session, Connection) else session.connection()
         sql, bound = self._params(conn.dialect, params)
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
