@@ -151,11 +151,15 @@ _POSTING_COLUMNS = [c.name for c in _postings.columns if c.name != "id"]
 _INSERT_JOURNAL = _Prepared(insert(_journals).inline(), list(_JOURNAL_COLUMNS))
 
 
-@lru_cache(maxsize=8)
-def _prepared_insert_postings(count: int) -> _Prepared:
+@lru_cache(maxsize=16)
+def _prepared_insert_postings(count: int, with_journal: bool = False) -> _Prepared:
     """`count` postings as one multi-row INSERT: one statement, where the driver's executemany
     costs a statement per row (and, with psycopg, a pipeline round). Each posting's balance
-    after is read from its account's row, which this transaction has just updated."""
+    after is read from its account's row, which this transaction has just updated.
+
+    `with_journal` (PostgreSQL): the journal's own INSERT rides along as a CTE of the same
+    statement (`j_<column>` parameters), one statement fewer in the batch; the postings'
+    foreign key to it is checked at the end of the statement, when the journal is there."""
     rows = []
     for i in range(count):
         row: dict[str, Any] = {name: bindparam(f"{name}_{i}", type_=_postings.c[name].type)
@@ -167,7 +171,13 @@ def _prepared_insert_postings(count: int) -> _Prepared:
             .scalar_subquery()
         )
         rows.append(row)
-    return _Prepared(insert(_postings).values(rows))
+    statement = insert(_postings).values(rows)
+    if with_journal:
+        journal = insert(_journals).values(
+            {name: bindparam(f"j_{name}", type_=_journals.c[name].type) for name in _JOURNAL_COLUMNS}
+        )
+        statement = statement.add_cte(journal.cte("new_journal"))
+    return _Prepared(statement)
 _APPLY_PREPARED = _Prepared(_APPLY)
 
 
@@ -368,10 +378,12 @@ class JournalsRepository:
                     cursor = _APPLY_PREPARED.execute(conn, {"account_id": account_id, "delta": delta})
                     # SQLite: read at once (a statement left open slows the ones after it).
                     applied.append(cursor if batched else _first_value(cursor))
-                _INSERT_JOURNAL.execute(
-                    conn, {name: getattr(journal, name) for name in _JOURNAL_COLUMNS}
-                ).close()
+                journal_row = {name: getattr(journal, name) for name in _JOURNAL_COLUMNS}
                 params: dict[str, Any] = {}
+                if batched:  # PostgreSQL: the journal goes in with its postings (a CTE)
+                    params.update({f"j_{name}": value for name, value in journal_row.items()})
+                else:
+                    _INSERT_JOURNAL.execute(conn, journal_row).close()
                 for i, leg in enumerate(legs):
                     params.update({
                         f"journal_id_{i}": journal.id, f"account_id_{i}": leg.account_id,
@@ -379,7 +391,7 @@ class JournalsRepository:
                         f"currency_{i}": currencies.get(leg.account_id, journal.currency),
                         f"created_at_{i}": journal.created_at,
                     })
-                _prepared_insert_postings(len(legs)).execute(conn, params).close()
+                _prepared_insert_postings(len(legs), batched).execute(conn, params).close()
         except IntegrityError:
             # A posting names an account that is not there: what the process remembered of it
             # no longer holds (`_KnownAccounts`). Forget, so the next request reads it again.

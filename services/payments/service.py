@@ -70,8 +70,10 @@ def account_public(account: Account) -> AccountPublic:
 
 
 def journal_public(journal: Journal | NewJournal, postings: list[Posting] | list[PostingRow], quote: FxQuote | None = None) -> JournalPublic:
+    # Built without validation, as Money.of is: every field comes from a journal and postings
+    # this service wrote, so they are right by construction (and it is on every movement's path).
     ccy = journal.currency
-    return JournalPublic(
+    return JournalPublic.model_construct(
         id=journal.id,
         kind=journal.kind,  # type: ignore[arg-type]
         amount=Money.of(journal.amount_minor, ccy),
@@ -83,7 +85,7 @@ def journal_public(journal: Journal | NewJournal, postings: list[Posting] | list
         refund_of=journal.refund_of,
         refunded=Money.of(journal.refunded_minor, ccy),
         postings=[
-            PostingPublic(
+            PostingPublic.model_construct(
                 account_id=p.account_id,
                 amount=Money.of(p.amount_minor, p.currency),
                 balance_after=Money.of(p.balance_after_minor, p.currency),
