@@ -240,26 +240,35 @@ class Idempotency:
         )
 
 
+async def idempotency_for(request: Request, key: str | None, table: Table | None = None) -> Idempotency:
+    """The request's idempotency context, as `IdempotencyDep` gives it; `table` defaults to the
+    service's `app.state.idempotency_table`. A handler on a hot path may call this itself, with
+    `key: IdempotencyKeyHeader = None` as its own parameter: the same header in the OpenAPI
+    document and the same validation, without a sub-dependency for FastAPI to solve."""
+    path = request.scope["path"]  # what request.url.path gives, without building the URL
+    # Without a key nothing is saved or compared: the body is not fingerprinted.
+    digest = fingerprint(request.method, path, await request.body()) if key is not None else ""
+    # Keys are scoped per caller, as Stripe scopes them per account: the gateway names the
+    # participant; direct calls share one scope. Another path under the same key is a reuse.
+    caller = caller_of(request)
+    state = request.app.state
+    return Idempotency(
+        table if table is not None else state.idempotency_table,
+        state.clock,
+        key,
+        scope=caller.participant_id or "direct",
+        fingerprint=digest,
+        path=path,
+        database=getattr(state, "db", None),
+        caller=caller,
+    )
+
+
 def idempotency_dependency(table_of: Callable[[Request], Table]) -> Any:
     """Build the FastAPI dependency for a service whose key table `table_of(request)` returns."""
 
     async def _dependency(request: Request, key: IdempotencyKeyHeader = None) -> Idempotency:
-        path = request.scope["path"]  # what request.url.path gives, without building the URL
-        # Without a key nothing is saved or compared: the body is not fingerprinted.
-        digest = fingerprint(request.method, path, await request.body()) if key is not None else ""
-        # Keys are scoped per caller, as Stripe scopes them per account: the gateway names the
-        # participant; direct calls share one scope. Another path under the same key is a reuse.
-        caller = caller_of(request)
-        return Idempotency(
-            table_of(request),
-            request.app.state.clock,
-            key,
-            scope=caller.participant_id or "direct",
-            fingerprint=digest,
-            path=path,
-            database=getattr(request.app.state, "db", None),
-            caller=caller,
-        )
+        return await idempotency_for(request, key, table_of(request))
 
     return _dependency
 
