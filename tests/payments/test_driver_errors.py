@@ -7,13 +7,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from services.payments.ledger import Leg
 from services.payments.main import PaymentsSettings, create_app
 from services.payments.models import Journal
-from services.payments.repository import JournalsRepository, NewJournal
+from services.payments.repository import _KNOWN, AccountRef, JournalsRepository, NewJournal
 
 
 def test_a_constraint_violation_on_the_fast_path_is_an_integrity_error(database_url, tmp_path) -> None:
@@ -27,3 +28,25 @@ def test_a_constraint_violation_on_the_fast_path_is_an_integrity_error(database_
         session.rollback()
         assert session.execute(select(func.count()).select_from(Journal)).scalar_one() == 0
     app.state.db.dispose()
+
+
+def test_a_wrongly_remembered_account_fails_once_then_is_read_again(database_url, tmp_path) -> None:
+    """Movements skip the accounts look-up for accounts the process has read before (their kind,
+    currency and owner never change). Were an entry ever wrong, the postings' foreign key refuses
+    the movement, nothing is written, and the entry is forgotten: the retry reads the database."""
+    app = create_app(PaymentsSettings(data_dir=tmp_path, database_url=database_url))
+    li_wei, ghost = "acc_00000000000000000000000001", "acc_0000000000000000000000ghst"
+    body = {"from_account_id": li_wei, "to_account_id": ghost, "amount": {"amount": "1.00", "currency": "CNY"}}
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.post("/transfers", json=body).status_code == 404  # read from the database
+        with app.state.db.session() as session:
+            _KNOWN.of(session)[ghost] = AccountRef(ghost, "personal", "CNY", None)  # a wrong entry
+        journals = client.get("/invariants").json()["journals"]
+
+        failed = client.post("/transfers", json=body)
+        assert failed.status_code == 500 and failed.json()["type"].endswith("internal-error")
+        assert client.get("/invariants").json()["journals"] == journals  # nothing written
+        assert client.get(f"/accounts/{li_wei}").json()["balance"]["amount"] == "5000.00"
+
+        retry = client.post("/transfers", json=body)
+        assert retry.status_code == 404, retry.text  # forgotten, read again: not found
