@@ -18,6 +18,7 @@ from services.common.app import ClockDep
 from services.common.caller import CallerDep
 from services.common.db import DatabaseDep
 from services.common.demo import demo_account
+from services.common.fastroute import DirectJSONRoute
 from services.common.fields import CurrencyCode, IdPath
 from services.common.idempotency import IdempotencyKeyHeader, idempotency_for
 from services.common.money import Money
@@ -51,7 +52,7 @@ JournalId = Annotated[
 ]
 QuoteId = Annotated[str, IdPath(FX_QUOTE_PREFIX, "A quote id, `fxq_…`.")]
 
-router = APIRouter()
+router = APIRouter(route_class=DirectJSONRoute)
 
 # OpenAPI links: how one response feeds the next call. Schemathesis's stateful phase follows
 # them: open an account, top it up, pay the demo merchant from it, refund the payment.
