@@ -1,5 +1,6 @@
 """The door: every participant request passes key → limits → rate limit → screening → the
-service, and leaves one entry in the audit log. Response bodies are streamed back."""
+service, and leaves one entry in the audit log. Small answers of known size are sent back whole,
+larger or open-ended ones streamed."""
 
 from __future__ import annotations
 
@@ -52,6 +53,7 @@ HOP_BY_HOP = frozenset({
 })
 _DROP_REQUEST = HOP_BY_HOP | {"host", "content-length", "x-api-key", "x-request-id"}
 _DROP_RESPONSE = HOP_BY_HOP | {"x-request-id", "date", "server"}
+BUFFERED_BODY_BYTES = 1024 * 1024  # answers with a Content-Length up to this are sent back whole
 PARTICIPANT_HEADER = "X-Sandbox-Participant"
 RECEIPT_HEADER = "X-Sandbox-Receipt"
 DECISION_HEADER = "X-Sandbox-Decision"
@@ -177,6 +179,7 @@ class Gateway:
                                      pool=connect_timeout)
         self.limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self._client: httpx.AsyncClient | None = None
+        self._transports: dict[str, httpx.AsyncBaseTransport] = {}  # upstream URL → transport
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -190,10 +193,26 @@ class Gateway:
             )
         return self._client
 
+    def transport(self, service: str) -> httpx.AsyncBaseTransport:
+        """The transport (connection pool) a proxied request to `service` goes through: the
+        injected one, else one per upstream. Proxied requests are sent on it directly, not
+        through the client: a proxy needs none of its cookie jar, auth or redirect handling,
+        which cost about a tenth of the gateway's time per request."""
+        url = self.upstreams[service]
+        transport = self._transports.get(url)
+        if transport is None:
+            transport = self.mounts.get(url) or httpx.AsyncHTTPTransport(limits=self.limits)
+            self._transports[url] = transport
+        return transport
+
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        transports, self._transports = self._transports, {}
+        for url, transport in transports.items():
+            if url not in self.mounts:  # injected transports belong to whoever injected them
+                await transport.aclose()
         if self.reader is not self.db.engine:
             self.reader.dispose()
 
@@ -469,7 +488,7 @@ class Gateway:
                        settle: Callable[[httpx.Response | None], None]) -> Response:
         """Send, settle what the request holds on the answer (None: no answer), log, stream back."""
         try:
-            response = await self.client.send(upstream, stream=True)
+            response = await self.transport(service).handle_async_request(upstream)
         except httpx.TimeoutException as exc:
             settle(None)
             connect = isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout))
@@ -490,13 +509,25 @@ class Gateway:
             await response.aclose()
             raise
         headers = [(k, v) for k, v in response.headers.raw if k.decode("latin-1").lower() not in _DROP_RESPONSE]
-        streamed = StreamingResponse(response.aiter_raw(), status_code=response.status_code,
-                                     background=BackgroundTask(response.aclose))
-        streamed.raw_headers = headers
         extra = {**rate_headers, RECEIPT_HEADER: f"index={idx}; hash={digest}"}
         if decision is not None:
             extra[DECISION_HEADER] = self._decision_header(decision)
-        streamed.raw_headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
+        headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
+        length = response.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) <= BUFFERED_BODY_BYTES:
+            # A small answer of known size (every JSON answer here): read it whole and send it
+            # as one response, bytes as they came (not decoded). Streaming it would cost a task
+            # group and a cancel scope per request for a few hundred bytes.
+            try:
+                body = b"".join([chunk async for chunk in response.aiter_raw()])
+            finally:
+                await response.aclose()
+            whole = Response(content=body, status_code=response.status_code)
+            whole.raw_headers = headers
+            return whole
+        streamed = StreamingResponse(response.aiter_raw(), status_code=response.status_code,
+                                     background=BackgroundTask(response.aclose))
+        streamed.raw_headers = headers
         return streamed
 
     # -- holds, idempotency keys and linked hops --------------------------------------------
@@ -616,7 +647,8 @@ class Gateway:
         query = request.url.query
         if query:
             url += "?" + query
-        return self.client.build_request(request.method, url, headers=headers, content=body)
+        return httpx.Request(request.method, url, headers=headers, content=body,
+                             extensions={"timeout": self.timeout.as_dict()})
 
     async def _fill_owner_names(self, tx: Transaction, request_id: str) -> None:
         """Names of payments accounts for the sanctions rule, looked up once and cached."""

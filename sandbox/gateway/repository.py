@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Engine, Select, and_, case, func, inspect, insert, or_, select, text
+from sqlalchemy import Engine, Select, Table, and_, case, func, inspect, insert, or_, select, text
 from sqlmodel import Session
 
 from sandbox.gateway.models import Alert, AuditEntry, Participant
+from services.common.prepared import Prepared
 
 AUDIT = AuditEntry.__table__  # type: ignore[attr-defined]
 ALERTS = Alert.__table__  # type: ignore[attr-defined]
-_INSERT_AUDIT = insert(AUDIT)
-_INSERT_ALERT = insert(ALERTS)
 
 
 # What the log's `counts` column says an accepted movement counts toward (NULL: both).
@@ -66,12 +66,18 @@ def audit_head(engine: Engine) -> tuple[int, str] | None:
     return (row.idx, row.hash) if row else None
 
 
+@lru_cache(maxsize=64)
+def _insert(table: Table, keys: tuple[str, ...]) -> Prepared:
+    """An INSERT of these columns, compiled once (the log's append is on every request)."""
+    return Prepared(insert(table).inline(), list(keys))
+
+
 def append_audit(engine: Engine, entry: dict[str, Any], alert: dict[str, Any] | None) -> None:
     """One short transaction: the entry, and the alert it opened if any."""
     with engine.begin() as conn:
-        conn.execute(_INSERT_AUDIT, entry)
+        _insert(AUDIT, tuple(entry)).execute(conn, entry).close()
         if alert is not None:
-            conn.execute(_INSERT_ALERT, alert)
+            _insert(ALERTS, tuple(alert)).execute(conn, alert).close()
 
 
 def audit_rows(engine: Engine, batch: int = 5000) -> Iterator[dict[str, Any]]:

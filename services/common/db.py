@@ -193,7 +193,7 @@ def _configure_sqlite(engine: Engine, memory: bool) -> None:
         writers.acquire(dbapi_conn)
         try:
             # On the driver's connection: SQLAlchemy's execution layer would cost more than
-            # the statement (as for the payments hot path, repository._Prepared).
+            # the statement (as for the hot paths' statements, services/common/prepared.py).
             dbapi_conn.execute("BEGIN IMMEDIATE")
         except BaseException:
             writers.release(dbapi_conn)

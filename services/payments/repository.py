@@ -12,11 +12,12 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, Select, bindparam, case, func, insert, or_, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session
 
 from services.common.ids import ID_BODY_LENGTH, new_id
+from services.common.prepared import Prepared, as_sqlalchemy_error
 from services.payments.ledger import Leg, net_by_account
 from services.payments.models import Account, FxQuote, IdempotencyKeys, Journal, Posting
 
@@ -27,72 +28,6 @@ from services.payments.models import Account, FxQuote, IdempotencyKeys, Journal,
 _accounts = Account.__table__  # type: ignore[attr-defined]
 _journals = Journal.__table__  # type: ignore[attr-defined]
 _postings = Posting.__table__  # type: ignore[attr-defined]
-
-
-
-class _Prepared:
-    """A Core statement compiled once per dialect by SQLAlchemy and run on the driver's own
-    cursor, in the session's transaction.
-
-    SQLAlchemy's execution layer costs about 30 µs per statement on top of the driver (an
-    execution context, parameter and result set-up, events): more than the statement itself
-    on SQLite. The hot path's statements skip it: the SQL, the bind order and each
-    type's bind conversion (UTC timestamps, SQLite's datetime strings) still come from
-    SQLAlchemy's compiler, once. Driver errors surface as SQLAlchemy's exceptions, as through
-    SQLAlchemy (`_as_sqlalchemy_error`)."""
-
-    def __init__(self, statement: Any, column_keys: list[str] | None = None) -> None:
-        self.statement = statement
-        self.column_keys = column_keys
-        self._compiled: dict[Any, tuple[str, tuple[str, ...] | None, dict[str, Any], list[tuple[str, Any]]]] = {}
-
-    def _for(self, dialect: Any) -> tuple[str, tuple[str, ...] | None, dict[str, Any], list[tuple[str, Any]]]:
-        compiled = self._compiled.get(dialect)
-        if compiled is None:
-            kw = {"column_keys": self.column_keys} if self.column_keys is not None else {}
-            c = self.statement.compile(dialect=dialect, **kw)
-            order = tuple(c.positiontup) if c.positional else None
-            defaults: dict[str, Any] = {}  # the literals it carries (the 0 in `... >= 0`)
-            processors = []
-            for bind, name in c.bind_names.items():  # each bind parameter, by its rendered name
-                if not bind.required and bind.effective_value is not None:
-                    defaults[name] = bind.effective_value
-                processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
-                if processor is not None:
-                    processors.append((name, processor))
-            compiled = self._compiled[dialect] = (c.string, order, defaults, processors)
-        return compiled
-
-    def _params(self, dialect: Any, params: dict[str, Any]) -> tuple[str, Any]:
-        sql, order, defaults, processors = self._for(dialect)
-        values = {**defaults, **params} if defaults else dict(params)
-        for name, processor in processors:
-            if name in values:
-                values[name] = processor(values[name])
-        return sql, (tuple(values[name] for name in order) if order is not None else values)
-
-    def execute(self, session: Session | Connection, params: dict[str, Any]) -> Any:
-        """Execute with one set of parameters, in the session's transaction (or on a connection
-        a caller already took from it, which saves the session's look-up for each statement);
-        the driver's cursor, for fetching."""
-        conn = session if isinstance(session, Connection) else session.connection()
-        sql, bound = self._params(conn.dialect, params)
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.execute(sql, bound)
-        except conn.dialect.loaded_dbapi.Error as exc:
-            raise _as_sqlalchemy_error(conn, exc, sql, bound, cursor) from exc
-        return cursor
-
-
-def _as_sqlalchemy_error(conn: Any, exc: Exception, sql: str, params: Any, cursor: Any) -> DBAPIError:
-    """A driver error as SQLAlchemy would raise it (IntegrityError, OperationalError, ...), and a
-    lost connection invalidated, so the pool replaces it, as for any statement run through it."""
-    disconnect = conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor)
-    if disconnect:
-        conn.invalidate(exc)
-    return DBAPIError.instance(sql, params, exc, conn.dialect.loaded_dbapi.Error,
-                               connection_invalidated=disconnect, dialect=conn.dialect)
 
 
 @contextmanager
@@ -110,7 +45,7 @@ def _batched(conn: Connection) -> Iterator[bool]:
         with pipeline():
             yield True
     except conn.dialect.loaded_dbapi.Error as exc:
-        raise _as_sqlalchemy_error(conn, exc, "(pipeline)", None, None) from exc
+        raise as_sqlalchemy_error(conn, exc, "(pipeline)", None, None) from exc
 
 
 def _first_value(cursor: Any) -> Any:
@@ -131,8 +66,8 @@ def _select_accounts(count: int) -> Select:
 
 
 @lru_cache(maxsize=16)
-def _prepared_select_accounts(count: int) -> _Prepared:
-    return _Prepared(_select_accounts(count))
+def _prepared_select_accounts(count: int) -> Prepared:
+    return Prepared(_select_accounts(count))
 
 
 # The overdraft check and the write are one statement (see AccountsRepository.apply).
@@ -148,11 +83,11 @@ _APPLY = (
 _JOURNAL_COLUMNS = tuple(c.name for c in _journals.columns)
 _POSTING_COLUMNS = [c.name for c in _postings.columns if c.name != "id"]
 # `inline()`: the posting's id is the database's; nothing is fetched back.
-_INSERT_JOURNAL = _Prepared(insert(_journals).inline(), list(_JOURNAL_COLUMNS))
+_INSERT_JOURNAL = Prepared(insert(_journals).inline(), list(_JOURNAL_COLUMNS))
 
 
 @lru_cache(maxsize=16)
-def _prepared_insert_postings(count: int, with_journal: bool = False) -> _Prepared:
+def _prepared_insert_postings(count: int, with_journal: bool = False) -> Prepared:
     """`count` postings as one multi-row INSERT: one statement, where the driver's executemany
     costs a statement per row (and, with psycopg, a pipeline round). Each posting's balance
     after is read from its account's row, which this transaction has just updated.
@@ -177,8 +112,8 @@ def _prepared_insert_postings(count: int, with_journal: bool = False) -> _Prepar
             {name: bindparam(f"j_{name}", type_=_journals.c[name].type) for name in _JOURNAL_COLUMNS}
         )
         statement = statement.add_cte(journal.cte("new_journal"))
-    return _Prepared(statement)
-_APPLY_PREPARED = _Prepared(_APPLY)
+    return Prepared(statement)
+_APPLY_PREPARED = Prepared(_APPLY)
 
 
 class _KnownAccounts:
