@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -114,18 +114,10 @@ class Hop:
 
 
 def reader_engine(db: Database) -> Engine:
-    """Regulator reads and verification get their own engine. On SQLite the service engine
-    opens every transaction with BEGIN IMMEDIATE (a writer's lock); plain WAL reads on this
-    one never block the proxy's appends, and the appends never block them."""
-    if not db.is_sqlite or db.url in ("sqlite://", "sqlite:///:memory:"):
-        return db.engine
-    engine = create_engine(db.url, connect_args={"check_same_thread": False, "timeout": 30})
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.execute("PRAGMA query_only=ON")
-
-    return engine
+    """Regulator reads and verification get their own engine (`Database.reader`). On SQLite the
+    service engine opens every transaction with BEGIN IMMEDIATE (a writer's lock); plain WAL
+    reads on this one never block the proxy's appends, and the appends never block them."""
+    return db.reader
 
 
 def iso(moment: datetime) -> str:
@@ -141,6 +133,20 @@ def policy_of(row: Participant) -> Policy:
         daily_volume=row.daily_volume_minor, max_customers=row.max_customers,
         rate_limit_per_minute=row.rate_limit_per_minute,
     )
+
+
+async def _small_body(response: httpx.Response) -> bytes | None:
+    """The whole answer, bytes as they came (not decoded), when it declares a Content-Length up
+    to BUFFERED_BODY_BYTES (every JSON answer here); None for a larger or open-ended one, which
+    is streamed instead. Streaming a few hundred bytes would cost a task group and a cancel
+    scope per request."""
+    length = response.headers.get("content-length")
+    if length is None or not length.isdigit() or int(length) > BUFFERED_BODY_BYTES:
+        return None
+    try:
+        return b"".join([chunk async for chunk in response.aiter_raw()])
+    finally:
+        await response.aclose()
 
 
 class Gateway:
@@ -486,16 +492,23 @@ class Gateway:
                        service: str, rate_headers: dict[str, str], alert: dict[str, Any] | None,
                        decision: Decision | None,
                        settle: Callable[[httpx.Response | None], None]) -> Response:
-        """Send, settle what the request holds on the answer (None: no answer), log, stream back."""
+        """Send, settle what the request holds on the answer (None: no answer), log, send back.
+
+        A small answer of known size is read whole before anything is settled or logged, so an
+        answer lost half-way is an unanswered request (504, may or may not have been applied),
+        as a timeout is, never a 2xx logged and then a crash."""
+        answered = False  # the service's status line and headers arrived
         try:
             response = await self.transport(service).handle_async_request(upstream)
+            answered = True
+            body = await _small_body(response)
         except httpx.TimeoutException as exc:
             settle(None)
-            connect = isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout))
+            connect = not answered and isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout))
             return self._upstream_failed(refuse, entry, alert, rate_headers, service, connect, exc)
         except httpx.TransportError as exc:
             settle(None)
-            return self._upstream_failed(refuse, entry, alert, rate_headers, service, True, exc)
+            return self._upstream_failed(refuse, entry, alert, rate_headers, service, not answered, exc)
         except BaseException:
             settle(None)
             raise
@@ -513,15 +526,7 @@ class Gateway:
         if decision is not None:
             extra[DECISION_HEADER] = self._decision_header(decision)
         headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
-        length = response.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) <= BUFFERED_BODY_BYTES:
-            # A small answer of known size (every JSON answer here): read it whole and send it
-            # as one response, bytes as they came (not decoded). Streaming it would cost a task
-            # group and a cancel scope per request for a few hundred bytes.
-            try:
-                body = b"".join([chunk async for chunk in response.aiter_raw()])
-            finally:
-                await response.aclose()
+        if body is not None:
             whole = Response(content=body, status_code=response.status_code)
             whole.raw_headers = headers
             return whole

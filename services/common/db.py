@@ -82,9 +82,10 @@ REQUEST_SESSIONS = 10
 # Threads running units of work on PostgreSQL (`Database.run`), each on its own connection. A
 # unit spends most of its time waiting for PostgreSQL's answer (its statements go in one batch),
 # so two keep the database busy while the event loop parses the next requests; more only fight
-# the loop for the GIL. Measured with `fintech-sandbox bench payments` on 2 cores: 2 threads
-# about 780 transfers/s at 1.2 ms of CPU each, 10 threads about 700/s at 1.4 ms. Units beyond
-# these wait in the pool's queue.
+# the loop for the GIL. Measured with `fintech-sandbox bench payments` on 2 cores, when this was
+# chosen (before the leaner request path): 2 threads about 780 transfers/s at 1.2 ms of CPU
+# each, 10 threads about 700/s at 1.4 ms; 3 or 4 no better since. Units beyond these wait in
+# the pool's queue. Reads do not use these threads (`Database.read`).
 POSTGRES_UNIT_THREADS = 2
 
 
@@ -234,6 +235,24 @@ def _configure_sqlite(engine: Engine, memory: bool) -> None:
         writers.release(dbapi_conn)
 
 
+def make_reader_engine(url: str) -> Engine:
+    """A read-only engine on the same SQLite file. Its transactions are plain (deferred) ones:
+    in WAL mode each reads one snapshot and never takes the writer's lock, so reads never wait
+    for writes, nor writes for reads."""
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": LOCK_TIMEOUT_S})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # transactions begin where SQLAlchemy begins them
+        dbapi_conn.execute("PRAGMA query_only=ON")
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        _raw(conn.connection).execute("BEGIN")  # one snapshot for the whole read
+
+    return engine
+
+
 class Database:
     """One engine per service; sessions are units of work that the service commits explicitly."""
 
@@ -246,6 +265,7 @@ class Database:
         self._turnstiles: weakref.WeakKeyDictionary[Any, anyio.Semaphore] = weakref.WeakKeyDictionary()
         self._units: ThreadPoolExecutor | None = None  # PostgreSQL's unit-of-work threads (`run`)
         self._units_lock = threading.Lock()
+        self._reader: Engine | None = None
 
     def turnstile(self) -> anyio.Semaphore:
         """Admits REQUEST_SESSIONS request sessions at a time on the running event loop."""
@@ -278,8 +298,10 @@ class Database:
         fighting over the GIL: about 0.4 ms of CPU per request, more than the unit itself
         (`fintech-sandbox bench payments`). On the loop they run in the same one-at-a-time
         order, without the threads. A unit is a few short statements on a local file with no
-        network call; while another process holds the write lock it waits (busy_timeout), as
-        every request's thread would, since all of them need that lock.
+        network call. While another process holds SQLite's write lock, the unit waits for it
+        (busy_timeout, up to 30 s) and the whole worker with it, health checks included: with a
+        thread per request the database requests would all have waited on that lock too.
+        Only writing units come here; reads go to `read`, off the loop.
 
         **PostgreSQL: on the database's own POSTGRES_UNIT_THREADS threads.** Units do run
         concurrently there (row locks, not a database lock) and each waits on the network, so
@@ -294,6 +316,33 @@ class Database:
     def _unit(self, work: Callable[[Session], T]) -> T:
         with self.session() as session:
             return work(session)
+
+    @property
+    def reader(self) -> Engine:
+        """The engine reads go through: on a SQLite file, a read-only one of its own
+        (`make_reader_engine`); otherwise the service's engine."""
+        if not self.is_sqlite or self.url in ("sqlite://", "sqlite:///:memory:"):
+            return self.engine
+        with self._units_lock:
+            if self._reader is None:
+                self._reader = make_reader_engine(self.url)
+            return self._reader
+
+    async def read(self, work: Callable[[Session], T]) -> T:
+        """Run `work(session)` that only reads, in a worker thread of FastAPI's pool: a long
+        read (the invariants over a big ledger, a long statement) never holds the event loop
+        nor the threads that move money. On a SQLite file it reads a snapshot on the reader
+        engine, without the writer's lock. (An in-memory database has one connection: there
+        the read runs as `run` does.)"""
+        reader = self.reader
+        if self.is_sqlite and reader is self.engine:
+            return self._unit(work)
+        return await run_in_threadpool(self._read_unit, reader, work)
+
+    @staticmethod
+    def _read_unit(reader: Engine, work: Callable[[Session], T]) -> T:
+        with Session(reader, expire_on_commit=False) as session:
+            return work(session)  # closing the session ends the read transaction
 
     def _unit_threads(self) -> ThreadPoolExecutor:
         with self._units_lock:
@@ -310,6 +359,8 @@ class Database:
             units, self._units = self._units, None
         if units is not None:
             units.shutdown(wait=True)  # units already running finish (and commit or roll back)
+        if self._reader is not None:
+            self._reader.dispose()
         self.engine.dispose()
 
 

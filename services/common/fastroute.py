@@ -12,7 +12,8 @@ can see is still FastAPI's, and the OpenAPI document is what FastAPI makes of th
 
 A route uses the direct handler only when its endpoint takes exactly one pydantic model as its
 body, the `Request`, and optional header parameters with an explicit alias; any other route
-keeps FastAPI's handler. (FastAPI's native telemetry, when configured, sees these requests
+keeps FastAPI's handler. The endpoint must return a `Response` (its own status and body), as
+the payments POSTs do: the direct handler does not run the response model. (FastAPI's native telemetry, when configured, sees these requests
 without its per-operation spans.)
 """
 
@@ -62,7 +63,12 @@ class DirectJSONRoute(APIRoute):
                 if errors:
                     return await standard(request)
                 values[name] = value
-            return await endpoint(**values)  # type: ignore[misc]
+            result = await endpoint(**values)  # type: ignore[misc]
+            if not isinstance(result, Response):
+                # FastAPI would serialise it through the route's response model; the endpoint
+                # has run, so it cannot be handed over now. Fail loudly (a programming error).
+                raise TypeError(f"{self.path}: a DirectJSONRoute endpoint must return a Response")
+            return result
 
         return handler
 

@@ -1,8 +1,9 @@
 """Thin HTTP handlers for payments; the rules live in service.py.
 
-Each handler is `async` and hands its database work to `Database.run` (or `Idempotency.apply`)
+Each handler is `async`. A POST hands its database work to `Idempotency.apply` (`Database.run`)
 as one unit of work: on SQLite it runs on the event loop, on PostgreSQL in the database's own
-threads (see `Database.run` for why). The POSTs take the `Idempotency-Key` header as their own
+threads (see `Database.run` for why). A GET only reads, in a worker thread (`Database.read`):
+on SQLite a snapshot without the writer's lock, so a long read never holds the loop. The POSTs take the `Idempotency-Key` header as their own
 parameter and build the idempotency context themselves (`idempotency_for`): the same header and
 validation as `IdempotencyDep`, one dependency fewer for FastAPI to solve on every movement.
 """
@@ -182,7 +183,7 @@ async def list_accounts(
     currency: Annotated[CurrencyCode | None, Query()] = None,
 ) -> Page[AccountPublic]:
     """List accounts, oldest first, a page at a time (through the gateway: the caller's own)."""
-    accounts = await db.run(lambda session: service.list_accounts(session, limit, cursor, kind, currency, caller))
+    accounts = await db.read(lambda session: service.list_accounts(session, limit, cursor, kind, currency, caller))
     return page_of(accounts, limit, lambda a: a.id)
 
 
@@ -195,7 +196,7 @@ async def list_accounts(
 )
 async def get_account(account_id: AccountId, db: DatabaseDep, caller: CallerDep) -> AccountPublic:
     """One account, with its balance."""
-    return await db.run(lambda session: service.account_public(service.get_account(session, account_id, caller)))
+    return await db.read(lambda session: service.account_public(service.get_account(session, account_id, caller)))
 
 
 @router.get(
@@ -207,7 +208,7 @@ async def get_account(account_id: AccountId, db: DatabaseDep, caller: CallerDep)
 )
 async def get_balance(account_id: AccountId, db: DatabaseDep, clock: ClockDep, caller: CallerDep) -> BalancePublic:
     """What the account holds now."""
-    account = await db.run(lambda session: service.get_account(session, account_id, caller))
+    account = await db.read(lambda session: service.get_account(session, account_id, caller))
     return BalancePublic(
         account_id=account.id,
         available=Money.of(account.balance_minor, account.currency),
@@ -231,7 +232,7 @@ async def list_account_journals(
         service.get_account(session, account_id, caller)
         return service.list_journals(session, limit, cursor, account_id)
 
-    return page_of(await db.run(statement), limit, lambda j: j.id)
+    return page_of(await db.read(statement), limit, lambda j: j.id)
 
 
 @router.get(
@@ -253,7 +254,7 @@ async def get_merchant_qr(
     ] = None,
 ) -> QrCodePublic:
     """A merchant's EMVCo merchant-presented QR code (static, or dynamic with an amount)."""
-    return await db.run(lambda session: service.merchant_qr(session, account_id, amount, caller))
+    return await db.read(lambda session: service.merchant_qr(session, account_id, amount, caller))
 
 
 @router.post(
@@ -355,7 +356,7 @@ async def create_fx_quote(body: FxQuoteCreate, request: Request, key: Idempotenc
 )
 async def get_fx_quote(quote_id: QuoteId, db: DatabaseDep, clock: ClockDep) -> FxQuotePublic:
     """A quote, and whether it is still open, expired or used."""
-    return await db.run(lambda session: service.get_quote(session, quote_id, clock.now()))
+    return await db.read(lambda session: service.get_quote(session, quote_id, clock.now()))
 
 
 @router.post(
@@ -384,7 +385,7 @@ async def list_journals(db: DatabaseDep, caller: CallerDep, limit: LimitQuery = 
                         cursor: CursorQuery = None) -> Page[JournalPublic]:
     """Every journal in the ledger, oldest first (through the gateway: those touching the
     caller's own accounts)."""
-    journals = await db.run(lambda session: service.list_journals(session, limit, cursor, None, caller))
+    journals = await db.read(lambda session: service.list_journals(session, limit, cursor, None, caller))
     return page_of(journals, limit, lambda j: j.id)
 
 
@@ -397,7 +398,7 @@ async def list_journals(db: DatabaseDep, caller: CallerDep, limit: LimitQuery = 
 )
 async def get_journal(journal_id: JournalId, db: DatabaseDep, caller: CallerDep) -> JournalPublic:
     """One journal and its postings."""
-    return await db.run(lambda session: service.get_journal(session, journal_id, caller))
+    return await db.read(lambda session: service.get_journal(session, journal_id, caller))
 
 
 @router.get(
@@ -408,4 +409,4 @@ async def get_journal(journal_id: JournalId, db: DatabaseDep, caller: CallerDep)
 )
 async def check_invariants(db: DatabaseDep) -> InvariantsReport:
     """Check the ledger: debits equal credits, no forbidden overdraft, keys applied once."""
-    return await db.run(service.check_invariants)
+    return await db.read(service.check_invariants)

@@ -130,6 +130,40 @@ def test_read_timeout_is_504_and_logged(tmp_path: Path) -> None:
         assert client.get("/healthz").status_code == 200  # the gateway itself keeps answering
 
 
+class _CutOff(httpx.AsyncByteStream):
+    """An answer whose body stops half-way with `error`."""
+
+    def __init__(self, error: type[httpx.TransportError]) -> None:
+        self.error = error
+
+    async def __aiter__(self):  # type: ignore[no-untyped-def]
+        yield b'{"path": "/x", "que'
+        raise self.error("the answer was cut off")
+
+    async def aclose(self) -> None:
+        pass
+
+
+def test_an_answer_lost_half_way_is_504_not_a_logged_success(tmp_path: Path) -> None:
+    """The service answered 200 but its body never fully arrived: the gateway has read nothing it
+    can pass on, so the caller gets the unanswered-request 504 (retry with the same key), the log
+    says so, and nothing is logged as a success."""
+    for error in (httpx.ReadTimeout, httpx.ReadError):
+        def cut_off(request: httpx.Request, error: type[httpx.TransportError] = error) -> httpx.Response:
+            return httpx.Response(200, headers={"content-length": "400", "content-type": "application/json"},
+                                  stream=_CutOff(error))
+
+        data = tmp_path / error.__name__
+        app = build_gateway(data, frozen_clock(), {"credit": httpx.MockTransport(cut_off)})
+        with TestClient(app) as client:
+            response = client.get("/credit/x", headers={"X-API-Key": LENDER_KEY})
+            assert response.status_code == 504, response.text
+            assert response.json()["type"].endswith("upstream-timeout")
+            assert "may or may not have been applied" in response.json()["detail"]
+            entries = client.get("/sandbox/audit/entries", headers=REGULATOR).json()["data"]
+            assert [(e["status"], e["error"]) for e in entries] == [(504, "upstream-timeout")]
+
+
 def test_slow_service_is_504_after_the_read_timeout_and_logged(tmp_path: Path) -> None:
     with serve(slow_app) as url:
         app = build_gateway(tmp_path, frozen_clock(), upstream_credit=url, read_timeout=0.3)
