@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -99,8 +99,18 @@ def public_base(request: Request) -> str:
     return base
 
 
+# What may stay as it is in a URL path (RFC 3986 pchar and "/", and "%" of escapes already made).
+_PATH_SAFE = "/:@!$&'()*+,;=-._~%"
+
+
+def own_path(request: Request) -> str:
+    """The request's path, percent-encoded: a path with brackets, spaces or control characters
+    (a fuzzer sends them) still makes a valid URL in `Links`."""
+    return quote(request.url.path, safe=_PATH_SAFE)
+
+
 def self_link(request: Request, path: str | None = None) -> dict[str, str]:
-    return {"Self": public_base(request) + (path or request.url.path)}
+    return {"Self": public_base(request) + (path or own_path(request))}
 
 
 IDEMPOTENCY_PATTERN = r"^[\x21-\x7e]([\x20-\x7e]{0,38}[\x21-\x7e])?$"
@@ -455,7 +465,7 @@ def _page_url(request: Request, page: int) -> str:
     query = [(k, v) for k, v in request.query_params.multi_items() if k != "page"]
     if page > 1:
         query.append(("page", str(page)))
-    return public_base(request) + request.url.path + (f"?{urlencode(query)}" if query else "")
+    return public_base(request) + own_path(request) + (f"?{urlencode(query)}" if query else "")
 
 
 @aisp.get(

@@ -656,8 +656,10 @@ class ClientRegistration(BaseModel):
         "client_name": "My Budget App", "redirect_uri": "https://budget.example/callback"}]})
 
     client_name: str = _text(100, "Shown to PSUs when they authorise.", ["My Budget App"])
-    redirect_uri: str = Field(pattern=r"^https?://[\x21-\x7e]{1,280}$", max_length=300,
-                              examples=["https://budget.example/callback"])
+    # A host name (no IPv6 literal) and an optional port, then anything printable: every value
+    # the pattern admits is a URL a client can parse (`http://[` was admitted, and echoed back).
+    redirect_uri: str = Field(pattern=r"^https?://[A-Za-z0-9.\-]{1,253}(:[0-9]{1,5})?([/?#][\x21-\x7e]{0,280})?$",
+                              max_length=300, examples=["https://budget.example/callback"])
 
 
 class ClientRegistered(BaseModel):
