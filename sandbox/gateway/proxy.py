@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import Engine
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -113,13 +112,6 @@ class Hop:
     linked: bool = False
 
 
-def reader_engine(db: Database) -> Engine:
-    """Regulator reads and verification get their own engine (`Database.reader`). On SQLite the
-    service engine opens every transaction with BEGIN IMMEDIATE (a writer's lock); plain WAL
-    reads on this one never block the proxy's appends, and the appends never block them."""
-    return db.reader
-
-
 def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -158,7 +150,9 @@ class Gateway:
                  connect_timeout: float, read_timeout: float, max_connections: int,
                  service_participants: Mapping[str, str] | None = None) -> None:
         self.db = db
-        self.reader = reader_engine(db)
+        # Regulator reads and verification use the database's read-only engine: on SQLite its
+        # plain WAL reads never block the proxy's appends, nor the appends them.
+        self.reader = db.reader
         self.clock = clock
         self.rules = rules
         self.regulator_key_hash = hash_key(regulator_key)
@@ -219,8 +213,6 @@ class Gateway:
         for url, transport in transports.items():
             if url not in self.mounts:  # injected transports belong to whoever injected them
                 await transport.aclose()
-        if self.reader is not self.db.engine:
-            self.reader.dispose()
 
     def load(self) -> None:
         """Participants, the chain head and the screening history, from the database."""

@@ -89,9 +89,13 @@ REQUEST_SESSIONS = 10
 POSTGRES_UNIT_THREADS = 2
 
 
+def is_memory_sqlite(url: str) -> bool:
+    return url in ("sqlite://", "sqlite:///:memory:")
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        memory = url in ("sqlite://", "sqlite:///:memory:")
+        memory = is_memory_sqlite(url)
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": LOCK_TIMEOUT_S},
@@ -279,9 +283,10 @@ class Database:
         self.metadata.create_all(self.engine)
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
+    def session(self, bind: Engine | None = None) -> Iterator[Session]:
+        """A session on the service's engine (or `bind`), rolled back if the block raises."""
         # expire_on_commit=False: objects stay readable after commit, for building responses.
-        with Session(self.engine, expire_on_commit=False) as session:
+        with Session(bind or self.engine, expire_on_commit=False) as session:
             try:
                 yield session
             except BaseException:
@@ -313,15 +318,15 @@ class Database:
         # The worker runs in a copy of this context, so logs carry the request id.
         return await loop.run_in_executor(self._unit_threads(), contextvars.copy_context().run, self._unit, work)
 
-    def _unit(self, work: Callable[[Session], T]) -> T:
-        with self.session() as session:
-            return work(session)
+    def _unit(self, work: Callable[[Session], T], bind: Engine | None = None) -> T:
+        with self.session(bind) as session:
+            return work(session)  # closing the session ends its transaction
 
     @property
     def reader(self) -> Engine:
         """The engine reads go through: on a SQLite file, a read-only one of its own
         (`make_reader_engine`); otherwise the service's engine."""
-        if not self.is_sqlite or self.url in ("sqlite://", "sqlite:///:memory:"):
+        if not self.is_sqlite or is_memory_sqlite(self.url):
             return self.engine
         with self._units_lock:
             if self._reader is None:
@@ -334,15 +339,9 @@ class Database:
         nor the threads that move money. On a SQLite file it reads a snapshot on the reader
         engine, without the writer's lock. (An in-memory database has one connection: there
         the read runs as `run` does.)"""
-        reader = self.reader
-        if self.is_sqlite and reader is self.engine:
+        if is_memory_sqlite(self.url):
             return self._unit(work)
-        return await run_in_threadpool(self._read_unit, reader, work)
-
-    @staticmethod
-    def _read_unit(reader: Engine, work: Callable[[Session], T]) -> T:
-        with Session(reader, expire_on_commit=False) as session:
-            return work(session)  # closing the session ends the read transaction
+        return await run_in_threadpool(self._unit, work, self.reader)
 
     def _unit_threads(self) -> ThreadPoolExecutor:
         with self._units_lock:

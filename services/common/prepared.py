@@ -15,9 +15,9 @@ class Prepared:
 
     SQLAlchemy's execution layer costs about 30 µs per statement on top of the driver (an
     execution context, parameter and result set-up, events): more than the statement itself
-    on SQLite. Statements on a hot path (a money movement, the gateway's audit append) skip it: the SQL, the bind order and each
-    type's bind conversion (UTC timestamps, SQLite's datetime strings) still come from
-    SQLAlchemy's compiler, once. Driver errors surface as SQLAlchemy's exceptions, as through
+    on SQLite. Statements on a hot path (a money movement, the gateway's audit append) skip
+    it: the SQL, the bind order and each type's bind conversion (UTC timestamps, SQLite's
+    datetime strings) still come from SQLAlchemy's compiler, once. Driver errors surface as SQLAlchemy's exceptions, as through
     SQLAlchemy (`as_sqlalchemy_error`)."""
 
     def __init__(self, statement: Any, column_keys: list[str] | None = None) -> None:

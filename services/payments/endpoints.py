@@ -10,9 +10,11 @@ validation as `IdempotencyDep`, one dependency fewer for FastAPI to solve on eve
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel
 from sqlmodel import Session
 
 from services.common.app import ClockDep
@@ -149,6 +151,15 @@ QR_LINKS: dict[str, Any] = {
 }
 
 
+async def _movement(request: Request, key: str | None, movement: Callable[..., JournalPublic],
+                    body: BaseModel) -> Response:
+    """A money movement as one idempotent unit of work: service.py's
+    `movement(session, body, now, key record id, caller)`."""
+    idem = await idempotency_for(request, key)
+    return await idem.apply(
+        lambda session: movement(session, body, idem.clock.now(), idem.record_id, idem.caller))
+
+
 def _created(model: type, links: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
     return {201: {"model": model, "description": "Created", "links": links}}
 
@@ -267,9 +278,7 @@ async def get_merchant_qr(
 )
 async def create_deposit(body: DepositCreate, request: Request, key: IdempotencyKeyHeader = None):
     """Top up a wallet from a card (test cards force declines)."""
-    idem = await idempotency_for(request, key)
-    return await idem.apply(lambda session: service.deposit(
-        session, body, idem.clock.now(), idem.record_id, idem.caller))
+    return await _movement(request, key, service.deposit, body)
 
 
 @router.post(
@@ -282,9 +291,7 @@ async def create_deposit(body: DepositCreate, request: Request, key: Idempotency
 )
 async def create_withdrawal(body: WithdrawalCreate, request: Request, key: IdempotencyKeyHeader = None):
     """Pay money out of a wallet to the owner's bank."""
-    idem = await idempotency_for(request, key)
-    return await idem.apply(lambda session: service.withdraw(
-        session, body, idem.clock.now(), idem.record_id, idem.caller))
+    return await _movement(request, key, service.withdraw, body)
 
 
 @router.post(
@@ -298,9 +305,7 @@ async def create_withdrawal(body: WithdrawalCreate, request: Request, key: Idemp
 async def create_transfer(body: TransferCreate, request: Request, key: IdempotencyKeyHeader = None):
     """Send money to a person (P2P), pay a merchant from a wallet (0.6% fee to the merchant), or
     move money between businesses (no fee)."""
-    idem = await idempotency_for(request, key)
-    return await idem.apply(lambda session: service.transfer(
-        session, body, idem.clock.now(), idem.record_id, idem.caller))
+    return await _movement(request, key, service.transfer, body)
 
 
 @router.post(
@@ -313,9 +318,7 @@ async def create_transfer(body: TransferCreate, request: Request, key: Idempoten
 )
 async def create_refund(body: RefundCreate, request: Request, key: IdempotencyKeyHeader = None):
     """Refund all or part of a transfer or payment, never more than it in total."""
-    idem = await idempotency_for(request, key)
-    return await idem.apply(lambda session: service.refund(
-        session, body, idem.clock.now(), idem.record_id, idem.caller))
+    return await _movement(request, key, service.refund, body)
 
 
 @router.post(
@@ -328,9 +331,7 @@ async def create_refund(body: RefundCreate, request: Request, key: IdempotencyKe
 )
 async def create_qr_payment(body: QrPaymentCreate, request: Request, key: IdempotencyKeyHeader = None):
     """Pay the merchant a scanned QR names: checks the CRC and tags, then pays as POST /transfers."""
-    idem = await idempotency_for(request, key)
-    return await idem.apply(lambda session: service.qr_payment(
-        session, body, idem.clock.now(), idem.record_id, idem.caller))
+    return await _movement(request, key, service.qr_payment, body)
 
 
 @router.post(
@@ -369,9 +370,7 @@ async def get_fx_quote(quote_id: QuoteId, db: DatabaseDep, clock: ClockDep) -> F
 )
 async def create_cross_border_payment(body: CrossBorderCreate, request: Request, key: IdempotencyKeyHeader = None):
     """Pay a quote: the payer is debited in the currency sold, the payee credited in the one bought."""
-    idem = await idempotency_for(request, key)
-    return await idem.apply(lambda session: service.cross_border_payment(
-        session, body, idem.clock.now(), idem.record_id, idem.caller))
+    return await _movement(request, key, service.cross_border_payment, body)
 
 
 @router.get(

@@ -70,7 +70,7 @@ def _prepared_select_accounts(count: int) -> Prepared:
     return Prepared(_select_accounts(count))
 
 
-# The overdraft check and the write are one statement (see AccountsRepository.apply).
+# The overdraft check and the write are one statement (see JournalsRepository.post).
 _APPLY = (
     update(_accounts)
     .where(
@@ -84,6 +84,7 @@ _JOURNAL_COLUMNS = tuple(c.name for c in _journals.columns)
 _POSTING_COLUMNS = [c.name for c in _postings.columns if c.name != "id"]
 # `inline()`: the posting's id is the database's; nothing is fetched back.
 _INSERT_JOURNAL = Prepared(insert(_journals).inline(), list(_JOURNAL_COLUMNS))
+_APPLY_PREPARED = Prepared(_APPLY)
 
 
 @lru_cache(maxsize=16)
@@ -113,7 +114,6 @@ def _prepared_insert_postings(count: int, with_journal: bool = False) -> Prepare
         )
         statement = statement.add_cte(journal.cte("new_journal"))
     return Prepared(statement)
-_APPLY_PREPARED = Prepared(_APPLY)
 
 
 class _KnownAccounts:
@@ -281,7 +281,6 @@ class AccountsRepository:
         return account
 
 
-
 class JournalsRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -306,6 +305,7 @@ class JournalsRepository:
         session = self.session
         conn = session.connection()
         net = net_by_account(legs)
+        leg_currencies = [currencies.get(leg.account_id, journal.currency) for leg in legs]
         try:
             with _batched(conn) as batched:
                 applied = []
@@ -319,12 +319,11 @@ class JournalsRepository:
                     params.update({f"j_{name}": value for name, value in journal_row.items()})
                 else:
                     _INSERT_JOURNAL.execute(conn, journal_row).close()
-                for i, leg in enumerate(legs):
+                for i, (leg, currency) in enumerate(zip(legs, leg_currencies)):
                     params.update({
                         f"journal_id_{i}": journal.id, f"account_id_{i}": leg.account_id,
                         f"amount_minor_{i}": leg.amount_minor, f"balance_of_{i}": leg.account_id,
-                        f"currency_{i}": currencies.get(leg.account_id, journal.currency),
-                        f"created_at_{i}": journal.created_at,
+                        f"currency_{i}": currency, f"created_at_{i}": journal.created_at,
                     })
                 _prepared_insert_postings(len(legs), batched).execute(conn, params).close()
         except IntegrityError:
@@ -343,8 +342,8 @@ class JournalsRepository:
                     set_committed_value(loaded, "balance_minor", balance)
         postings = [
             PostingRow(journal.id, leg.account_id, leg.amount_minor, balances[leg.account_id] or 0,
-                       currencies.get(leg.account_id, journal.currency), journal.created_at)
-            for leg in legs
+                       currency, journal.created_at)
+            for leg, currency in zip(legs, leg_currencies)
         ]
         return balances, postings
 
