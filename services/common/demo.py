@@ -15,7 +15,10 @@ WALLET_CO = "ptp_00000000000000000000000001"
 CREDIT_SERVICE = "ptp_00000000000000000000000011"
 ADVISOR_SERVICE = "ptp_00000000000000000000000012"
 OPENBANKING_SERVICE = "ptp_00000000000000000000000013"
-GATEWAY_LOOKUPS = "gateway"  # the gateway's own name look-ups for sanctions screening
+DEMO_TPP = "ptp_00000000000000000000000002"
+DEMO_LENDER = "ptp_00000000000000000000000003"
+DEMO_ROBO = "ptp_00000000000000000000000004"
+GATEWAY_LOOKUPS = "gateway"  # the gateway's own name look-ups for sanctions screening (read-only)
 
 
 @dataclass(frozen=True)
@@ -69,37 +72,64 @@ def demo_account(role_owner: str) -> DemoAccount:
 class DemoParticipant:
     id: str
     name: str
-    api_key: str  # a sandbox key: printed by `make run`, stored hashed by the gateway
+    api_key: str  # a sandbox key, stored hashed by the gateway; `make run` prints participants' keys
     services: tuple[str, ...]  # the gateway prefixes this participant may call
     role: str
+    # "participant": a firm in the sandbox. "service": one of the sandbox's own services, whose
+    # calls through the gateway may name the participant they act for (X-Sandbox-On-Behalf-Of);
+    # the gateway trusts that header from service keys only.
+    kind: str = "participant"
 
 
 # Keys are sandbox-only demo values, in the `sbx_` namespace so nobody mistakes them for real.
 DEMO_PARTICIPANTS: tuple[DemoParticipant, ...] = (
     DemoParticipant(WALLET_CO, "Demo Wallet Co", "sbx_demo_wallet_key",
                     ("payments",), "a wallet start-up testing P2P and merchant payments"),
-    DemoParticipant("ptp_00000000000000000000000002", "Demo TPP Ltd", "sbx_demo_tpp_key",
+    DemoParticipant(DEMO_TPP, "Demo TPP Ltd", "sbx_demo_tpp_key",
                     ("open-banking",), "a third-party provider using the bank's APIs"),
-    DemoParticipant("ptp_00000000000000000000000003", "Demo Lender", "sbx_demo_lender_key",
+    DemoParticipant(DEMO_LENDER, "Demo Lender", "sbx_demo_lender_key",
                     ("credit",), "a lender's front end calling the credit service"),
-    DemoParticipant("ptp_00000000000000000000000004", "Demo Robo", "sbx_demo_robo_key",
+    DemoParticipant(DEMO_ROBO, "Demo Robo", "sbx_demo_robo_key",
                     ("advisor",), "a robo-advice app"),
-    # The services themselves move money through the gateway, with keys of their own.
+    # The services themselves move money through the gateway, with keys of their own (never
+    # printed: each service reads its key from its environment). They act for the participant
+    # that called them, which the gateway counts, limits and screens; a debit of an account the
+    # service does not hold needs the owner's mandate to that participant (payments checks it).
     DemoParticipant(CREDIT_SERVICE, "Credit service", "sbx_svc_credit_key",
-                    ("payments", "open-banking"), "disburses loans, reads consented data"),
+                    ("payments", "open-banking"), "disburses loans, reads consented data", "service"),
     DemoParticipant(ADVISOR_SERVICE, "Advisor service", "sbx_svc_advisor_key",
-                    ("payments",), "funds investor accounts"),
+                    ("payments",), "funds investor accounts", "service"),
     DemoParticipant(OPENBANKING_SERVICE, "Open-banking service",
-                    "sbx_svc_openbanking_key", ("payments",), "executes PIS payments"),
+                    "sbx_svc_openbanking_key", ("payments",), "executes PIS payments", "service"),
 )
 
 # The regulator's key for /sandbox/... endpoints at the gateway.
 DEMO_REGULATOR_KEY = "sbx_regulator_key"
 
-# Participants that may act on any customer's account: the sandbox's own services (each checks
-# the customer's mandate in its own API) and the gateway's screening look-ups.
-MANDATED_PARTICIPANTS: tuple[str, ...] = (CREDIT_SERVICE, ADVISOR_SERVICE, OPENBANKING_SERVICE,
-                                          GATEWAY_LOOKUPS)
+
+@dataclass(frozen=True)
+class DemoMandate:
+    """A debit mandate the demo starts with: the account's owner lets another participant debit
+    it, within caps, until it expires (payments keeps and checks it)."""
+
+    id: str
+    debtor_account_id: str
+    grantee_participant_id: str
+    max_per_debit: str  # decimal string in the account's currency
+    max_per_period: str
+    period: str  # day | week | month
+    valid_days: int  # from the day the sandbox first starts
+    purpose: str
+
+
+DEMO_MANDATES: tuple[DemoMandate, ...] = (
+    DemoMandate("mdt_00000000000000000000000001", "acc_00000000000000000000000001", DEMO_ROBO,
+                "5000.00", "20000.00", "month", 365,
+                "Li Wei funds her Demo Robo portfolio from her Demo Wallet Co wallet"),
+    DemoMandate("mdt_00000000000000000000000002", "acc_00000000000000000000000004", DEMO_LENDER,
+                "50000.00", "100000.00", "month", 365,
+                "Chen's Tea Stall repays its 310 loans to Demo Lender"),
+)
 
 # Which participant key each service uses for its own calls through the gateway.
 SERVICE_PARTICIPANT_KEYS: dict[str, str] = {

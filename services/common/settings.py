@@ -6,8 +6,6 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.common.demo import MANDATED_PARTICIPANTS
-
 
 class ServiceSettings(BaseSettings):
     """Read from `<PREFIX>_*` environment variables (e.g. PAYMENTS_DATABASE_URL)."""
@@ -27,5 +25,4 @@ class ServiceSettings(BaseSettings):
     # Let a teacher or a test move this service's clock over HTTP (/_sandbox/clock).
     allow_time_travel: bool = True
     log_level: str = "INFO"
-    # Participants that may act on any customer's resources (services/common/caller.py).
-    mandated_participants: list[str] = list(MANDATED_PARTICIPANTS)
+
