@@ -31,6 +31,25 @@ class Account(PaymentsModel, table=True):
     created_at: datetime = Field(sa_type=UTCDateTime)
 
 
+# An account owner's standing permission for another participant to debit that account,
+# within caps per debit and per UTC calendar period, until it expires or is revoked.
+class Mandate(PaymentsModel, table=True):
+    __tablename__ = "mandates"
+
+    id: str = Field(primary_key=True, max_length=40)
+    debtor_account_id: str = Field(foreign_key="accounts.id", index=True, max_length=40)
+    grantor_participant_id: str | None = Field(default=None, max_length=40, index=True)
+    grantee_participant_id: str = Field(max_length=40, index=True)
+    currency: str = Field(max_length=3)
+    max_per_debit_minor: int = Field(sa_type=BigInteger)
+    max_per_period_minor: int = Field(sa_type=BigInteger)
+    period: str = Field(max_length=5)  # day | week | month
+    purpose: str = Field(max_length=200)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
 # One money movement: its postings sum to zero. A refund is a new journal pointing at the old.
 class Journal(PaymentsModel, table=True):
     __tablename__ = "journals"
@@ -47,6 +66,8 @@ class Journal(PaymentsModel, table=True):
     refund_of: str | None = Field(default=None, foreign_key="journals.id", index=True)
     refunded_minor: int = Field(default=0, sa_type=BigInteger)
     fee_refunded_minor: int = Field(default=0, sa_type=BigInteger)
+    # The owner's mandate a non-owner debited under; None when the payer's owner moved it.
+    mandate_id: str | None = Field(default=None, foreign_key="mandates.id", index=True, max_length=40)
     # The idempotency record that produced this journal: unique, so a key applies at most once.
     idempotency_key_id: str | None = Field(default=None, max_length=40, unique=True)
     created_at: datetime = Field(sa_type=UTCDateTime)

@@ -175,6 +175,7 @@ class NewJournal:
     refund_of: str | None = None
     refunded_minor: int = 0
     fee_refunded_minor: int = 0
+    mandate_id: str | None = None
     idempotency_key_id: str | None = None
 
 

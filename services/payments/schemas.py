@@ -10,6 +10,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 from services.common.fields import CurrencyCode, IdField, Text
+from services.common.ids import id_pattern
 from services.common.money import AmountIn, Money, amount_schema
 from services.payments import fx, qr
 
@@ -17,8 +18,22 @@ ACCOUNT_PREFIX = "acc"
 JOURNAL_PREFIXES = "dep|wd|tr|pay|re|ob|xb"
 FX_QUOTE_PREFIX = "fxq"
 REFUNDABLE_PREFIXES = "tr|pay"
+MANDATE_PREFIX = "mdt"
+PARTICIPANT_PATTERN = r"^[A-Za-z0-9_]{1,40}$"
 
 _FORBID = ConfigDict(extra="forbid")
+
+
+def MandateIdField():  # noqa: N802
+    """The optional `mandate_id` of a movement that debits an account."""
+    return Field(
+        default=None,
+        pattern=id_pattern(MANDATE_PREFIX),
+        description="Needed only to debit an account another participant opened: a live mandate "
+        "its owner granted you (`POST /mandates`) on that account. Checked against the mandate's "
+        "caps, expiry and status, and recorded on the journal.",
+        examples=["mdt_00000000000000000000000001"],
+    )
 
 
 # What a customer may open; internal accounts (card funding, fees) are the system's own.
@@ -98,6 +113,7 @@ class WithdrawalCreate(BaseModel):
     account_id: str = IdField(ACCOUNT_PREFIX, "The wallet to debit.")
     amount: AmountIn
     description: str | None = Text(200, "Shown on the statement.", optional=True)
+    mandate_id: str | None = MandateIdField()
 
 
 class TransferCreate(BaseModel):
@@ -123,6 +139,7 @@ class TransferCreate(BaseModel):
     to_account_id: str = IdField(ACCOUNT_PREFIX, "The payee.")
     amount: AmountIn
     description: str | None = Text(200, "Shown on both statements.", optional=True)
+    mandate_id: str | None = MandateIdField()
 
 
 class RefundCreate(BaseModel):
@@ -261,6 +278,7 @@ class CrossBorderCreate(BaseModel):
     from_account_id: str = IdField(ACCOUNT_PREFIX, "The payer; holds the currency sold.")
     to_account_id: str = IdField(ACCOUNT_PREFIX, "The payee; holds the currency bought.")
     description: str | None = Text(200, "Shown on both statements.", optional=True)
+    mandate_id: str | None = MandateIdField()
 
 
 class CrossBorderDetails(BaseModel):
@@ -313,6 +331,7 @@ class QrPaymentCreate(BaseModel):
         default=None, description="Required for a static QR; for a dynamic QR, omit it or "
         "repeat the QR's amount.")
     description: str | None = Text(200, "Shown on both statements.", optional=True)
+    mandate_id: str | None = MandateIdField()
 
 
 class PostingPublic(BaseModel):
@@ -342,7 +361,65 @@ class JournalPublic(BaseModel):
         description="Cross-border journals only: the quote it used and what arrived. `amount` "
         "and `fee` are then in the currency sold; the postings are in both currencies.",
     )
+    mandate_id: str | None = Field(
+        default=None, description="The mandate a non-owner debited the payer under; null when "
+        "the payer's own participant (or a direct caller) moved the money.")
     created_at: datetime
+
+
+# --- debit mandates ---------------------------------------------------------------------------
+
+MandatePeriod = Literal["day", "week", "month"]
+MandateStatus = Literal["active", "revoked", "expired"]
+
+
+class MandateCreate(BaseModel):
+    """Let another participant debit one of your accounts, within caps, until it expires."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{
+            "debtor_account_id": "acc_00000000000000000000000001",
+            "grantee_participant_id": "ptp_00000000000000000000000004",
+            "max_per_debit": {"amount": "5000.00", "currency": "CNY"},
+            "max_per_period": {"amount": "20000.00", "currency": "CNY"},
+            "period": "month",
+            "expires_at": "2027-12-31T00:00:00Z",
+            "purpose": "Monthly top-up of a robo-advice portfolio",
+        }]},
+    )
+
+    debtor_account_id: str = IdField(ACCOUNT_PREFIX, "The account the grantee may debit; one you opened.")
+    grantee_participant_id: str = Field(
+        pattern=PARTICIPANT_PATTERN, description="The participant allowed to debit it (`ptp_…`); "
+        "a sandbox service acting for it debits under it too.",
+        examples=["ptp_00000000000000000000000004"])
+    max_per_debit: AmountIn = Field(description="The largest single debit, in the account's currency.")
+    max_per_period: AmountIn = Field(description="The most debited per period, in the account's currency.")
+    period: MandatePeriod = Field(description="The calendar period `max_per_period` counts over "
+                                  "(UTC, by the service clock; a week starts on Monday).")
+    expires_at: datetime = Field(description="After this instant the mandate debits nothing.")
+    purpose: str = Text(200, "What the debits are for, shown to the account holder.",
+                        ["Monthly top-up of a robo-advice portfolio"])
+
+
+class MandatePublic(BaseModel):
+    """A debit mandate, its status now and what it has debited in the current period."""
+
+    id: str = Field(examples=["mdt_00000000000000000000000001"])
+    debtor_account_id: str
+    grantor_participant_id: str | None = Field(
+        description="The debtor account's owner, who granted it (null: an account opened directly).")
+    grantee_participant_id: str
+    max_per_debit: Money
+    max_per_period: Money
+    period: MandatePeriod
+    expires_at: datetime
+    purpose: str
+    status: MandateStatus = Field(description="`expired` once the service clock passes `expires_at`.")
+    used_this_period: Money = Field(description="Debited under it in the current period.")
+    created_at: datetime
+    revoked_at: datetime | None
 
 
 class CurrencyTotals(BaseModel):

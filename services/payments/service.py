@@ -93,6 +93,7 @@ def journal_public(journal: Journal | NewJournal, postings: list[Posting] | list
             for p in postings
         ],
         fx=cross_border_details(quote, journal.created_at) if quote is not None else None,
+        mandate_id=journal.mandate_id,
         created_at=journal.created_at,
     )
 
