@@ -206,10 +206,14 @@ def list_audit_entries(
     status: Annotated[int | None, Query(ge=100, le=599)] = None,
     request_id: Annotated[str | None, Query(max_length=128, description="Every hop of one request: the "
                                             "participant's call and the services' calls it caused.")] = None,
+    phase: Annotated[Literal["intent", "outcome", "unanswered", "reconciled"] | None,
+                     Query(description="Write-ahead entries of money movements only, of one phase.")] = None,
+    via: Annotated[str | None, Query(max_length=40, pattern=r"^[a-z0-9_]+$",
+                                     description="Hops a sandbox service sent on a participant's behalf.")] = None,
 ) -> AuditPage:
     """The live log, oldest first, with filters; poll with `after` to follow it."""
     filters = {"participant_id": participant_id, "service": service_name, "decision": decision, "status": status,
-               "request_id": request_id}
+               "request_id": request_id, "phase": phase, "via": via}
     rows = repository.list_audit(session, limit, after, filters)
     has_more = len(rows) > limit
     rows = rows[:limit]

@@ -50,6 +50,7 @@ class Policy:
     daily_volume: int
     max_customers: int
     rate_limit_per_minute: int
+    kind: str = "participant"  # or "service": may act for a participant (X-Sandbox-On-Behalf-Of)
 
 
 @dataclass
@@ -87,13 +88,20 @@ class Breach:
     detail: str
 
 
-def check_access(policy: Policy, service: str, method: str, path: str, now: datetime) -> Breach | None:
-    """Status, testing window and allow-list: checked before anything is read or forwarded."""
+def check_standing(policy: Policy, now: datetime) -> Breach | None:
+    """Status and testing window: whether the participant may act at all right now."""
     if policy.status != "active":
         return Breach("status", f"Participant {policy.id} is {policy.status}.")
     if not policy.window_from <= now < policy.window_to:
         return Breach("testing_window", f"The testing window runs from {policy.window_from.isoformat()} "
                       f"to {policy.window_to.isoformat()}; it is now {now.isoformat()}.")
+    return None
+
+
+def check_access(policy: Policy, service: str, method: str, path: str, now: datetime) -> Breach | None:
+    """Status, testing window and allow-list: checked before anything is read or forwarded."""
+    if (breach := check_standing(policy, now)) is not None:
+        return breach
     if service not in policy.services:
         return Breach("allowed_services", f"{service} is not among the services this participant may "
                       f"call ({', '.join(sorted(policy.services))}).")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,9 @@ from services.common.demo import DEMO_PARTICIPANTS, DEMO_REGULATOR_KEY, SERVICE_
 from services.common.settings import ServiceSettings
 
 
+log = logging.getLogger("sandbox.gateway")
+
+
 class GatewaySettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
 
@@ -40,6 +45,8 @@ class GatewaySettings(ServiceSettings):
     # Slow: no response headers within read_timeout → 504.
     read_timeout: float = 10.0
     max_connections: int = 200
+    # Intents left open (a timeout, a crash) are reconciled at start-up and then this often.
+    reconcile_interval_s: float = 5.0
     # Which participant each service calls the gateway as (gateway prefix → participant id), as
     # JSON. A screened request's second hop (open banking's ledger transfer, same X-Request-ID,
     # same amount) made by that participant is the same payment, counted once. Default: the
@@ -124,9 +131,16 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
     @asynccontextmanager
     async def lifespan(a: FastAPI):  # type: ignore[no-untyped-def]
         async with inner_lifespan(a) as state:
+            if gateway.open_intents:
+                log.info("reconciling %d open intents: %s", len(gateway.open_intents),
+                         await gateway.reconcile_open())
+            reconciler = asyncio.create_task(gateway.run_reconciler(settings.reconcile_interval_s))
             try:
                 yield state
             finally:
+                reconciler.cancel()
+                with suppress(asyncio.CancelledError):
+                    await reconciler
                 await gateway.aclose()
 
     app.router.lifespan_context = lifespan

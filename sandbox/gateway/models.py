@@ -30,6 +30,9 @@ class Participant(GatewayModel, table=True):
     max_customers: int
     rate_limit_per_minute: int
     status: str = Field(default="active", max_length=12)  # active | suspended
+    # participant | service: a sandbox service's key may name the participant it acts for
+    # (X-Sandbox-On-Behalf-Of); a participant's may not.
+    kind: str = Field(default="participant", max_length=12)
     status_reason: str | None = Field(default=None, max_length=200)
     created_at: datetime = Field(sa_type=UTCDateTime)
 
@@ -94,5 +97,16 @@ class AuditEntry(GatewayModel, table=True):
     # "history" (that ledger hop, made by a service on the initiator's behalf), "none" (an
     # idempotent replay). NULL: both (or not a money movement). Added after the first log format.
     counts: str | None = Field(default=None, max_length=8)
+    # Write-ahead: a money movement leaves an `intent` (before it is forwarded, with the usage
+    # it holds), then its `outcome` (the service answered), or `unanswered` (the gateway gave up:
+    # 504) and later `reconciled` (the service's record for its idempotency key, read back).
+    # NULL: a request that moves no money, logged once. Added with the write-ahead log format.
+    phase: str | None = Field(default=None, max_length=12)
+    intent_idx: int | None = Field(default=None, sa_type=BigInteger, index=True)
+    idempotency_key: str | None = Field(default=None, max_length=255)
+    fingerprint: str | None = Field(default=None, max_length=64)
+    deadline_ms: int | None = Field(default=None, sa_type=BigInteger)  # wall clock, epoch ms
+    # The sandbox service whose key sent this hop for `participant_id` (X-Sandbox-On-Behalf-Of).
+    via: str | None = Field(default=None, max_length=40)
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)

@@ -4,14 +4,17 @@ larger or open-ended ones streamed."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from starlette.background import BackgroundTask
@@ -28,6 +31,7 @@ from sandbox.gateway.limits import (
     UsageHold,
     check_access,
     check_amounts,
+    check_standing,
     commit_usage,
     hash_key,
     hold_usage,
@@ -35,7 +39,15 @@ from sandbox.gateway.limits import (
     take_rate,
 )
 from sandbox.gateway.models import Participant
-from sandbox.gateway.screening import Decision, History, Recorded, RuleSet, Transaction, Unscreenable
+from sandbox.gateway.screening import (
+    Decision,
+    History,
+    Recorded,
+    RuleHit,
+    RuleSet,
+    Transaction,
+    Unscreenable,
+)
 from services.common.clock import Clock
 from services.common.db import Database
 from services.common.idempotency import REPLAY_HEADER, RETENTION, fingerprint
@@ -62,6 +74,22 @@ LOOKUP_PARTICIPANT = "gateway"  # how the gateway's own name look-ups appear to 
 # Idempotency-Key (payments, credit, advisor) and OBIE's x-idempotency-key (open banking).
 IDEMPOTENCY_HEADERS = ("idempotency-key", "x-idempotency-key")
 KEY_MEMORY = 100_000  # idempotency keys remembered at most (each for RETENTION)
+ON_BEHALF_HEADER = "X-Sandbox-On-Behalf-Of"
+# Services whose money-moving requests take an optional key: the gateway assigns one when the
+# participant sent none, so every forwarded movement can be reconciled. (Open banking requires
+# OBIE's x-idempotency-key and refuses a request without one before anything moves.)
+ASSIGNABLE_KEY_HEADER = {"payments": "idempotency-key"}
+ASSIGNED_KEY_PREFIX = "sbx-gw-"
+# The deadline sent with a movement: the gateway's own patience plus a little. A service claims
+# no idempotency key after it, so a request that sat in a stopped service never moves unseen.
+DEADLINE_GRACE_S = 1.0
+# An intent whose key the service has no record of is "not applied" once this long past its
+# deadline (covers clock skew between the gateway and a service on another host).
+ABSENT_AFTER_MS = 2_000
+RECONCILE_TIMEOUT_S = 5.0
+# Raised before a single byte of the request left the gateway: certainly not applied.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+MAX_JSON_DEPTH = 32  # money-moving bodies are three or four levels deep
 
 
 class ScreeningUnavailable(Exception):
@@ -85,17 +113,57 @@ class Hold:
 
 
 @dataclass
+class OpenIntent:
+    """A movement written ahead (its `intent` entry) whose outcome is not logged yet: forwarded
+    and unanswered, or found open in the log at start-up. It keeps its hold until reconciled."""
+
+    idx: int
+    fields: dict[str, Any]  # the intent entry as logged
+    service: str
+    key: str | None
+    fingerprint: str
+    deadline_ms: int
+    hold: Hold
+    reconciling: bool = False
+
+
+@dataclass
 class KeyRecord:
-    """An idempotency key the gateway forwarded a money movement with (per participant and
+    """An idempotency key the gateway forwarded a money movement with (per key holder and
     service, as the services scope them). `counted`: the service accepted it and it counts;
-    `in_flight`: forwarded, no answer yet; `uncounted`: the answer never came (timeout), so
-    nothing counts, and whichever retry the service accepts is counted."""
+    `in_flight`: forwarded, no answer yet; `open`: the answer never came (timeout, crash), the
+    hold is kept and the intent is reconciled with the service before a retry goes on."""
 
     fingerprint: str
     state: str
     at: float  # gateway clock, epoch seconds
     decision: Decision
     alert_id: str | None
+    intent: OpenIntent | None = None
+
+
+@dataclass
+class Call:
+    """One money-moving request on its way through the door: who sent it, for whom, and what
+    the proxy has already decided about it."""
+
+    request: Request
+    service: str
+    path: str
+    body: bytes
+    policy: Policy  # the key that sent it
+    originator: Policy | None  # the participant a service's key acts for
+    entry: dict[str, Any]  # the audit entry being built
+    started: float
+    now: datetime
+    refuse: Callable[..., Response]
+    rate_headers: dict[str, str]
+    label: str
+
+    @property
+    def counted(self) -> Policy:
+        """Whose limits and screening apply: the participant a service acts for, else the sender."""
+        return self.originator or self.policy
 
 
 @dataclass
@@ -112,6 +180,18 @@ class Hop:
     linked: bool = False
 
 
+def json_depth_exceeds(body: bytes, max_depth: int) -> bool:  # replaced by the door's scanner
+    depth = 0
+    for byte in body:
+        if byte in (0x5B, 0x7B):
+            depth += 1
+            if depth > max_depth:
+                return True
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return False
+
+
 def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -123,7 +203,7 @@ def policy_of(row: Participant) -> Policy:
         operations=tuple(AllowedOperation.parse(o) for o in row.operations.split("\n") if o),
         window_from=row.window_from, window_to=row.window_to, max_single=row.max_single_minor,
         daily_volume=row.daily_volume_minor, max_customers=row.max_customers,
-        rate_limit_per_minute=row.rate_limit_per_minute,
+        rate_limit_per_minute=row.rate_limit_per_minute, kind=row.kind,
     )
 
 
@@ -139,6 +219,16 @@ async def _small_body(response: httpx.Response) -> bytes | None:
         return b"".join([chunk async for chunk in response.aiter_raw()])
     finally:
         await response.aclose()
+
+
+def _parse_iso(at: str) -> datetime:
+    return datetime.strptime(at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def _movement_of(row: Any) -> Transaction:
+    """What a logged money movement contributes to the limits and the screening history."""
+    return Transaction(row.participant_id, "", "", "", "", 0, row.value_minor, payer=row.payer,
+                       payee=row.payee, customer=row.customer)
 
 
 class Gateway:
@@ -166,6 +256,9 @@ class Gateway:
         self.service_participants = dict(service_participants or {})
         self.keys: dict[tuple[str, str, str], KeyRecord] = {}  # (participant, service, key)
         self.hops: dict[str, Hop] = {}  # request id → screened request in flight
+        self.open_intents: dict[int, OpenIntent] = {}  # intent index → movement awaiting reconciliation
+        self.max_json_depth = MAX_JSON_DEPTH
+        self.door: Any = None
         self.head = ChainHead()
         self._audit_lock = threading.Lock()  # regulator handlers append from worker threads
         self.upstreams: dict[str, str] = {}
@@ -215,7 +308,8 @@ class Gateway:
                 await transport.aclose()
 
     def load(self) -> None:
-        """Participants, the chain head and the screening history, from the database."""
+        """Participants, the chain head, the screening history, today's usage, the idempotency
+        keys of the last day and the intents still open, from the database."""
         with self.db.session() as session:
             for row in repository.all_participants(session):
                 self.remember(row)
@@ -226,18 +320,49 @@ class Gateway:
         day = now.astimezone(UTC).toordinal()
         since = iso(now - timedelta(seconds=self.rules.horizon_s))
         for row in repository.accepted_money_movements(self.db.engine, since):
-            moment = datetime.strptime(row.at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-            tx = Transaction(row.participant_id, "", "", "", "", 0, row.value_minor, payer=row.payer,
-                             payee=row.payee, customer=row.customer)
+            moment = _parse_iso(row.at)
             if row.counts in repository.COUNTS_FOR_HISTORY:
-                self.history.record(tx, moment.timestamp())
-            usage = self.usage.setdefault(row.participant_id, Usage())
+                self.history.record(_movement_of(row), moment.timestamp())
+            usage = self._usage(row.participant_id)
             if moment.toordinal() == day and row.counts in repository.COUNTS_FOR_LIMITS:
                 if usage.day != day:
                     usage.day, usage.day_volume = day, 0
                 usage.day_volume += row.value_minor
         for row in repository.customers_by_participant(self.db.engine):
-            self.usage.setdefault(row.participant_id, Usage()).customers.add(row.customer)
+            self._usage(row.participant_id).customers.add(row.customer)
+        self._load_intents(now)
+
+    def _load_intents(self, now: datetime) -> None:
+        """Open intents hold their usage again; keys of the last day are remembered again."""
+        day = now.astimezone(UTC).toordinal()
+        since = iso(now - RETENTION)
+        for row in repository.money_intents(self.db.engine, since):
+            fields = dict(row._mapping)
+            closed_status = fields.pop("closed_status")
+            key_holder = fields["via"] or fields["participant_id"]
+            intent = None
+            if closed_status is None:  # open: hold its usage (today's) and history until reconciled
+                moment = _parse_iso(fields["at"])
+                tx = _movement_of(row)
+                usage = self._usage(fields["participant_id"])
+                limits = moment.toordinal() == day and fields["counts"] in repository.COUNTS_FOR_LIMITS
+                hold = Hold(usage, hold_usage(usage, tx, moment) if limits else None,
+                            self.history.record(tx, moment.timestamp())
+                            if fields["counts"] in repository.COUNTS_FOR_HISTORY else None)
+                intent = self.open_intents[fields["idx"]] = OpenIntent(
+                    fields["idx"], fields, fields["service"], fields["idempotency_key"], fields["fingerprint"],
+                    fields["deadline_ms"], hold)
+            if fields["idempotency_key"] is None or fields["at"] < since:
+                continue
+            state = "open" if intent is not None else ("counted" if 200 <= closed_status < 300 else None)
+            if state is None:
+                continue
+            decision = Decision(fields["decision"], fields["score"] or 0,
+                                tuple(RuleHit(r, 0, "") for r in (fields["rules"] or "").split(",") if r),
+                                fields["ruleset_version"] or "")
+            self.keys[(key_holder, fields["service"], fields["idempotency_key"])] = KeyRecord(
+                fields["fingerprint"], state, _parse_iso(fields["at"]).timestamp(), decision,
+                fields["alert_id"], intent)
 
     def remember(self, row: Participant) -> None:
         """Admission, suspension and reinstatement take effect on the next request."""
@@ -261,7 +386,8 @@ class Gateway:
         fields.setdefault("rules", "")
         for name in ("participant_id", "service", "operation", "decision", "score", "ruleset_version",
                      "limit_name", "amount", "currency", "value_minor", "payer", "payee", "customer",
-                     "card_last4", "error", "alert_id", "counts"):
+                     "card_last4", "error", "alert_id", "counts", "phase", "intent_idx", "idempotency_key",
+                     "fingerprint", "deadline_ms", "via"):
             fields.setdefault(name, None)
         with self._audit_lock:
             if alert is not None:
@@ -301,19 +427,14 @@ class Gateway:
                 entry["participant_id"] = "regulator"
                 if is_sandbox_control(path):  # a teacher moving a service's clock: forwarded, logged
                     body = await request.body()
-                    upstream = self._upstream_request(request, service, path, body, "regulator", request_id)
-                    return await self._forward(upstream, entry, started, refuse, service, {}, None, None,
-                                               lambda _response: None)
+                    upstream = self._upstream_request(request, service, path, body, "regulator", None, request_id)
+                    return await self._forward(upstream, entry, started, refuse, service, {}, None,
+                                               lambda _response, _sent: None)
                 return refuse(403, "regulator-key-not-a-participant", "The regulator key cannot call services",
                               "Use a participant's key for /payments, /credit, /advisor and /open-banking.")
-            slug, title = ("missing-api-key", "API key required") if not api_key else \
-                ("invalid-api-key", "API key not recognised")
-            return refuse(401, slug, title, "Send a participant's key in the X-API-Key header.",
-                          headers={"WWW-Authenticate": 'ApiKey header="X-API-Key"'})
+            return self._unauthenticated(request, entry, refuse, api_key)
         entry["participant_id"] = policy.id
-        usage = self.usage.get(policy.id)
-        if usage is None:
-            usage = self.usage[policy.id] = Usage()
+        usage = self._usage(policy.id)
 
         if is_sandbox_control(path):
             # Moving a service's clock would start a new day for its limits and age its history.
@@ -329,6 +450,27 @@ class Gateway:
             entry["limit_name"] = breach.limit
             return self._breach(refuse, breach, policy)
 
+        # A sandbox service acting for a participant: that participant's status, window, limits
+        # and screening apply, and the entry names both (participant_id, via).
+        originator: Policy | None = None
+        if on_behalf := request.headers.get(ON_BEHALF_HEADER):
+            if policy.kind != "service":
+                entry["limit_name"] = "on_behalf"
+                return refuse(403, "on-behalf-not-allowed", "Only the sandbox's services act for others",
+                              f"{ON_BEHALF_HEADER} is honoured from the sandbox's own services only; "
+                              f"{policy.id} is a participant and acts for itself.",
+                              limit="on_behalf", participant_id=policy.id)
+            originator = self.policies_by_id.get(on_behalf)
+            if originator is None:
+                return refuse(403, "unknown-originator", "The participant acted for is not admitted",
+                              f"{ON_BEHALF_HEADER} names {on_behalf[:40]!r}, which is no admitted participant.",
+                              participant_id=policy.id)
+            entry["participant_id"], entry["via"] = originator.id, policy.id
+            breach = check_standing(originator, now)
+            if breach is not None:
+                entry["limit_name"] = breach.limit
+                return self._breach(refuse, breach, originator)
+
         rate = take_rate(policy, usage, now.timestamp())
         if not rate.allowed:
             entry["limit_name"] = "rate_limit"
@@ -338,19 +480,32 @@ class Gateway:
         rate_headers = rate.headers()
 
         body = await request.body()
-
-        def upstream() -> httpx.Request:
-            return self._upstream_request(request, service, path, body, policy.id, request_id)
-
         operation = self.rules.screened_operation(service, method, path)
         if operation is None:
-            return await self._forward(upstream(), entry, started, refuse, service, rate_headers, None, None,
-                                       lambda _response: None)
+            upstream = self._upstream_request(request, service, path, body, policy.id,
+                                              originator.id if originator else None, request_id)
+            return await self._forward(upstream, entry, started, refuse, service, rate_headers, None,
+                                       lambda _response, _sent: None)
+        return await self._movement(request, Call(
+            request=request, service=service, path=path, body=body, policy=policy, originator=originator,
+            entry=entry, started=started, now=now, refuse=refuse, rate_headers=rate_headers,
+            label=operation.label), operation)
 
-        entry["operation"] = f"{service} {operation.label}"
+    async def _movement(self, request: Request, call: Call, operation: Any) -> Response:
+        """A money-moving request: screened, held and written ahead, forwarded, settled."""
+        entry, refuse, now, rate_headers = call.entry, call.refuse, call.now, call.rate_headers
+        counted = call.counted
+        usage = self._usage(counted.id)
+        request_id = entry["request_id"]
+        entry["operation"] = f"{call.service} {call.label}"
+        if json_depth_exceeds(call.body, self.max_json_depth):
+            entry["error"] = "json-too-deep"
+            return refuse(422, "json-too-deep", "The request body is nested too deeply",
+                          f"JSON nested deeper than {self.max_json_depth} levels is refused before "
+                          "screening; money-moving bodies are a few levels deep.", headers=rate_headers)
         try:
-            tx = self.rules.transaction(operation, json.loads(body or b"null"), policy.id)
-        except (Unscreenable, ValueError) as exc:
+            tx = self.rules.transaction(operation, json.loads(call.body or b"null"), counted.id)
+        except (Unscreenable, ValueError, RecursionError) as exc:
             entry["error"] = "unscreenable"
             return refuse(422, "unscreenable-request", "The gateway cannot screen this request",
                           f"{exc}. Money-moving requests must carry a readable amount.",
@@ -358,16 +513,27 @@ class Gateway:
         entry.update(amount=tx.amount, currency=tx.currency, value_minor=tx.value, payer=tx.payer,
                      payee=tx.payee, customer=tx.customer, card_last4=tx.card_last4)
 
-        key = self._idempotency_key(request, policy.id, service, method, path, body)
-        known = self._known_key(key, now.timestamp()) if key else None
+        # Idempotency keys are scoped to the key that sent them, as the services scope them.
+        fp = fingerprint(request.method, call.path, call.body)
+        key_value = self._idempotency_key_value(request)
+        known = self._known_key((call.policy.id, call.service, key_value), fp, now.timestamp()) \
+            if key_value else None
+        if known is not None and known[0].state == "open":
+            # The first attempt's outcome was never heard (timeout, crash): find it out first.
+            await self.reconcile(known[0].intent)  # type: ignore[arg-type]
+            known = self._known_key((call.policy.id, call.service, key_value), fp, now.timestamp())  # type: ignore[arg-type]
+            if known is not None and known[0].state == "open":
+                return refuse(409, "idempotency-key-in-flight", "The first attempt's outcome is not known yet",
+                              f"A request with key {key_value!r} was forwarded and its outcome is still being "
+                              "reconciled with the service. Retry shortly with the same key.",
+                              headers={**rate_headers, "Retry-After": "5"})
         if known is not None and known[1] is not None:
-            return await self._forward_replay(upstream(), entry, started, refuse, service, rate_headers,
-                                              usage, tx, now, known[1])
+            return await self._forward_replay(call, usage, tx, known[1], key_value)  # type: ignore[arg-type]
 
-        breach = check_amounts(policy, usage, tx, now, self.rules._money)
+        breach = check_amounts(counted, usage, tx, now, self.rules.money)
         if breach is not None:
             entry["limit_name"] = breach.limit
-            return self._breach(refuse, breach, policy, rate_headers)
+            return self._breach(refuse, breach, counted, rate_headers)
 
         def unavailable(exc: Exception) -> Response:  # fail closed: money never moves unscreened
             log.warning("screening failed for %s: %r", request_id, exc)
@@ -384,11 +550,11 @@ class Gateway:
         # From here until the request is on its way there is no await: the limits are checked
         # again (others may have held usage meanwhile), the transaction is screened and its
         # usage and history are held, as one step no parallel request can interleave with.
-        breach = check_amounts(policy, usage, tx, now, self.rules._money)
+        breach = check_amounts(counted, usage, tx, now, self.rules.money)
         if breach is not None:
             entry["limit_name"] = breach.limit
-            return self._breach(refuse, breach, policy, rate_headers)
-        link = self._continued_hop(request_id, policy.id, tx)
+            return self._breach(refuse, breach, counted, rate_headers)
+        link = self._continued_hop(request_id, call.policy.id, call.originator, tx)
         if link is not None:
             # This is the service's ledger hop of a payment screened a moment ago: the payment's
             # history entries become this hop's (its parties are the ledger's), never both.
@@ -420,54 +586,81 @@ class Gateway:
         # A service's hop on behalf of another participant's payment counts toward that
         # participant's limits (already held), not the service's own.
         hold = self._hold(usage, tx, now, limits=link is None)
+        assigned = None
+        if key_value is None and call.service in ASSIGNABLE_KEY_HEADER:
+            key_value = assigned = f"{ASSIGNED_KEY_PREFIX}{uuid.uuid4().hex}"
+        deadline_ms = int((time.time() + self.timeout.connect + self.timeout.read + DEADLINE_GRACE_S) * 1000)
+        try:
+            intent = self._write_intent(entry, alert, hold, call.service, key_value, fp, deadline_ms,
+                                        counts="history" if link is not None else None)
+        except BaseException:
+            self._settle(hold, False)
+            raise
         prior = known[0] if known is not None else None
         record: KeyRecord | None = None
-        if key is not None and (prior is None or prior.state == "uncounted"):
-            self.keys.pop(key[0], None)  # re-inserted at the end: the dict stays oldest first
-            record = self.keys[key[0]] = KeyRecord(key[1], "in_flight", now.timestamp(), decision,
-                                                   entry.get("alert_id"))
+        if key_value is not None:
+            scoped = (call.policy.id, call.service, key_value)
+            self.keys.pop(scoped, None)  # re-inserted at the end: the dict stays oldest first
+            record = self.keys[scoped] = KeyRecord(fp, "in_flight", now.timestamp(), decision,
+                                                   entry.get("alert_id"), intent)
             self._prune_keys(now.timestamp())
+        del prior
         hop: Hop | None = None
-        if link is None and service in self.service_participants:
-            hop = self.hops[request_id] = Hop(policy.id, service, tx.value, hold, decision, entry.get("alert_id"))
+        if link is None and call.service in self.service_participants:
+            hop = self.hops[request_id] = Hop(counted.id, call.service, tx.value, hold, decision, entry.get("alert_id"))
 
-        def settle(response: httpx.Response | None) -> None:
+        def settle(response: httpx.Response | None, sent: bool) -> None:
             if hop is not None and self.hops.get(request_id) is hop:
                 del self.hops[request_id]
+            if response is None and sent:
+                # Forwarded, never answered: it may have been applied. The hold stays, the intent
+                # stays open, and reconciliation asks the service for the key's outcome.
+                entry["phase"] = "unanswered"
+                self.open_intents[intent.idx] = intent
+                if record is not None:
+                    record.state = "open"
+                return
             ok = response is not None and 200 <= response.status_code < 300
-            replayed = ok and response.headers.get(REPLAY_HEADER, "").lower() == "true"  # type: ignore[union-attr]
-            # A replay of a key the gateway never saw answered (it restarted since): the first
-            # answer is already in the log it rebuilt from, so this one counts for nothing.
-            accepted = ok and not (replayed and (prior is None or prior.state != "uncounted"))
-            self._settle(hold, accepted)
-            if ok and not accepted:
-                entry["counts"] = "none"
-            elif accepted and hop is not None and hop.linked:
+            self._settle(hold, ok)
+            if ok and hop is not None and hop.linked:
                 entry["counts"] = "limits"
-            elif accepted and link is not None:
+            elif ok and link is not None:
                 entry["counts"] = "history"
-            if record is not None and self.keys.get(key[0]) is record:  # type: ignore[index]
+            if record is not None and self.keys.get(record_key) is record:
                 if ok:
                     record.state = "counted"
-                elif response is None:
-                    record.state = "uncounted"
                 else:
-                    del self.keys[key[0]]  # type: ignore[index]
+                    del self.keys[record_key]
 
-        return await self._forward(upstream(), entry, started, refuse, service, rate_headers, alert, decision,
-                                   settle)
+        record_key = (call.policy.id, call.service, key_value)
+        upstream = self._upstream_request(request, call.service, call.path, call.body, call.policy.id,
+                                          call.originator.id if call.originator else None, request_id,
+                                          key_value if assigned else None, deadline_ms)
+        return await self._forward(upstream, entry, call.started, call.refuse, call.service, rate_headers,
+                                   decision, settle)
 
-    async def _forward_replay(self, upstream: httpx.Request, entry: dict[str, Any], started: float,
-                              refuse: Any, service: str, rate_headers: dict[str, str], usage: Usage,
-                              tx: Transaction, now: datetime, record: KeyRecord) -> Response:
+    def _write_intent(self, entry: dict[str, Any], alert: dict[str, Any] | None, hold: Hold, service: str,
+                      key: str | None, fp: str, deadline_ms: int, counts: str | None) -> OpenIntent:
+        """Append the movement's intent (and the alert its screening opened) before forwarding it;
+        the entry that follows (`entry`, now the outcome) points back to it."""
+        fields = {**entry, "phase": "intent", "status": 0, "latency_us": 0, "idempotency_key": key,
+                  "fingerprint": fp, "deadline_ms": deadline_ms, "counts": counts}
+        idx, _ = self.audit(fields, alert)
+        entry.update(phase="outcome", intent_idx=idx, idempotency_key=key)
+        return OpenIntent(idx, fields, service, key, fp, deadline_ms, hold)
+
+    async def _forward_replay(self, call: Call, usage: Usage, tx: Transaction, record: KeyRecord,
+                              key_value: str) -> Response:
         """A retry with an idempotency key the gateway already forwarded: the service answers
         with the first response and moves nothing, so it is neither limited, screened nor
-        counted again; it carries the first decision and alert."""
+        counted again; it carries the first decision and alert, and points at the first intent."""
+        entry = call.entry
         decision = record.decision
         entry.update(decision=decision.outcome, score=decision.score, rules=",".join(decision.rules),
-                     ruleset_version=decision.ruleset_version, alert_id=record.alert_id)
+                     ruleset_version=decision.ruleset_version, alert_id=record.alert_id, phase="outcome",
+                     idempotency_key=key_value, intent_idx=record.intent.idx if record.intent else None)
 
-        def settle(response: httpx.Response | None) -> None:
+        def settle(response: httpx.Response | None, _sent: bool) -> None:
             if response is None or not 200 <= response.status_code < 300:
                 return
             if response.headers.get(REPLAY_HEADER, "").lower() == "true":
@@ -475,15 +668,17 @@ class Gateway:
                 return
             # The service ran it afresh (its key had expired): the money moved now, so it counts.
             log.warning("%s: key retried after the service forgot it; counted now", entry["request_id"])
-            self._settle(self._hold(usage, tx, now, limits=True), True)
+            self._settle(self._hold(usage, tx, call.now, limits=True), True)
 
-        return await self._forward(upstream, entry, started, refuse, service, rate_headers, None, decision,
-                                   settle)
+        upstream = self._upstream_request(call.request, call.service, call.path, call.body, call.policy.id,
+                                          call.originator.id if call.originator else None,
+                                          entry["request_id"], None, None)
+        return await self._forward(upstream, entry, call.started, call.refuse, call.service,
+                                   call.rate_headers, decision, settle)
 
     async def _forward(self, upstream: httpx.Request, entry: dict[str, Any], started: float, refuse: Any,
-                       service: str, rate_headers: dict[str, str], alert: dict[str, Any] | None,
-                       decision: Decision | None,
-                       settle: Callable[[httpx.Response | None], None]) -> Response:
+                       service: str, rate_headers: dict[str, str], decision: Decision | None,
+                       settle: Callable[[httpx.Response | None, bool], None]) -> Response:
         """Send, settle what the request holds on the answer (None: no answer), log, send back.
 
         A small answer of known size is read whole before anything is settled or logged, so an
@@ -494,22 +689,19 @@ class Gateway:
             response = await self.transport(service).handle_async_request(upstream)
             answered = True
             body = await _small_body(response)
-        except httpx.TimeoutException as exc:
-            settle(None)
-            connect = not answered and isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout))
-            return self._upstream_failed(refuse, entry, alert, rate_headers, service, connect, exc)
-        except httpx.TransportError as exc:
-            settle(None)
-            return self._upstream_failed(refuse, entry, alert, rate_headers, service, not answered, exc)
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            sent = answered or not isinstance(exc, NOT_SENT)
+            settle(None, sent)
+            return self._upstream_failed(refuse, entry, rate_headers, service, sent, exc)
         except BaseException:
-            settle(None)
+            settle(None, True)
             raise
-        settle(response)
+        settle(response, True)
 
         entry["status"] = response.status_code
         entry["latency_us"] = int((time.perf_counter() - started) * 1e6)
         try:
-            idx, digest = self.audit(entry, alert)
+            idx, digest = self.audit(entry)
         except BaseException:
             await response.aclose()
             raise
@@ -526,6 +718,123 @@ class Gateway:
                                      background=BackgroundTask(response.aclose))
         streamed.raw_headers = headers
         return streamed
+
+    # -- reconciliation: intents whose outcome the gateway never heard ----------------------
+
+    async def reconcile(self, intent: OpenIntent | None) -> str:
+        """Ask the service what became of an open intent's idempotency key, and close it:
+        `applied` (counted), `refused` or `not-applied` (released), or `pending` (ask again later:
+        the service is unreachable, still working on it, or the deadline has not passed)."""
+        if intent is None or intent.idx not in self.open_intents:
+            return "closed"
+        if intent.reconciling:
+            return "pending"
+        intent.reconciling = True
+        try:
+            outcome = await self._outcome_of(intent)
+        finally:
+            intent.reconciling = False
+        if outcome is None or intent.idx not in self.open_intents:
+            return "pending"
+        state, status = outcome
+        if state == "in_flight" or (state == "absent" and time.time() * 1000 < intent.deadline_ms + ABSENT_AFTER_MS):
+            return "pending"
+        applied = state == "done" and 200 <= status < 300
+        fields = {k: v for k, v in intent.fields.items()
+                  if k not in ("idx", "hash", "prev_hash", "fingerprint", "deadline_ms", "counts")}
+        fields.update(at=iso(self.clock.now()), phase="reconciled", intent_idx=intent.idx, latency_us=0,
+                      status=status if state == "done" else 0, alert_id=intent.fields.get("alert_id"),
+                      error=None if state == "done" else "not-applied",
+                      counts=intent.fields.get("counts") if applied else None)
+        self._settle(intent.hold, applied)
+        del self.open_intents[intent.idx]
+        self.audit(fields)
+        self._close_key(intent, applied)
+        verdict = "applied" if applied else ("refused" if state == "done" else "not-applied")
+        log.info("reconciled intent %s (%s key %s): %s", intent.idx, intent.service, intent.key, verdict)
+        return verdict
+
+    async def reconcile_open(self) -> dict[str, int]:
+        """Every open intent, once (at start-up and on the reconciler's timer)."""
+        tally: dict[str, int] = {}
+        for intent in list(self.open_intents.values()):
+            verdict = await self.reconcile(intent)
+            tally[verdict] = tally.get(verdict, 0) + 1
+        return tally
+
+    async def _outcome_of(self, intent: OpenIntent) -> tuple[str, int] | None:
+        """(state, status) of the intent's key at the service, or None when it cannot say."""
+        if intent.key is None:
+            # No key (a service that requires one refused it unread): nothing can have moved.
+            return ("absent", 0) if time.time() * 1000 >= intent.deadline_ms + ABSENT_AFTER_MS else None
+        url = f"{self.upstreams[intent.service]}/_sandbox/idempotency-keys/{quote(intent.key, safe='')}"
+        try:
+            response = await self.client.get(url, params={"fingerprint": intent.fingerprint},
+                                             headers={"x-request-id": intent.fields["request_id"]},
+                                             timeout=RECONCILE_TIMEOUT_S)
+        except httpx.HTTPError as exc:
+            log.warning("reconciling intent %s: %s unreachable: %r", intent.idx, intent.service, exc)
+            return None
+        if response.status_code != 200:
+            log.warning("reconciling intent %s: %s answered %s", intent.idx, intent.service, response.status_code)
+            return None
+        data = response.json()
+        return data.get("state", ""), int(data.get("status_code") or 0)
+
+    def _close_key(self, intent: OpenIntent, applied: bool) -> None:
+        for scoped, record in list(self.keys.items()):
+            if record.intent is intent:
+                if applied:
+                    record.state = "counted"
+                else:
+                    del self.keys[scoped]
+
+    async def run_reconciler(self, interval_s: float) -> None:
+        """Reconcile open intents every `interval_s` until cancelled."""
+        while True:
+            await asyncio.sleep(interval_s)
+            if self.open_intents:
+                try:
+                    await self.reconcile_open()
+                except Exception:  # keep the timer alive; the next round tries again
+                    log.exception("reconciliation round failed")
+
+    # -- unauthenticated requests ---------------------------------------------------------------
+
+    def _unauthenticated(self, request: Request, entry: dict[str, Any], refuse: Any, api_key: str | None) -> Response:
+        """401, or 429 for an address past the unauthenticated rate; a flood is logged as a few
+        entries and one summary per address and window, not one hash-chain entry per request."""
+        slug, title = ("missing-api-key", "API key required") if not api_key else \
+            ("invalid-api-key", "API key not recognised")
+        detail = "Send a participant's key in the X-API-Key header."
+        headers = {"WWW-Authenticate": 'ApiKey header="X-API-Key"'}
+        if self.door is None:
+            return refuse(401, slug, title, detail, headers=headers)
+        address = request.client.host if request.client else "unknown"
+        verdict = self.door.take(address, time.time())
+        if verdict.summary is not None:
+            self._log_flood(verdict.summary, entry)
+        headers = {"WWW-Authenticate": 'ApiKey header="X-API-Key"'}
+        status = 401
+        if not verdict.allowed:
+            status, slug, title = 429, "rate-limited", "Too many unauthenticated requests"
+            detail = (f"Too many requests without a valid key from {address}; retry in "
+                      f"{verdict.retry_after_s} s.")
+            headers["Retry-After"] = str(verdict.retry_after_s)
+            entry["limit_name"] = "unauthenticated_rate"
+        if verdict.log_now:
+            return refuse(status, slug, title, detail, headers=headers)
+        body = problem_body(status, slug, title, detail + " (Counted in the gateway's flood summary for "
+                            "this address, not logged one by one.)", instance=request.url.path)
+        return Response(json.dumps(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+    def _log_flood(self, summary: Any, entry: dict[str, Any]) -> None:
+        self.audit({"at": entry["at"], "request_id": entry["request_id"], "participant_id": None,
+                    "method": "-", "path": f"flood from {summary.address}"[:500], "service": None,
+                    "status": 429 if summary.limited else 401, "latency_us": 0, "limit_name": "unauthenticated_rate",
+                    "error": f"{summary.unlogged} unlogged"[:40],
+                    "operation": f"{summary.unlogged} requests {summary.first_iso}..{summary.last_iso}"[:200]})
+
 
     # -- holds, idempotency keys and linked hops --------------------------------------------
 
@@ -548,40 +857,54 @@ class Gateway:
             self.history.forget(hold.history)
             hold.history = None
 
+    def _usage(self, participant_id: str) -> Usage:
+        usage = self.usage.get(participant_id)
+        if usage is None:
+            usage = self.usage[participant_id] = Usage()
+        return usage
+
     @staticmethod
-    def _idempotency_key(request: Request, participant_id: str, service: str, method: str, path: str,
-                         body: bytes) -> tuple[tuple[str, str, str], str] | None:
+    def _idempotency_key_value(request: Request) -> str | None:
         for name in IDEMPOTENCY_HEADERS:
             value = request.headers.get(name)
             if value:
-                return (participant_id, service, value), fingerprint(method, path, body)
+                return value
         return None
 
-    def _known_key(self, key: tuple[tuple[str, str, str], str], now_s: float) -> tuple[KeyRecord, KeyRecord | None] | None:
+    def _known_key(self, scoped: tuple[str, str, str], fp: str, now_s: float) -> tuple[KeyRecord, KeyRecord | None] | None:
         """(the record, itself again when this request retries it) for a remembered key."""
-        record = self.keys.get(key[0])
+        record = self.keys.get(scoped)
         if record is None:
             return None
-        if record.at < now_s - RETENTION.total_seconds():
-            del self.keys[key[0]]
+        if record.at < now_s - RETENTION.total_seconds() and record.state != "open":
+            del self.keys[scoped]
             return None
-        retry = record.fingerprint == key[1] and record.state in ("in_flight", "counted")
+        retry = record.fingerprint == fp and record.state in ("in_flight", "counted")
         return record, record if retry else None
 
     def _prune_keys(self, now_s: float) -> None:
-        """Oldest first: drop keys past the services' retention, and the oldest beyond the cap."""
+        """Oldest first: drop keys past the services' retention, and the oldest beyond the cap
+        (an open intent's key stays until it is reconciled)."""
         cutoff = now_s - RETENTION.total_seconds()
         while self.keys:
             oldest = next(iter(self.keys))
             if self.keys[oldest].at >= cutoff and len(self.keys) <= KEY_MEMORY:
                 break
-            del self.keys[oldest]
+            record = self.keys.pop(oldest)
+            if record.state == "open":
+                self.keys[oldest] = record  # to the back: kept until reconciled
+                if all(r.state == "open" for r in self.keys.values()):
+                    break
 
-    def _continued_hop(self, request_id: str, participant_id: str, tx: Transaction) -> Hop | None:
+    def _continued_hop(self, request_id: str, participant_id: str, originator: Policy | None,
+                       tx: Transaction) -> Hop | None:
         """The screened request this one continues: still in flight, to a service that calls
-        the gateway as this participant, with the same request id and the same value."""
+        the gateway as this participant, for the participant that made it, with the same request
+        id and the same value."""
         hop = self.hops.get(request_id)
         if hop is None or hop.linked or hop.participant_id == participant_id or hop.value != tx.value:
+            return None
+        if originator is not None and originator.id != hop.participant_id:
             return None
         return hop if self.service_participants.get(hop.service) == participant_id else None
 
@@ -594,19 +917,23 @@ class Gateway:
         return refuse(403, "sandbox-limit", "Refused by the participant's sandbox limits", breach.detail,
                       headers=headers, limit=breach.limit, participant_id=policy.id)
 
-    def _upstream_failed(self, refuse: Any, entry: dict[str, Any], alert: dict[str, Any] | None,
-                         headers: dict[str, str], service: str, unavailable: bool, exc: Exception) -> Response:
+    def _upstream_failed(self, refuse: Any, entry: dict[str, Any], headers: dict[str, str], service: str,
+                         sent: bool, exc: Exception) -> Response:
         log.warning("upstream %s failed: %r", service, exc)
-        if unavailable:
+        if not sent:
             entry["error"] = "upstream-unavailable"
             return refuse(503, "upstream-unavailable", "Service unavailable",
                           f"The {service} service could not be reached; nothing was forwarded.",
-                          headers={**headers, "Retry-After": "5"}, alert=alert, service=service)
+                          headers={**headers, "Retry-After": "5"}, service=service)
+        # Timed out, or the connection broke before the answer was whole: either way it is unknown
+        # whether the service applied it.
         entry["error"] = "upstream-timeout"
+        assigned = str(entry.get("idempotency_key") or "").startswith(ASSIGNED_KEY_PREFIX)
+        retry = ("the gateway asks the service what became of it and logs the outcome" if assigned
+                 else "retry with the same Idempotency-Key")
         return refuse(504, "upstream-timeout", "Service timed out",
                       f"The {service} service did not answer in time; the request may or may not have "
-                      "been applied: retry with the same Idempotency-Key.", headers=headers, alert=alert,
-                      service=service)
+                      f"been applied: {retry}.", headers=headers, service=service)
 
     @staticmethod
     def _decision_header(decision: Decision) -> str:
@@ -625,7 +952,8 @@ class Gateway:
         }
 
     def _upstream_request(self, request: Request, service: str, path: str, body: bytes,
-                          participant_id: str, request_id: str) -> httpx.Request:
+                          participant_id: str, originator: str | None, request_id: str,
+                          assigned_key: str | None = None, deadline_ms: int | None = None) -> httpx.Request:
         headers = [(k, v) for k, v in request.headers.raw
                    if (name := k.decode("latin-1").lower()) not in _DROP_REQUEST and not name.startswith("x-sandbox-")]
         headers += [
@@ -633,6 +961,12 @@ class Gateway:
             (b"x-sandbox-participant", participant_id.encode()),
             (b"x-forwarded-prefix", ("/" + service).encode()),
         ]
+        if originator is not None:  # honoured from service keys only (checked in handle)
+            headers.append((b"x-sandbox-on-behalf-of", originator.encode()))
+        if assigned_key is not None:
+            headers.append((ASSIGNABLE_KEY_HEADER[service].encode(), assigned_key.encode()))
+        if deadline_ms is not None:  # the service claims no key after this (nothing moves unseen)
+            headers.append((b"x-sandbox-deadline", f"{deadline_ms / 1000:.3f}".encode()))
         # So a service's links (Links.Self, Location) name the gateway the caller reached, not
         # the upstream's own address; a proxy in front of the gateway keeps its own values.
         names = {k.decode("latin-1").lower() for k, _ in headers}

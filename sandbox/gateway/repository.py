@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Engine, Select, Table, and_, case, func, inspect, insert, or_, select, text
+from sqlalchemy import Engine, Select, Table, and_, case, func, insert, inspect, or_, select, text, true
 from sqlmodel import Session
 
 from sandbox.gateway.models import Alert, AuditEntry, Participant
@@ -29,10 +29,22 @@ def _counts_in(allowed: tuple[str | None, ...]) -> Any:
 def upgrade_schema(engine: Engine) -> None:
     """Columns added to the gateway's tables after a database was created (create_all only
     makes missing tables): add them, empty, so an existing log keeps working and verifying."""
-    existing = {c["name"] for c in inspect(engine).get_columns("audit_log")}
-    if "counts" not in existing:
+    added = {
+        "audit_log": {"counts": "VARCHAR(8)", "phase": "VARCHAR(12)", "intent_idx": "BIGINT",
+                      "idempotency_key": "VARCHAR(255)", "fingerprint": "VARCHAR(64)",
+                      "deadline_ms": "BIGINT", "via": "VARCHAR(40)"},
+        "participants": {"kind": "VARCHAR(12) NOT NULL DEFAULT 'participant'"},
+    }
+    for table, columns in added.items():
+        existing = {c["name"] for c in inspect(engine).get_columns(table)}
+        missing = {name: ddl for name, ddl in columns.items() if name not in existing}
+        if not missing:
+            continue
         with engine.begin() as conn:
-            conn.execute(text("ALTER TABLE audit_log ADD COLUMN counts VARCHAR(8)"))
+            for name, ddl in missing.items():
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}"))
+            if table == "audit_log" and "intent_idx" in missing:
+                conn.execute(text("CREATE INDEX IF NOT EXISTS ix_audit_log_intent_idx ON audit_log (intent_idx)"))
 
 
 # -- participants ------------------------------------------------------------------------------
@@ -105,6 +117,29 @@ def accepted_money_movements(engine: Engine, since_iso: str) -> list[Any]:
         return list(conn.execute(query))
 
 
+CLOSING_PHASES = ("outcome", "reconciled")  # an intent followed by one of these is settled
+
+
+def money_intents(engine: Engine, since_iso: str) -> list[Any]:
+    """Intents logged since a time, and every intent still open whenever it was logged, each with
+    the status of the entry that closed it (NULL: still open)."""
+    closing = AUDIT.alias("closing")
+    closed_status = (select(closing.c.status)
+                     .where(closing.c.intent_idx == AUDIT.c.idx, closing.c.phase.in_(CLOSING_PHASES))
+                     .order_by(closing.c.idx).limit(1).scalar_subquery())
+    query = (select(AUDIT.c.idx, AUDIT.c.at, AUDIT.c.request_id, AUDIT.c.participant_id, AUDIT.c.via,
+                    AUDIT.c.method, AUDIT.c.path, AUDIT.c.service, AUDIT.c.operation, AUDIT.c.decision,
+                    AUDIT.c.score, AUDIT.c.rules, AUDIT.c.ruleset_version, AUDIT.c.amount, AUDIT.c.currency,
+                    AUDIT.c.value_minor, AUDIT.c.payer, AUDIT.c.payee, AUDIT.c.customer, AUDIT.c.card_last4,
+                    AUDIT.c.alert_id, AUDIT.c.counts, AUDIT.c.idempotency_key, AUDIT.c.fingerprint,
+                    AUDIT.c.deadline_ms, closed_status.label("closed_status"))
+             .where(AUDIT.c.phase == "intent")
+             .order_by(AUDIT.c.idx))
+    with engine.connect() as conn:
+        rows = list(conn.execute(query))
+    return [r for r in rows if r.at >= since_iso or r.closed_status is None]
+
+
 def customers_by_participant(engine: Engine) -> list[Any]:
     query = (select(AUDIT.c.participant_id, AUDIT.c.customer)
              .where(AUDIT.c.customer.is_not(None), AUDIT.c.value_minor.is_not(None),
@@ -134,6 +169,9 @@ def activity_summary(session: Session, participant_id: str, since_iso: str | Non
     a = AUDIT.c
     ok = and_(a.status >= 200, a.status < 300)
     counted = and_(ok, a.value_minor.is_not(None), _counts_in(COUNTS_FOR_LIMITS))  # what the limits count
+    # One request is one entry: its intent (written ahead) and a later reconciliation are not
+    # requests of their own, though a reconciled movement counts toward the volume.
+    request = or_(a.phase.is_(None), a.phase.in_(("outcome", "unanswered")))
     conditions = [a.participant_id == participant_id]
     if since_iso:
         conditions.append(a.at >= since_iso)
@@ -141,10 +179,10 @@ def activity_summary(session: Session, participant_id: str, since_iso: str | Non
         conditions.append(a.at < until_iso)
 
     def count_if(cond: Any) -> Any:
-        return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
+        return func.coalesce(func.sum(case((and_(request, cond), 1), else_=0)), 0)
 
     query = select(
-        func.count().label("requests"),
+        count_if(true()).label("requests"),
         count_if(ok).label("succeeded"),
         count_if(and_(a.status >= 400, a.status < 500)).label("refused"),
         count_if(a.status >= 500).label("failed"),

@@ -80,6 +80,9 @@ class ParticipantPublic(BaseModel):
     role: str
     status: Literal["active", "suspended"]
     status_reason: str | None
+    kind: Literal["participant", "service"] = Field(description=(
+        "`service`: one of the sandbox's own services. Its calls may name the participant they act "
+        "for (`X-Sandbox-On-Behalf-Of`), whose limits and screening then apply; a participant's may not."))
     key_hint: str
     services: list[str]
     operations: list[str]
@@ -135,6 +138,18 @@ class AuditEntryPublic(BaseModel):
         "pass-through). An idempotent replay counts toward neither; an open-banking payment "
         "counts toward the initiating TPP's limits and, through the bank's ledger transfer, "
         "toward the history once. Null for other entries."))
+    phase: Literal["intent", "outcome", "unanswered", "reconciled"] | None = Field(description=(
+        "Write-ahead entries of a money movement: `intent` is appended before the request is "
+        "forwarded (status 0, its usage held); `outcome` when the service answered; `unanswered` when "
+        "the gateway gave up (504) and the hold stays; `reconciled` when the service's record of the "
+        "idempotency key was read back later (status 0 with error `not-applied`: it never ran). Null "
+        "for a request that moves no money."))
+    intent_index: int | None = Field(description="The `intent` entry this entry closes or follows.")
+    idempotency_key: str | None = Field(description=(
+        "The key the movement was forwarded with: the participant's, or one the gateway assigned."))
+    via: str | None = Field(description=(
+        "The sandbox service whose key sent this hop on `participant_id`'s behalf (advisor funding, "
+        "credit collection, an open-banking payment's ledger transfer)."))
     prev_hash: str
     hash: str
 

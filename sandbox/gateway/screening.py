@@ -315,7 +315,7 @@ class RuleSet:
             outcome = "approve"
         return Decision(outcome, score, tuple(hits), self.version)
 
-    def _money(self, minor: int) -> str:
+    def money(self, minor: int) -> str:
         return f"{Decimal(minor).scaleb(-self.reporting_exponent):.{self.reporting_exponent}f} {self.reporting_currency}"
 
     def _large_value(self, cfg: dict) -> Rule:
@@ -323,8 +323,8 @@ class RuleSet:
 
         def large_value(tx: Transaction, _h: History, _now: float) -> RuleHit | None:
             if tx.value >= threshold:
-                return RuleHit("large_value", weight, f"{self._money(tx.value)} is at or above the "
-                               f"large-value threshold of {self._money(threshold)}")
+                return RuleHit("large_value", weight, f"{self.money(tx.value)} is at or above the "
+                               f"large-value threshold of {self.money(threshold)}")
             return None
 
         return large_value
@@ -346,8 +346,8 @@ class RuleSet:
                     total += value
             if count >= min_count and total >= threshold:
                 return RuleHit("structuring", weight, f"{count} amounts just below the "
-                               f"{self._money(threshold)} threshold within {cfg['window_hours']} h, "
-                               f"{self._money(total)} in all")
+                               f"{self.money(threshold)} threshold within {cfg['window_hours']} h, "
+                               f"{self.money(total)} in all")
             return None
 
         return structuring
@@ -391,8 +391,8 @@ class RuleSet:
             _, total_out = _sum_since(history.outflows_of(tx.payer, now), since)
             total_out += tx.value
             if total_out >= total_in * ratio:
-                return RuleHit("rapid_pass_through", weight, f"{self._money(total_out)} out of "
-                               f"{tx.payer} within {cfg['window_hours']} h of {self._money(total_in)} coming in")
+                return RuleHit("rapid_pass_through", weight, f"{self.money(total_out)} out of "
+                               f"{tx.payer} within {cfg['window_hours']} h of {self.money(total_in)} coming in")
             return None
 
         return rapid_pass_through

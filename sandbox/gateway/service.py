@@ -47,12 +47,18 @@ def _key_hint(api_key: str) -> str:
 def seed_demo_participants(session: Session, now: datetime) -> None:
     """The demo world's firms and the services' own keys, once, windows opening today."""
     if repository.participant_count(session):
+        # A database from before participants had a kind: the services' keys become services'.
+        for demo in DEMO_PARTICIPANTS:
+            row = repository.get_participant(session, demo.id)
+            if row is not None and row.kind != demo.kind and row.key_hash == hash_key(demo.api_key):
+                row.kind = demo.kind
+        session.commit()
         return
     start = now.replace(hour=0, minute=0, second=0, microsecond=0)
     for demo in DEMO_PARTICIPANTS:
         limits = DEMO_PARTICIPANT_LIMITS[demo.id]
         session.add(Participant(
-            id=demo.id, name=demo.name, role=demo.role, key_hash=hash_key(demo.api_key),
+            id=demo.id, name=demo.name, role=demo.role, kind=demo.kind, key_hash=hash_key(demo.api_key),
             key_hint=_key_hint(demo.api_key), services=",".join(demo.services),
             operations="\n".join(limits.operations), window_from=start,
             window_to=start + timedelta(days=limits.window_days),
@@ -67,6 +73,7 @@ def seed_demo_participants(session: Session, now: datetime) -> None:
 def participant_public(row: Participant) -> ParticipantPublic:
     return ParticipantPublic(
         id=row.id, name=row.name, role=row.role, status=row.status, status_reason=row.status_reason,  # type: ignore[arg-type]
+        kind=row.kind,  # type: ignore[arg-type]
         key_hint=row.key_hint, services=[s for s in row.services.split(",") if s],
         operations=[o for o in row.operations.split("\n") if o],
         window_from=row.window_from, window_to=row.window_to, limits=_limits(row), created_at=row.created_at,
@@ -131,7 +138,8 @@ def audit_public(row: AuditEntry | dict[str, Any]) -> AuditEntryPublic:
         ruleset_version=r["ruleset_version"], limit=r["limit_name"], amount=amount, value_reporting=value,
         payer=r["payer"], payee=r["payee"], customer=r["customer"], card_last4=r["card_last4"],
         error=r["error"], alert_id=r["alert_id"], counts_toward=_counts_toward(r),
-        prev_hash=r["prev_hash"], hash=r["hash"],
+        phase=r.get("phase"), intent_index=r.get("intent_idx"), idempotency_key=r.get("idempotency_key"),
+        via=r.get("via"), prev_hash=r["prev_hash"], hash=r["hash"],
     )
 
 

@@ -81,10 +81,12 @@ class Sandbox:
     def balance(self, account_id: str) -> str:
         return self.payments.get(f"/accounts/{account_id}").json()["balance"]["amount"]
 
-    def entries(self, **params: Any) -> list[dict[str, Any]]:
+    def entries(self, with_intents: bool = False, **params: Any) -> list[dict[str, Any]]:
+        """The log's entries; without the intents money movements write ahead unless asked."""
         response = self.client.get("/sandbox/audit/entries", params={"limit": 100, **params}, headers=REGULATOR)
         assert response.status_code == 200, response.text
-        return response.json()["data"]
+        data = response.json()["data"]
+        return data if with_intents else [e for e in data if e["phase"] != "intent"]
 
 
 def fund(payments: Any, account_id: str, amount: str) -> None:

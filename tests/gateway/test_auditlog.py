@@ -26,13 +26,16 @@ def _tamper(sandbox: Sandbox, sql: str) -> None:
 def test_every_request_is_chained(sandbox: Sandbox) -> None:
     _traffic(sandbox, 3)
     sandbox.client.get("/payments/accounts/acc_00000000000000000000000001")  # no key: logged too
-    entries = sandbox.entries()
-    assert [e["index"] for e in entries] == [0, 1, 2, 3]
+    entries = sandbox.entries(with_intents=True)
+    assert [e["index"] for e in entries] == [0, 1, 2, 3, 4, 5, 6]
+    # Each transfer is written ahead (its intent, before it is forwarded), then its outcome.
+    assert [e["phase"] for e in entries] == ["intent", "outcome"] * 3 + [None]
+    assert [e["intent_index"] for e in entries[1:6:2]] == [0, 2, 4]
     assert entries[0]["prev_hash"] == GENESIS
     assert all(b["prev_hash"] == a["hash"] for a, b in zip(entries, entries[1:]))
-    assert entries[3]["status"] == 401
+    assert entries[6]["status"] == 401
     result = sandbox.client.get("/sandbox/audit/verify", headers=REGULATOR).json()
-    assert result == {"ok": True, "size": 4, "head_hash": entries[3]["hash"], "first_broken": None}
+    assert result == {"ok": True, "size": 7, "head_hash": entries[6]["hash"], "first_broken": None}
 
 
 def test_editing_one_entry_is_named_by_the_verify_endpoint(sandbox: Sandbox) -> None:
@@ -86,7 +89,7 @@ def test_the_chain_continues_after_a_restart(sandbox: Sandbox, payments_app) -> 
         response = client.post("/payments/transfers", headers={"X-API-Key": WALLET_KEY}, json={
             "from_account_id": LI_WEI, "to_account_id": "acc_00000000000000000000000002",
             "amount": {"amount": "1.00", "currency": "CNY"}})
-        assert response.headers["x-sandbox-receipt"].startswith("index=2;")
+        assert response.headers["x-sandbox-receipt"].startswith("index=5;")  # after its intent, 4
         assert client.get("/sandbox/audit/verify", headers=REGULATOR).json()["ok"] is True
 
 
@@ -102,7 +105,7 @@ def test_editing_what_an_entry_counts_toward_is_named(sandbox: Sandbox) -> None:
     """Turning a replay (counts toward nothing) back into a counted movement breaks the chain."""
     for _ in range(2):
         sandbox.transfer(WALLET_KEY, "1.00", source=LI_WEI, **{"Idempotency-Key": "once"})
-    assert [e["counts_toward"] for e in sandbox.entries()] == [["limits", "history"], []]
-    _tamper(sandbox, "UPDATE audit_log SET counts = NULL WHERE idx = 1")
+    assert [e["counts_toward"] for e in sandbox.entries(with_intents=True)] == [None, ["limits", "history"], []]
+    _tamper(sandbox, "UPDATE audit_log SET counts = NULL WHERE idx = 2")
     result = sandbox.client.get("/sandbox/audit/verify", headers=REGULATOR).json()
-    assert result["first_broken"]["index"] == 1
+    assert result["first_broken"]["index"] == 2

@@ -47,16 +47,22 @@ def test_a_log_from_before_the_counts_column_is_upgraded_and_still_verifies(  # 
     transports = {"payments": httpx.ASGITransport(app=payments_app)}
     settings = {"database_url": database_url} if database_url else {}
     with TestClient(build_gateway(tmp_path, frozen_clock(), transports, **settings)) as client:
-        assert _transfer(client, "10.00").status_code == 201
+        # An entry of the first log format: a request that sets none of the later fields.
+        assert client.get(f"/payments/accounts/{LI_WEI}", headers={"X-API-Key": WALLET_KEY}).status_code == 200
     engine = create_engine(resolve_url(database_url, tmp_path, "gateway"))
-    with engine.begin() as conn:  # the table as the first log format made it
-        conn.execute(text("ALTER TABLE audit_log DROP COLUMN counts"))
+    with engine.begin() as conn:  # the tables as the first log format made them
+        conn.execute(text("DROP INDEX ix_audit_log_intent_idx"))
+        for column in ("counts", "phase", "intent_idx", "idempotency_key", "fingerprint", "deadline_ms", "via"):
+            conn.execute(text(f"ALTER TABLE audit_log DROP COLUMN {column}"))
+        conn.execute(text("ALTER TABLE participants DROP COLUMN kind"))
     engine.dispose()
     with TestClient(build_gateway(tmp_path, frozen_clock(), transports, **settings)) as client:
-        assert client.app.state.gateway.usage["ptp_00000000000000000000000001"].day_volume == 1000
         retry = client.post("/payments/transfers", headers={"X-API-Key": WALLET_KEY, "Idempotency-Key": "u"},
                             json={"from_account_id": LI_WEI, "to_account_id": ZHANG_MIN,
                                   "amount": {"amount": "5.00", "currency": "CNY"}})
         assert retry.status_code == 201
+        assert client.app.state.gateway.usage["ptp_00000000000000000000000001"].day_volume == 500
+        participants = client.get("/sandbox/participants", params={"limit": 100}, headers=REGULATOR).json()["data"]
+        assert {p["id"]: p["kind"] for p in participants}["ptp_00000000000000000000000011"] == "service"
         assert client.get("/sandbox/audit/verify", headers=REGULATOR).json() | {"head_hash": None} == {
-            "ok": True, "size": 2, "head_hash": None, "first_broken": None}
+            "ok": True, "size": 3, "head_hash": None, "first_broken": None}
