@@ -5,11 +5,13 @@ client-credentials token to create and read consents, and swaps the authorisatio
 decision produced for the PSU's access token itself. Because every one of those calls carries the
 credit service's key, the gateway names credit's participant to the bank, and the bank's rule
 that a token works only for the participant that obtained it holds. The PSU's token is used for
-one application's reads and never stored.
+one application's reads and never stored. Calls made for a lender name it (`acting_for`), so the
+gateway logs and limits them as that lender's.
 """
 
 from __future__ import annotations
 
+import copy
 import threading
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,6 +26,14 @@ PERMISSIONS = ("ReadAccountsBasic", "ReadTransactionsBasic", "ReadTransactionsCr
 MAX_PAGES = 40
 
 
+class _CachedToken:
+    """Credit's client-credentials token and its end, shared by every `acting_for` view."""
+
+    def __init__(self) -> None:
+        self.value: tuple[str, datetime] | None = None
+        self.lock = threading.Lock()
+
+
 class ClientRejected(Exception):
     """The bank refused credit's own client credentials: a configuration fault, not the PSU's."""
 
@@ -34,8 +44,13 @@ class SandboxBank:
         self.client_id = client_id
         self._secret = client_secret
         self.clock = clock
-        self._token: tuple[str, datetime] | None = None
-        self._lock = threading.Lock()
+        self._token = _CachedToken()
+
+    def acting_for(self, participant_id: str | None) -> SandboxBank:
+        """The same registration and token cache, every call naming the participant credit serves."""
+        view = copy.copy(self)
+        view.gateway = self.gateway.acting_for(participant_id)
+        return view
 
     # --- tokens ---------------------------------------------------------------------------------
 
@@ -54,15 +69,15 @@ class SandboxBank:
     def client_token(self, fresh: bool = False) -> str:
         """Credit's client-credentials token (scope `accounts`), reused until shortly before it ends."""
         now = self.clock.now()
-        with self._lock:
-            cached = self._token
+        with self._token.lock:
+            cached = self._token.value
             if cached and not fresh and now < cached[1]:
                 return cached[0]
         body = self._token_request({"grant_type": "client_credentials", "scope": "accounts"})
         token = str(body["access_token"])
         lifetime = max(int(body.get("expires_in", 0)) - 60, 0)
-        with self._lock:
-            self._token = (token, now + timedelta(seconds=lifetime))
+        with self._token.lock:
+            self._token.value = (token, now + timedelta(seconds=lifetime))
         return token
 
     def _as_client(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:

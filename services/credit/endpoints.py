@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 
 from services.common.app import ClockDep
+from services.common.caller import CallerDep
 from services.common.db import SessionDep
 from services.common.fields import IdPath
 from services.common.idempotency import IdempotencyKeyHeader
@@ -109,17 +110,18 @@ def create_score(body: ScoreRequest, card: ScorecardDep) -> ScorePublic:
 )
 def create_application(
     body: ApplicationCreate, session: SessionDep, clock: ClockDep, card: ScorecardDep, bank: BankDep,
-    request: Request,
+    request: Request, caller: CallerDep,
 ) -> ApplicationPublic:
     """Apply for a loan and get the automated decision: score, reasons, terms, timings.
 
     With `cash_flow.source` `open_banking` the flow is read from Sandbox Bank with a consent the
     applicant authorised (see `POST /open-banking/consents`); refusals name the reason
     (`consent-not-authorised`, `consent-rejected`, `consent-revoked`, `consent-expired`,
-    `account-not-in-consent`, `authorization-code-invalid`, ...)."""
+    `account-not-in-consent`, `authorization-code-invalid`, ...). `repayment_mandate_id` names the
+    mandate repayments will debit the applicant's account under."""
     received_at = clock.now()
     return service.apply(session, card, bank, body, received_at, clock,
-                         request.app.state.settings.lender_account_id)
+                         request.app.state.settings.lender_account_id, caller)
 
 
 _FORWARDED_HOST = re.compile(r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$")
@@ -149,19 +151,23 @@ BANK_CONSENT_LINKS: dict[str, Any] = {
         **problem_responses(503),
     },
 )
-def create_bank_consent(clock: ClockDep, bank: BankDep, request: Request) -> BankConsentPublic:
+def create_bank_consent(
+    session: SessionDep, clock: ClockDep, bank: BankDep, request: Request, caller: CallerDep
+) -> BankConsentPublic:
     """Credit, as a TPP, asks Sandbox Bank for an account-access consent (accounts and credits of
     the last 12 months, for one day). The applicant then authorises it at the bank."""
-    return service.create_bank_consent(bank, clock.now(), public_gateway(request))
+    return service.create_bank_consent(session, bank, clock.now(), public_gateway(request), caller)
 
 
 @router.get(
     "/open-banking/consents/{consent_id}", tags=["open banking"], operation_id="get_bank_consent",
     response_model=BankConsentPublic, responses=problem_responses(404, 422, 503),
 )
-def get_bank_consent(consent_id: BankConsentId, bank: BankDep, request: Request) -> BankConsentPublic:
-    """A consent credit created, with its status as the bank reports it now."""
-    return service.get_bank_consent(bank, consent_id, public_gateway(request))
+def get_bank_consent(
+    consent_id: BankConsentId, session: SessionDep, bank: BankDep, request: Request, caller: CallerDep
+) -> BankConsentPublic:
+    """A consent credit created for you, with its status as the bank reports it now."""
+    return service.get_bank_consent(session, bank, consent_id, public_gateway(request), caller)
 
 
 @router.get(
@@ -169,28 +175,30 @@ def get_bank_consent(consent_id: BankConsentId, bank: BankDep, request: Request)
     response_model=Page[ApplicationPublic], responses=problem_responses(422),
 )
 def list_applications(
-    session: SessionDep, card: ScorecardDep, limit: LimitQuery = 20, cursor: CursorQuery = None
+    session: SessionDep, card: ScorecardDep, caller: CallerDep, limit: LimitQuery = 20, cursor: CursorQuery = None
 ) -> Page[ApplicationPublic]:
-    """Applications and their decisions, oldest first, a page at a time."""
-    return page_of(service.list_applications(session, card, limit, cursor), limit, lambda a: a.id)
+    """Your applications and their decisions, oldest first, a page at a time."""
+    return page_of(service.list_applications(session, card, limit, cursor, caller), limit, lambda a: a.id)
 
 
 @router.get(
     "/applications/{application_id}", tags=["applications"], operation_id="get_application",
     response_model=ApplicationPublic, responses=problem_responses(404, 422),
 )
-def get_application(application_id: ApplicationId, session: SessionDep, card: ScorecardDep) -> ApplicationPublic:
+def get_application(
+    application_id: ApplicationId, session: SessionDep, card: ScorecardDep, caller: CallerDep
+) -> ApplicationPublic:
     """One application, its decision and its timings."""
-    return service.get_application(session, card, application_id)
+    return service.get_application(session, card, application_id, caller)
 
 
 @router.get(
     "/loans/{loan_id}", tags=["loans"], operation_id="get_loan", response_model=LoanPublic,
     responses=problem_responses(404, 422),
 )
-def get_loan(loan_id: LoanId, session: SessionDep) -> LoanPublic:
+def get_loan(loan_id: LoanId, session: SessionDep, caller: CallerDep) -> LoanPublic:
     """One loan: payout, repayment schedule, repayments, what is outstanding."""
-    return service.get_loan(session, loan_id)
+    return service.get_loan(session, loan_id, caller)
 
 
 @router.post(
@@ -201,9 +209,11 @@ def get_loan(loan_id: LoanId, session: SessionDep) -> LoanPublic:
         **problem_responses(404, 409, 422, 503),
     },
 )
-def disburse_loan(loan_id: LoanId, session: SessionDep, clock: ClockDep, gateway: GatewayDep) -> LoanPublic:
+def disburse_loan(
+    loan_id: LoanId, session: SessionDep, clock: ClockDep, gateway: GatewayDep, caller: CallerDep
+) -> LoanPublic:
     """Pay the loan into the borrower's wallet (safe to retry: it never pays twice)."""
-    return service.disburse(session, gateway, clock, loan_id)
+    return service.disburse(session, gateway, clock, loan_id, caller)
 
 
 @router.post(
@@ -211,18 +221,22 @@ def disburse_loan(loan_id: LoanId, session: SessionDep, clock: ClockDep, gateway
     response_model=RepaymentPublic,
     responses={
         201: {"model": RepaymentPublic, "description": "Repaid"},
-        **problem_responses(404, 409, 422, 503),
+        **problem_responses(403, 404, 409, 422, 503),
     },
 )
 def create_repayment(
     loan_id: LoanId, body: RepaymentCreate, session: SessionDep, clock: ClockDep, gateway: GatewayDep,
-    idempotency_key: IdempotencyKeyHeader = None,
+    caller: CallerDep, idempotency_key: IdempotencyKeyHeader = None,
 ) -> RepaymentPublic:
-    """Repay from the borrower's wallet to the lender; applied to the oldest instalment first."""
-    return service.repay(session, gateway, clock, loan_id, body, idempotency_key)
+    """Repay from the borrower's wallet to the lender; applied to the oldest instalment first.
+
+    The debit runs under the loan's `repayment_mandate_id`; payments' refusals come back as
+    `repayment-not-authorised` (403), `repayment-mandate-inactive` (403), `repayment-mandate-limit`
+    (403) or `repayment-mandate-mismatch` (409), and nothing is debited."""
+    return service.repay(session, gateway, clock, loan_id, body, idempotency_key, caller)
 
 
 @router.get("/fairness", tags=["monitoring"], operation_id="get_fairness", response_model=FairnessReport)
-def get_fairness(session: SessionDep, card: ScorecardDep) -> FairnessReport:
-    """Fairness on the hold-out, approval rates of recent applicants, and score drift (PSI)."""
-    return service.fairness_report(session, card)
+def get_fairness(session: SessionDep, card: ScorecardDep, caller: CallerDep) -> FairnessReport:
+    """Fairness on the hold-out, approval rates of your recent applicants, and score drift (PSI)."""
+    return service.fairness_report(session, card, caller)

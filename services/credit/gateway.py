@@ -1,5 +1,9 @@
 """Calls to other services, always through the gateway with the credit service's own key:
-payments (bank.py adds Sandbox Bank, where credit is a TPP)."""
+payments (bank.py adds Sandbox Bank, where credit is a TPP).
+
+While credit serves a lender, each call names that lender (`X-Sandbox-On-Behalf-Of`): the gateway
+counts, limits and screens the movement as the lender's, and payments checks the lender's mandates.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from services.common.caller import ON_BEHALF_HEADER
 from services.common.money import Money
 from services.common.requestctx import current_request_id
 
@@ -30,14 +35,21 @@ class Unavailable(Exception):
 
 
 class Gateway:
-    def __init__(self, client: httpx.Client, participant_key: str | None) -> None:
+    def __init__(self, client: httpx.Client, participant_key: str | None, on_behalf_of: str | None = None) -> None:
         self.client = client
         self.participant_key = participant_key
+        self.on_behalf_of = on_behalf_of  # the participant credit serves; None: credit on its own account
+
+    def acting_for(self, participant_id: str | None) -> Gateway:
+        """The same client and key, every call naming the participant credit acts for."""
+        return Gateway(self.client, self.participant_key, participant_id)
 
     def headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         headers = {"Accept": "application/json"}
         if self.participant_key:
             headers["X-API-Key"] = self.participant_key
+        if self.on_behalf_of:
+            headers[ON_BEHALF_HEADER] = self.on_behalf_of
         if rid := current_request_id():
             headers["X-Request-ID"] = rid
         return {**headers, **(extra or {})}
@@ -65,16 +77,16 @@ class Gateway:
         raise Unavailable(f"{response.status_code} {problem.get('title')}: {problem.get('detail', '')}")
 
     def transfer(
-        self, *, from_account_id: str, to_account_id: str, amount: Money, description: str, key: str
+        self, *, from_account_id: str, to_account_id: str, amount: Money, description: str, key: str,
+        mandate_id: str | None = None,
     ) -> dict[str, Any]:
-        """POST /payments/transfers; the key makes a retry safe."""
-        return self.send(
-            "POST",
-            "/payments/transfers",
-            json={"from_account_id": from_account_id, "to_account_id": to_account_id,
-                  "amount": amount.model_dump(), "description": description},
-            headers=self.headers({"Idempotency-Key": key}),
-        )
+        """POST /payments/transfers; the key makes a retry safe. `mandate_id`: the debited account's
+        owner's mandate to the participant credit acts for, when that participant does not own it."""
+        body = {"from_account_id": from_account_id, "to_account_id": to_account_id,
+                "amount": amount.model_dump(), "description": description}
+        if mandate_id:
+            body["mandate_id"] = mandate_id
+        return self.send("POST", "/payments/transfers", json=body, headers=self.headers({"Idempotency-Key": key}))
 
     def close(self) -> None:
         self.client.close()

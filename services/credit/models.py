@@ -17,6 +17,8 @@ class Application(CreditModel, table=True):
     __tablename__ = "applications"
 
     id: str = Field(primary_key=True, max_length=40)
+    # The participant that applied through the gateway; null when called directly. Others get 404.
+    participant_id: str | None = Field(default=None, max_length=40, index=True)
     applicant_type: str = Field(max_length=12)
     applicant_name: str = Field(max_length=100)
     account_id: str = Field(max_length=40)
@@ -54,8 +56,12 @@ class Loan(CreditModel, table=True):
 
     id: str = Field(primary_key=True, max_length=40)
     application_id: str = Field(foreign_key="applications.id", unique=True, max_length=40)
+    # The application's participant: the owner, and the originator every payments hop names.
+    participant_id: str | None = Field(default=None, max_length=40, index=True)
     account_id: str = Field(max_length=40)
     lender_account_id: str = Field(max_length=40)
+    # The borrower's owner's mandate to the lender: the authority for debiting `account_id`.
+    repayment_mandate_id: str | None = Field(default=None, max_length=40)
     currency: str = Field(max_length=3)
     principal_minor: int = Field(sa_type=BigInteger)
     apr_bps: int
@@ -97,4 +103,14 @@ class Repayment(CreditModel, table=True):
     status: str = Field(max_length=10)  # pending | completed | failed
     journal_id: str | None = Field(default=None, max_length=40)
     error: dict | None = Field(default=None, sa_column=Column(JSON))
+    created_at: datetime = Field(sa_type=DateTime(timezone=True))
+
+
+# Which participant asked credit to create a consent at Sandbox Bank: the bank sees only credit's
+# own registration, so telling one lender's consents from another's is credit's job.
+class BankConsentLink(CreditModel, table=True):
+    __tablename__ = "bank_consents"
+
+    consent_id: str = Field(primary_key=True, max_length=64)
+    participant_id: str | None = Field(default=None, max_length=40)
     created_at: datetime = Field(sa_type=DateTime(timezone=True))

@@ -4,10 +4,26 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Engine, inspect, or_, select, text, update
 from sqlmodel import Session
 
-from services.credit.models import Application, Instalment, Loan, Repayment
+from services.credit.models import Application, BankConsentLink, Instalment, Loan, Repayment
+
+# Columns added after a credit database was first created (create_all only makes missing tables).
+ADDED_COLUMNS: dict[str, dict[str, str]] = {
+    "applications": {"participant_id": "VARCHAR(40)"},
+    "loans": {"participant_id": "VARCHAR(40)", "repayment_mandate_id": "VARCHAR(40)"},
+}
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """Add the columns a database from before ownership lacks, empty: its rows stay open to all."""
+    for table, columns in ADDED_COLUMNS.items():
+        existing = {c["name"] for c in inspect(engine).get_columns(table)}
+        with engine.begin() as conn:
+            for name, ddl in columns.items():
+                if name not in existing:
+                    conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}"))
 
 
 class ApplicationsRepository:
@@ -22,14 +38,19 @@ class ApplicationsRepository:
     def get(self, application_id: str) -> Application | None:
         return self.session.get(Application, application_id)
 
-    def list(self, limit: int, after: str | None) -> list[Application]:
+    def list(self, limit: int, after: str | None, participant_id: str | None = None) -> list[Application]:
+        """A page of applications; only those `participant_id` made when it is given."""
         query = select(Application).order_by(Application.id).limit(limit + 1)
         if after:
             query = query.where(Application.id > after)
+        if participant_id:
+            query = query.where(Application.participant_id == participant_id)
         return list(self.session.execute(query).scalars())
 
-    def recent(self, limit: int) -> list[Application]:
+    def recent(self, limit: int, participant_id: str | None = None) -> list[Application]:
         query = select(Application).order_by(Application.id.desc()).limit(limit)
+        if participant_id:
+            query = query.where(Application.participant_id == participant_id)
         return list(self.session.execute(query).scalars())
 
 
@@ -99,3 +120,15 @@ class RepaymentsRepository:
     def pending_minor(self, loan_id: str) -> int:
         query = select(Repayment).where(Repayment.loan_id == loan_id, Repayment.status == "pending")
         return sum(r.amount_minor for r in self.session.execute(query).scalars())
+
+
+class BankConsentLinksRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, link: BankConsentLink) -> None:
+        self.session.add(link)
+        self.session.flush()
+
+    def get(self, consent_id: str) -> BankConsentLink | None:
+        return self.session.get(BankConsentLink, consent_id)

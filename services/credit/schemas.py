@@ -7,7 +7,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
+from services.common.demo import DEMO_LENDER, DEMO_MANDATES
 from services.common.fields import IdField, Text
+from services.common.ids import id_pattern
 from services.common.money import AmountIn, Money
 
 ACCOUNT_PREFIX = "acc"
@@ -15,6 +17,7 @@ APPLICATION_PREFIX = "app"
 LOAN_PREFIX = "loan"
 REPAYMENT_PREFIX = "rep"
 BANK_CONSENT_PREFIX = "aac"  # Sandbox Bank's account-access ConsentIds
+MANDATE_PREFIX = "mdt"  # payments' debit mandates
 
 _FORBID = ConfigDict(extra="forbid")
 
@@ -52,6 +55,16 @@ CHEN_EXAMPLE: dict[str, Any] = {
         "existing_monthly_debt_payments": None,
     },
 }
+
+
+# Chen's Tea Stall's owner (Demo Wallet Co) lets Demo Lender collect repayments from its account.
+CHEN_REPAYMENT_MANDATE = next(
+    m.id for m in DEMO_MANDATES
+    if m.debtor_account_id == CHEN_EXAMPLE["account_id"] and m.grantee_participant_id == DEMO_LENDER
+)
+
+OWNER_DESCRIPTION = ("The sandbox participant that applied (through the gateway); null when applied directly. "
+                     "Other participants get 404 for it.")
 
 
 class InlineCashFlow(BaseModel):
@@ -125,7 +138,8 @@ class Monitoring(BaseModel):
 class ApplicationCreate(BaseModel):
     """A loan application. Magic names: `Test Decline` is always declined, `Test Refer` referred."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [CHEN_EXAMPLE]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {**CHEN_EXAMPLE, "repayment_mandate_id": CHEN_REPAYMENT_MANDATE}]})
 
     applicant_type: Literal["individual", "business"]
     applicant_name: str = Text(100, "Person or business applying.", ["Chen's Tea Stall"])
@@ -135,6 +149,15 @@ class ApplicationCreate(BaseModel):
     cash_flow: CashFlow
     records: Records
     monitoring: Monitoring | None = None
+    # On the application, as a direct debit is set up when a loan is agreed: every collection
+    # of this loan, the borrower's or a scheduled one, relies on the same standing authority.
+    repayment_mandate_id: str | None = Field(
+        default=None, pattern=id_pattern(MANDATE_PREFIX),
+        description="A payments mandate (`mdt_…`) from the owner of `account_id` to the lender: the "
+        "authority under which repayments debit that account. Needed unless the lender opened the "
+        "account itself; without it repayments are refused (`repayment-not-authorised`).",
+        examples=[CHEN_REPAYMENT_MANDATE],
+    )
 
 
 ConsentStatus = Literal["AwaitingAuthorisation", "Authorised", "Rejected", "Revoked"]
@@ -236,6 +259,7 @@ class ApplicationPublic(BaseModel):
     """An application and its automated decision."""
 
     id: str = Field(examples=["app_01jd3k8m9q2w4e6r8t0y2u4i6o"])
+    participant_id: str | None = Field(description=OWNER_DESCRIPTION)
     applicant_type: Literal["individual", "business"]
     applicant_name: str
     account_id: str
@@ -292,9 +316,13 @@ class LoanPublic(BaseModel):
 
     id: str = Field(examples=["loan_01jd3k8m9q2w4e6r8t0y2u4i6o"])
     application_id: str
+    participant_id: str | None = Field(description=OWNER_DESCRIPTION + " Its payments hops are made on its behalf.")
     status: Literal["approved", "disbursing", "disbursed", "repaid"]
     account_id: str
     lender_account_id: str
+    repayment_mandate_id: str | None = Field(
+        description="The mandate repayments debit `account_id` under; null: repayments go through only "
+        "if the lender opened `account_id` itself.")
     principal: Money
     apr_percent: str
     term_months: int

@@ -14,14 +14,20 @@ from typing import Any
 
 from sqlmodel import Session
 
+from services.common.caller import Caller
 from services.common.ids import new_id
 from services.common.money import Money, to_minor
 from services.common.problems import Problem, not_found
 from services.credit import monitoring, policy
 from services.credit.bank import ClientRejected, SandboxBank
 from services.credit.gateway import Gateway, Refused, Unavailable
-from services.credit.models import Application, Instalment, Loan, Repayment
-from services.credit.repository import ApplicationsRepository, LoansRepository, RepaymentsRepository
+from services.credit.models import Application, BankConsentLink, Instalment, Loan, Repayment
+from services.credit.repository import (
+    ApplicationsRepository,
+    BankConsentLinksRepository,
+    LoansRepository,
+    RepaymentsRepository,
+)
 from services.credit.schedule import equal_instalments
 from services.credit.schemas import (
     ApplicationCreate,
@@ -53,6 +59,12 @@ from services.credit.scorecard import Scorecard, Scored
 PAYOUT_STALE_AFTER = timedelta(seconds=60)
 RECENT_APPLICATIONS = 500
 FLOW_MONTHS = 12
+
+
+def owner_of(caller: Caller) -> str | None:
+    """Who owns what this caller creates, and whom credit's hops for it name: its participant;
+    nobody for a direct caller (or the gateway's look-ups), whose resources stay open to all."""
+    return caller.participant_id if caller.restricted else None
 
 
 # --- scoring ---------------------------------------------------------------------------------
@@ -227,6 +239,13 @@ def _refused_read(refused: Refused, consent_id: str) -> Problem:
                             bank_error=refused.body)
 
 
+def _no_such_consent(consent_id: str) -> Problem:
+    # One answer for a consent the bank does not know and another lender's: existence is not disclosed.
+    return _consent_problem("consent-not-found", "No such consent",
+                            f"Sandbox Bank has no consent {consent_id} that the credit service created for "
+                            "you. Create one with POST /open-banking/consents.", consent_id)
+
+
 def _check_consent(consent: dict[str, Any], consent_id: str, now: datetime) -> None:
     """Refuse, in plain words, a consent that cannot release anything now."""
     status = consent.get("Status")
@@ -260,9 +279,7 @@ def _own_consent(bank: SandboxBank, consent_id: str) -> dict[str, Any]:
         return _bank_call(bank.consent, consent_id)
     except Refused as refused:
         if refused.status == 404:
-            raise _consent_problem("consent-not-found", "No such consent",
-                                   f"Sandbox Bank has no consent {consent_id} created by the credit service. "
-                                   "Create one with POST /open-banking/consents.", consent_id) from None
+            raise _no_such_consent(consent_id) from None
         if _bank_error_code(refused.problem) == "UK.OBIE.Resource.ConsentMismatch":
             raise _consent_problem("consent-of-another-tpp", "The consent belongs to another TPP",
                                    f"Consent {consent_id} was created by another TPP. Credit reads only with "
@@ -337,18 +354,35 @@ def bank_consent_public(consent: dict[str, Any], client_id: str, public_base: st
     )
 
 
-def create_bank_consent(bank: SandboxBank, now: datetime, public_base: str) -> BankConsentPublic:
-    """Credit creates the account-access consent itself, with its own client-credentials token."""
+def _may_use_consent(session: Session, consent_id: str, caller: Caller) -> bool:
+    """Whether this caller asked for the consent (one credit has no record of stays open to all)."""
+    link = BankConsentLinksRepository(session).get(consent_id)
+    return link is None or caller.may_use(link.participant_id)
+
+
+def create_bank_consent(
+    session: Session, bank: SandboxBank, now: datetime, public_base: str, caller: Caller
+) -> BankConsentPublic:
+    """Credit creates the account-access consent itself, with its own client-credentials token,
+    and remembers which participant asked for it."""
+    owner = owner_of(caller)
     try:
-        consent = _bank_call(bank.create_consent, now - timedelta(days=365), now + CONSENT_TTL)
+        consent = _bank_call(bank.acting_for(owner).create_consent, now - timedelta(days=365), now + CONSENT_TTL)
     except Refused as refused:
         raise _bank_down(Exception(f"the bank refused the consent: {_bank_message(refused.problem)}")) from None
+    BankConsentLinksRepository(session).add(
+        BankConsentLink(consent_id=consent["ConsentId"], participant_id=owner, created_at=now))
+    session.commit()
     return bank_consent_public(consent, bank.client_id, public_base)
 
 
-def get_bank_consent(bank: SandboxBank, consent_id: str, public_base: str) -> BankConsentPublic:
+def get_bank_consent(
+    session: Session, bank: SandboxBank, consent_id: str, public_base: str, caller: Caller
+) -> BankConsentPublic:
+    if not _may_use_consent(session, consent_id, caller):
+        raise not_found("Consent", consent_id)  # as for another TPP's, below
     try:
-        consent = _bank_call(bank.consent, consent_id)
+        consent = _bank_call(bank.acting_for(owner_of(caller)).consent, consent_id)
     except Refused as refused:
         if refused.status in (403, 404):  # another TPP's consent is none of credit's business
             raise not_found("Consent", consent_id) from None
@@ -361,12 +395,16 @@ def get_bank_consent(bank: SandboxBank, consent_id: str, public_base: str) -> Ba
 
 def apply(
     session: Session, card: Scorecard, bank: SandboxBank, body: ApplicationCreate,
-    received_at: datetime, clock: Any, lender_account_id: str,
+    received_at: datetime, clock: Any, lender_account_id: str, caller: Caller,
 ) -> ApplicationPublic:
     inflow = body.cash_flow.monthly_inflow if isinstance(body.cash_flow, InlineCashFlow) else None
     _check_currency(card, body.requested_amount, inflow, body.records.existing_monthly_debt_payments)
+    owner = owner_of(caller)
+    if isinstance(body.cash_flow, OpenBankingCashFlow) and not _may_use_consent(session, body.cash_flow.consent_id,
+                                                                                 caller):
+        raise _no_such_consent(body.cash_flow.consent_id)
     currency = body.requested_amount.currency
-    inflow_minor, volatility = _cash_flow(card, bank, body, received_at)
+    inflow_minor, volatility = _cash_flow(card, bank.acting_for(owner), body, received_at)
     inputs = scorecard_inputs(inflow_minor, volatility, body.records)
     scored = card.score(inputs)
     decision = policy.decide(
@@ -377,6 +415,7 @@ def apply(
     monitoring_data = body.monitoring
     application = ApplicationsRepository(session).add(Application(
         id=new_id("app"),
+        participant_id=owner,
         applicant_type=body.applicant_type,
         applicant_name=body.applicant_name,
         account_id=body.account_id,
@@ -408,8 +447,10 @@ def apply(
         loan = LoansRepository(session).add(Loan(
             id=new_id("loan"),
             application_id=application.id,
+            participant_id=owner,
             account_id=body.account_id,
             lender_account_id=lender_account_id,
+            repayment_mandate_id=body.repayment_mandate_id,
             currency=currency,
             principal_minor=decision.offered_minor,
             apr_bps=decision.apr_bps or 0,
@@ -452,6 +493,7 @@ def application_public(card: Scorecard, application: Application, loan: Loan | N
     money = lambda minor: None if minor is None else Money.of(minor, ccy)  # noqa: E731
     return ApplicationPublic(
         id=application.id,
+        participant_id=application.participant_id,
         applicant_type=application.applicant_type,  # type: ignore[arg-type]
         applicant_name=application.applicant_name,
         account_id=application.account_id,
@@ -480,26 +522,31 @@ def application_public(card: Scorecard, application: Application, loan: Loan | N
     )
 
 
-def get_application(session: Session, card: Scorecard, application_id: str) -> ApplicationPublic:
+def get_application(session: Session, card: Scorecard, application_id: str, caller: Caller) -> ApplicationPublic:
+    """The application, if this caller may see it; another participant's is "not found"."""
     application = ApplicationsRepository(session).get(application_id)
-    if application is None:
+    if application is None or not caller.may_use(application.participant_id):
         raise not_found("Application", application_id)
     return application_public(card, application, LoansRepository(session).of_application(application.id))
 
 
-def list_applications(session: Session, card: Scorecard, limit: int, after: str | None) -> list[ApplicationPublic]:
+def list_applications(
+    session: Session, card: Scorecard, limit: int, after: str | None, caller: Caller
+) -> list[ApplicationPublic]:
+    """Every application for a direct caller; a participant's own for a participant."""
     loans = LoansRepository(session)
     return [
         application_public(card, a, loans.of_application(a.id))
-        for a in ApplicationsRepository(session).list(limit, after)
+        for a in ApplicationsRepository(session).list(limit, after, owner_of(caller))
     ]
 
 
 # --- loans -----------------------------------------------------------------------------------
 
-def _get_loan(session: Session, loan_id: str) -> Loan:
+def _get_loan(session: Session, loan_id: str, caller: Caller) -> Loan:
+    """The loan, if this caller may use it; another participant's is "not found"."""
     loan = LoansRepository(session).get(loan_id)
-    if loan is None:
+    if loan is None or not caller.may_use(loan.participant_id):
         raise not_found("Loan", loan_id)
     return loan
 
@@ -515,9 +562,11 @@ def loan_public(session: Session, loan: Loan) -> LoanPublic:
     return LoanPublic(
         id=loan.id,
         application_id=loan.application_id,
+        participant_id=loan.participant_id,
         status=loan.status,  # type: ignore[arg-type]
         account_id=loan.account_id,
         lender_account_id=loan.lender_account_id,
+        repayment_mandate_id=loan.repayment_mandate_id,
         principal=Money.of(loan.principal_minor, ccy),
         apr_percent=_apr(loan.apr_bps) or "0.00",
         term_months=loan.term_months,
@@ -548,8 +597,8 @@ def loan_public(session: Session, loan: Loan) -> LoanPublic:
     )
 
 
-def get_loan(session: Session, loan_id: str) -> LoanPublic:
-    return loan_public(session, _get_loan(session, loan_id))
+def get_loan(session: Session, loan_id: str, caller: Caller) -> LoanPublic:
+    return loan_public(session, _get_loan(session, loan_id, caller))
 
 
 def _error_of(status: int, problem: dict[str, Any]) -> dict[str, Any]:
@@ -557,9 +606,9 @@ def _error_of(status: int, problem: dict[str, Any]) -> dict[str, Any]:
             "title": str(problem.get("title", "")), "detail": problem.get("detail")}
 
 
-def disburse(session: Session, gateway: Gateway, clock: Any, loan_id: str) -> LoanPublic:
+def disburse(session: Session, gateway: Gateway, clock: Any, loan_id: str, caller: Caller) -> LoanPublic:
     """Pay an approved loan into the borrower's wallet: all or nothing, at most once."""
-    loan = _get_loan(session, loan_id)
+    loan = _get_loan(session, loan_id, caller)
     if loan.status in ("disbursed", "repaid"):
         return loan_public(session, loan)  # already paid: disbursing again changes nothing
     now = clock.now()
@@ -571,7 +620,8 @@ def disburse(session: Session, gateway: Gateway, clock: Any, loan_id: str) -> Lo
                       headers={"Retry-After": "1"})
     session.refresh(loan)
     try:
-        journal = gateway.transfer(
+        # For the loan's lender, whoever asked: its limits, its audit entry.
+        journal = gateway.acting_for(loan.participant_id).transfer(
             from_account_id=loan.lender_account_id,
             to_account_id=loan.account_id,
             amount=Money.of(loan.principal_minor, loan.currency),
@@ -624,11 +674,46 @@ def _repayment_public(repayment: Repayment) -> RepaymentPublic:
     )
 
 
+def _slug(problem: dict[str, Any]) -> str:
+    return str(problem.get("type", "")).rsplit(":", 1)[-1]
+
+
+def repayment_refusal(loan: Loan, status: int, problem: dict[str, Any]) -> Problem:
+    """Payments' final refusal of a repayment, in the lender's words: nothing was debited, and the
+    same repayment is refused again until the borrower's authority (the mandate) changes."""
+    answered = f"Payments answered {status} {problem.get('title')}: {problem.get('detail') or ''}".rstrip(" .:")
+    mandate = loan.repayment_mandate_id
+    facts = {"loan_id": loan.id, "repayment_mandate_id": mandate, "payments_problem": problem}
+    slug = _slug(problem)
+    if status == 404:  # payments hides another participant's account (and mandate) behind "not found"
+        why = (f"mandate {mandate} is not a mandate on {loan.account_id} to {loan.participant_id}"
+               if mandate else "the loan names no repayment mandate (repayment_mandate_id, set when applying)")
+        return Problem(403, "repayment-not-authorised", "The lender may not debit the borrower's account",
+                       f"{loan.account_id} belongs to another participant and {why}: its owner grants the "
+                       f"lender a mandate in payments. {answered}. Nothing was debited.", **facts)
+    if slug == "mandate-inactive":
+        return Problem(403, "repayment-mandate-inactive", "The repayment mandate is not live",
+                       f"Mandate {mandate} was revoked or has expired. {answered}. Nothing was debited; the "
+                       "account's owner grants a new mandate.", **facts)
+    if slug == "mandate-limit":
+        return Problem(403, "repayment-mandate-limit", "The repayment is above the mandate's caps",
+                       f"{answered}. Nothing was debited; repay less, or after the mandate's period turns.",
+                       **facts)
+    if slug == "mandate-account-mismatch":
+        return Problem(409, "repayment-mandate-mismatch", "The mandate is for another account",
+                       f"Mandate {mandate} does not cover {loan.account_id}. {answered}. Nothing was debited.",
+                       **facts)
+    return Problem(409, "repayment-refused", "The repayment was refused", f"{answered}. Nothing was repaid.",
+                   **facts)
+
+
 def repay(
-    session: Session, gateway: Gateway, clock: Any, loan_id: str, body: RepaymentCreate, client_key: str | None
+    session: Session, gateway: Gateway, clock: Any, loan_id: str, body: RepaymentCreate, client_key: str | None,
+    caller: Caller,
 ) -> RepaymentPublic:
-    """Move a repayment from the borrower's wallet to the lender, then apply it to the schedule."""
-    loan = _get_loan(session, loan_id)
+    """Move a repayment from the borrower's wallet to the lender, under the loan's mandate, then
+    apply it to the schedule."""
+    loan = _get_loan(session, loan_id, caller)
     repayments = RepaymentsRepository(session)
     repayment = repayments.by_client_key(loan.id, client_key) if client_key else None
     if repayment is not None:
@@ -638,8 +723,8 @@ def repay(
         if repayment.status == "completed":
             return _repayment_public(repayment)
         if repayment.status == "failed":
-            raise Problem(409, "repayment-refused", "The repayment was refused",
-                          f"Payments refused this repayment: {repayment.error}.", payments_problem=repayment.error)
+            error = repayment.error or {}
+            raise repayment_refusal(loan, int(error.get("status", 409)), error)
     else:
         if loan.status != "disbursed":
             raise Problem(409, "loan-not-repayable", "This loan takes no repayments",
@@ -660,21 +745,18 @@ def repay(
         ))
         session.commit()  # the intent is durable before any money can move
     try:
-        journal = gateway.transfer(
+        # The lender's debit of its borrower's account, under the mandate the account's owner gave it.
+        journal = gateway.acting_for(loan.participant_id).transfer(
             from_account_id=loan.account_id, to_account_id=loan.lender_account_id,
             amount=Money.of(repayment.amount_minor, repayment.currency),
-            description=f"Loan {loan.id} repayment", key=repayment.id,
+            description=f"Loan {loan.id} repayment", key=repayment.id, mandate_id=loan.repayment_mandate_id,
         )
     except Refused as refused:
         repayment.status = "failed"
         repayment.error = _error_of(refused.status, refused.problem)
         session.add(repayment)
         session.commit()
-        raise Problem(
-            409, "repayment-refused", "The repayment was refused",
-            f"Payments answered {refused.status} {refused.problem.get('title')}: "
-            f"{refused.problem.get('detail', '')} Nothing was repaid.", payments_problem=refused.problem,
-        ) from None
+        raise repayment_refusal(loan, refused.status, refused.problem) from None
     except Unavailable as down:
         raise Problem(503, "payments-unavailable", "Payments is unavailable",
                       f"{down}. Retry with the same Idempotency-Key: it cannot be paid twice.") from None
@@ -720,11 +802,12 @@ def _live_fairness(applications: list[Application], attribute: str) -> Attribute
     )
 
 
-def fairness_report(session: Session, card: Scorecard) -> FairnessReport:
+def fairness_report(session: Session, card: Scorecard, caller: Caller) -> FairnessReport:
+    """The model's hold-out figures, and the caller's own recent applicants (everyone's for a direct caller)."""
     fairness = card.artifact["fairness"]
     threshold = fairness["threshold"]
     holdout = {name: AttributeFairness(**data) for name, data in fairness["by_attribute"].items()}
-    recent = ApplicationsRepository(session).recent(RECENT_APPLICATIONS)
+    recent = ApplicationsRepository(session).recent(RECENT_APPLICATIONS, owner_of(caller))
     baseline = card.artifact["psi_baseline"]
     edges = baseline["edges"]
     actual = monitoring.shares([a.score for a in recent], edges)

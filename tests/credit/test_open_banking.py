@@ -105,10 +105,11 @@ def test_credit_reads_the_applicants_transactions_as_a_tpp_through_the_gateway(t
         assert (points["monthly_inflow"], points["inflow_volatility_pct"]) == (inflow, volatility)
         assert app["decision"]["outcome"] in ("approve", "refer", "decline")
 
-        # The gateway's audit log: credit's own participant made every call to the bank.
+        # The gateway's audit log: credit's own key made every call to the bank, each on the
+        # lender's behalf (the lender is the participant counted, credit the hop's sender).
         entries = sandbox.audit(service="open-banking")
         by_credit = [(e["method"], e["path"], e["status"]) for e in entries
-                     if e["participant_id"] == CREDIT_PARTICIPANT]
+                     if (e["participant_id"], e["via"]) == (LENDER_PARTICIPANT, CREDIT_PARTICIPANT)]
         cid = consent["consent_id"]
         assert by_credit == [
             ("POST", "/open-banking/oauth2/token", 200),  # client credentials
@@ -121,8 +122,10 @@ def test_credit_reads_the_applicants_transactions_as_a_tpp_through_the_gateway(t
         ]
         # Nobody else touched the bank but the PSU's authorise step, and the lender's front end
         # only ever called credit: it never held a token of the applicant's.
-        assert {e["participant_id"] for e in entries} == {CREDIT_PARTICIPANT, TPP_PARTICIPANT}
-        assert all(e["path"].startswith("/credit/") for e in sandbox.audit(participant_id=LENDER_PARTICIPANT))
+        assert {(e["participant_id"], e["via"]) for e in entries} == {
+            (LENDER_PARTICIPANT, CREDIT_PARTICIPANT), (TPP_PARTICIPANT, None)}
+        assert all(e["path"].startswith("/credit/")
+                   for e in sandbox.audit(participant_id=LENDER_PARTICIPANT) if e["via"] is None)
 
 
 def test_every_refusal_names_its_reason_and_stores_nothing(tmp_path: Path) -> None:
