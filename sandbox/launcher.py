@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from sandbox.topology import ServiceSpec, built_services, environment
-from services.common.demo import DEMO_PARTICIPANTS, DEMO_REGULATOR_KEY
+from services.common.demo import DEMO_MANDATES, DEMO_PARTICIPANTS, DEMO_REGULATOR_KEY
 
 READY_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 15
@@ -100,9 +100,14 @@ def banner(running: list[Running], data_dir: Path) -> str:
                if gateway and r.spec.gateway_prefix else ("regulator API at /sandbox/..." if r is gateway else "-"))
         lines.append(f"  {r.spec.name:<12} {base:<24} {base + '/docs':<32} {via}")
     lines += ["", "  Demo keys (send as X-API-Key to the gateway):"]
+    # The services' own keys stay in their environment: they act for a participant, never as one.
     for p in DEMO_PARTICIPANTS:
-        lines.append(f"    {p.api_key:<26} {p.name:<22} may call: {', '.join(p.services)}")
+        if p.kind == "participant":
+            lines.append(f"    {p.api_key:<26} {p.name:<22} may call: {', '.join(p.services)}")
     lines.append(f"    {DEMO_REGULATOR_KEY:<26} {'Regulator':<22} /sandbox/... regulator API")
+    lines += ["", "  Demo mandates (an account's owner lets another participant debit it; send as mandate_id):"]
+    for m in DEMO_MANDATES:
+        lines.append(f"    {m.id}  {m.purpose}")
     lines += ["", "  Ctrl-C stops everything.", ""]
     return "\n".join(lines)
 

@@ -62,6 +62,8 @@ def test_run_exit_when_ready_starts_everything_prints_urls_and_leaves_nothing_ru
         assert (data_dir / f"{spec.name}.sqlite3").exists()
         assert (data_dir / "logs" / f"{spec.name}.log").exists()
     assert "sbx_demo_wallet_key" in out  # the demo keys a user needs to call the gateway
+    assert "sbx_svc_" not in out  # the services' own keys act for participants, never as one
+    assert "mdt_00000000000000000000000001" in out  # the demo mandates the walkthroughs use
     assert out.rstrip().endswith("All services stopped.")
 
     # Nothing survives the launcher: no port is still answering, no child process is left.
