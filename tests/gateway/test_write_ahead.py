@@ -1,0 +1,161 @@
+"""Write-ahead: a money movement's intent is logged (and its usage held) before the service sees
+it; an answer that never comes leaves the intent open, and the gateway closes it from the
+service's own record of the idempotency key, at start-up, on its timer, or before a retry."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from sandbox.gateway import proxy
+from services.common.clock import frozen_clock
+from tests.gateway.conftest import LI_WEI, REGULATOR, WALLET_KEY, ZHANG_MIN, build_gateway
+
+WALLET = "ptp_00000000000000000000000001"
+BODY = {"from_account_id": LI_WEI, "to_account_id": ZHANG_MIN, "amount": {"amount": "77.70", "currency": "CNY"}}
+
+
+class Ledger(httpx.AsyncBaseTransport):
+    """Payments behind a wire that can lose answers: `lose` says what the next transfer does —
+    None (answered), "after" (applied, the answer lost), "before" (lost on the way: never applied)."""
+
+    def __init__(self, app: Any, gateway_db: Path) -> None:
+        self.inner = httpx.ASGITransport(app=app)
+        self.gateway_db = gateway_db
+        self.lose: str | None = None
+        self.seen: list[tuple[dict[str, str], list[tuple[Any, ...]]]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and request.url.path == "/transfers":
+            with sqlite3.connect(self.gateway_db) as conn:  # what the log held when the service got it
+                logged = conn.execute("SELECT idx, phase, idempotency_key FROM audit_log ORDER BY idx").fetchall()
+            self.seen.append((dict(request.headers), logged))
+            lose, self.lose = self.lose, None
+            if lose == "before":
+                raise httpx.ReadTimeout("lost on the way", request=request)
+            response = await self.inner.handle_async_request(request)
+            if lose == "after":
+                raise httpx.ReadTimeout("the answer was lost", request=request)
+            return response
+        return await self.inner.handle_async_request(request)
+
+
+@pytest.fixture
+def ledger(tmp_path: Path, payments_app) -> Ledger:  # type: ignore[no-untyped-def]
+    return Ledger(payments_app, tmp_path / "gateway" / "gateway.sqlite3")
+
+
+def _gateway(tmp_path: Path, ledger: Ledger, **settings: Any) -> TestClient:
+    settings = {"read_timeout": 0.5, "connect_timeout": 0.5, "reconcile_interval_s": 3600, **settings}
+    return TestClient(build_gateway(tmp_path / "gateway", frozen_clock(), {"payments": ledger}, **settings))
+
+
+def _entries(client: TestClient) -> list[dict[str, Any]]:
+    return client.get("/sandbox/audit/entries", params={"limit": 100}, headers=REGULATOR).json()["data"]
+
+
+def _volume(client: TestClient) -> str:
+    return client.get(f"/sandbox/participants/{WALLET}/activity", headers=REGULATOR).json()["volume"]["amount"]
+
+
+def _balance(payments_app: Any) -> str:
+    with TestClient(payments_app) as payments:
+        return payments.get(f"/accounts/{LI_WEI}").json()["balance"]["amount"]
+
+
+def test_the_intent_is_logged_before_the_service_sees_the_request(tmp_path: Path, ledger: Ledger) -> None:
+    with _gateway(tmp_path, ledger) as client:
+        response = client.post("/payments/transfers", json=BODY, headers={"X-API-Key": WALLET_KEY})
+        assert response.status_code == 201, response.text
+        [(headers, logged)] = ledger.seen
+        # No key sent: the gateway assigned one, logged it with the intent, and forwarded it.
+        assert headers["idempotency-key"].startswith("sbx-gw-")
+        assert logged == [(0, "intent", headers["idempotency-key"])]
+        assert float(headers["x-sandbox-deadline"]) > time.time()
+        intent, outcome = _entries(client)
+        assert (intent["phase"], intent["status"], intent["counts_toward"]) == ("intent", 0, None)
+        assert (outcome["phase"], outcome["intent_index"], outcome["status"]) == ("outcome", 0, 201)
+        assert outcome["counts_toward"] == ["limits", "history"]
+        assert _volume(client) == "77.70"
+
+
+def test_an_answer_lost_after_the_ledger_moved_is_reconciled_and_counted_once(
+        tmp_path: Path, ledger: Ledger, payments_app) -> None:  # type: ignore[no-untyped-def]
+    with _gateway(tmp_path, ledger) as client:
+        gateway = client.app.state.gateway
+        ledger.lose = "after"
+        lost = client.post("/payments/transfers", json=BODY, headers={"X-API-Key": WALLET_KEY})
+        assert lost.status_code == 504
+        assert "asks the service" in lost.json()["detail"]
+        assert _balance(payments_app) == "4922.30"  # it did move
+        assert gateway.usage[WALLET].day_volume == 7770  # held while the outcome is unknown
+        assert _volume(client) == "0.00"
+        assert client.portal.call(gateway.reconcile_open) == {"applied": 1}
+        phases = [(e["phase"], e["status"], e["counts_toward"]) for e in _entries(client)]
+        assert phases == [("intent", 0, None), ("unanswered", 504, None), ("reconciled", 201, ["limits", "history"])]
+        assert _volume(client) == "77.70"
+        assert gateway.usage[WALLET].day_volume == 7770
+        assert client.portal.call(gateway.reconcile_open) == {}  # closed: nothing left to ask
+
+
+def test_a_request_lost_before_the_ledger_is_released_after_its_deadline(
+        tmp_path: Path, ledger: Ledger, payments_app, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(proxy, "DEADLINE_GRACE_S", 0.0)
+    monkeypatch.setattr(proxy, "ABSENT_AFTER_MS", 0)
+    with _gateway(tmp_path, ledger, read_timeout=0.05, connect_timeout=0.05) as client:
+        gateway = client.app.state.gateway
+        ledger.lose = "before"
+        assert client.post("/payments/transfers", json=BODY, headers={"X-API-Key": WALLET_KEY}).status_code == 504
+        time.sleep(0.15)  # past the deadline: the service can no longer claim the key
+        assert client.portal.call(gateway.reconcile_open) == {"not-applied": 1}
+        reconciled = _entries(client)[-1]
+        assert (reconciled["phase"], reconciled["status"], reconciled["error"]) == ("reconciled", 0, "not-applied")
+        assert reconciled["counts_toward"] is None
+        assert gateway.usage[WALLET].day_volume == 0
+        assert _balance(payments_app) == "5000.00"
+
+
+def test_an_absent_key_is_not_judged_before_its_deadline(tmp_path: Path, ledger: Ledger) -> None:
+    with _gateway(tmp_path, ledger) as client:
+        gateway = client.app.state.gateway
+        ledger.lose = "before"
+        assert client.post("/payments/transfers", json=BODY, headers={"X-API-Key": WALLET_KEY}).status_code == 504
+        # The request could still be sitting in the service's socket: ask again later.
+        assert client.portal.call(gateway.reconcile_open) == {"pending": 1}
+        assert gateway.usage[WALLET].day_volume == 7770
+
+
+def test_an_intent_left_open_by_a_crash_is_reconciled_at_start_up(
+        tmp_path: Path, ledger: Ledger, payments_app) -> None:  # type: ignore[no-untyped-def]
+    with _gateway(tmp_path, ledger) as client:
+        ledger.lose = "after"
+        keyed = {"X-API-Key": WALLET_KEY, "Idempotency-Key": "crash-1"}
+        assert client.post("/payments/transfers", json=BODY, headers=keyed).status_code == 504
+    # A new gateway process on the same log (the old one died with the intent open).
+    with _gateway(tmp_path, ledger) as client:
+        phases = [e["phase"] for e in _entries(client)]
+        assert phases == ["intent", "unanswered", "reconciled"]
+        assert _volume(client) == "77.70"
+        retry = client.post("/payments/transfers", json=BODY, headers=keyed)
+        assert retry.status_code == 201 and retry.headers["idempotent-replayed"] == "true"
+        assert _entries(client)[-1]["counts_toward"] == []
+        assert _volume(client) == "77.70"
+        assert _balance(payments_app) == "4922.30"
+        assert client.get("/sandbox/audit/verify", headers=REGULATOR).json()["ok"] is True
+
+
+def test_an_open_intent_holds_its_usage_again_after_a_restart(tmp_path: Path, ledger: Ledger) -> None:
+    """Until it is reconciled, a movement of unknown outcome still counts against the limits."""
+    with _gateway(tmp_path, ledger) as client:
+        ledger.lose = "before"
+        assert client.post("/payments/transfers", json=BODY, headers={"X-API-Key": WALLET_KEY}).status_code == 504
+    with _gateway(tmp_path, ledger) as client:  # start-up reconciliation finds it too recent to judge
+        gateway = client.app.state.gateway
+        assert list(gateway.open_intents) == [0]
+        assert gateway.usage[WALLET].day_volume == 7770
