@@ -17,6 +17,7 @@ from services.common.clock import Clock
 from services.common.db import Database
 from services.common.fields import JsonInt
 from services.common.health import health_router
+from services.common.outcomes import outcomes_router
 from services.common.problems import (
     PROBLEM_MEDIA_TYPE,
     Problem,
@@ -128,18 +129,33 @@ def build_service_app(
     app.state.db = database
     app.state.clock = clock
     app.state.service_name = name
+    app.state.idempotency_lease = timedelta(seconds=settings.idempotency_lease_seconds)
     install_problem_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     app.include_router(health_router(name, lambda request: request.app.state.db.ping()))
     app.include_router(clock_router())
+    key_table = database.metadata.tables.get("idempotency_keys")
+    if key_table is not None:  # the gateway reconciles its open intents through this read
+        app.include_router(outcomes_router(key_table))
     for router in routers:
         app.include_router(router)
-    install_openapi_conventions(app)
+    install_openapi_conventions(app, deadline_fenced=key_table is not None)
     return app
 
 
-def install_openapi_conventions(app: FastAPI) -> None:
-    """Validation errors are documented as problem+json, as they are served."""
+# Request headers naming an idempotency key (the kit's, and OBIE's for open banking).
+IDEMPOTENCY_HEADERS = {"idempotency-key", "x-idempotency-key"}
+
+
+def _takes_idempotency_key(operation: dict[str, Any]) -> bool:
+    return any(p.get("in") == "header" and p.get("name", "").lower() in IDEMPOTENCY_HEADERS
+               for p in operation.get("parameters", []))
+
+
+def install_openapi_conventions(app: FastAPI, deadline_fenced: bool = False) -> None:
+    """Validation errors are documented as problem+json, as they are served. In a service whose
+    keys the kit keeps (`deadline_fenced`), an operation that takes an idempotency key documents
+    the deadline fence's 504 `deadline-passed` (services/common/idempotency.py)."""
     original = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -165,6 +181,12 @@ def install_openapi_conventions(app: FastAPI) -> None:
                             status,
                             {"description": why, "content": {PROBLEM_MEDIA_TYPE: {"schema": problem_ref}}},
                         )
+                if deadline_fenced and _takes_idempotency_key(operation):
+                    operation["responses"].setdefault("504", {
+                        "description": "The gateway's deadline for this request passed before it "
+                        "started (`deadline-passed`): nothing was applied; retry with the same key",
+                        "content": {PROBLEM_MEDIA_TYPE: {"schema": problem_ref}},
+                    })
                 for status, response in operation.get("responses", {}).items():
                     content = response.get("content", {})
                     if status == "422" or PROBLEM_MEDIA_TYPE in content or (

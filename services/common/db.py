@@ -32,6 +32,8 @@ from sqlalchemy.orm import registry
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel, create_engine
 
+from services.common.upgrade import add_missing_columns
+
 T = TypeVar("T")
 
 class UTCDateTime(TypeDecorator):
@@ -281,6 +283,7 @@ class Database:
 
     def create_tables(self) -> None:
         self.metadata.create_all(self.engine)
+        add_missing_columns(self.engine, self.metadata)  # a database made before a column was added
 
     @contextmanager
     def session(self, bind: Engine | None = None) -> Iterator[Session]:

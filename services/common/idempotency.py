@@ -1,8 +1,9 @@
-"""Idempotency-Key handling with Stripe's semantics.
+"""Idempotency-Key handling with Stripe's semantics, safe across crashes.
 
 - Same key, same request: the saved status and body, with `Idempotent-Replayed: true`.
 - Same key, another request (method, path or body differ): 409 `idempotency-key-reused`.
-- Same key while the first request is still running: 409 `idempotency-key-in-flight`.
+- Same key while the first request is still running: 409 `idempotency-key-in-flight`, with
+  `Retry-After` = the seconds left on its lease.
 - Keys are kept 24 hours (by the service clock); an older key counts as new.
 - A request that fails validation saves nothing. A business refusal (4xx) after the work began
   is saved and replayed like a success. A crash, or a 5xx problem such as a dependency that is
@@ -10,16 +11,43 @@
   applied, and the client gets another chance. (Stripe replays its 500s; here the rollback
   proves nothing happened, so replaying "unavailable" for 24 hours would only block retries.)
 
-The saved response is written in the same transaction as the work, so a key is applied at most
-once: the work and its record commit together or not at all.
+**Claims and leases.** A key is claimed before its work starts: a row in state `in_flight`,
+committed on its own so a concurrent duplicate sees it. The claim carries a random `token` and
+the wall-clock moment it was taken (`claimed_at`: the wall clock, not the service clock a
+teacher can move) and holds for a lease (30 s unless `idempotency_lease_seconds` says
+otherwise). A process killed after claiming leaves a claim no one will finish; once its lease
+has run out, the next request with the key takes it over with a compare-and-set
+(`UPDATE … WHERE id AND token = old AND state = 'in_flight'`) and runs the work itself.
+
+**At most one execution commits.** The work and the finishing UPDATE (state `done`, the saved
+response, `WHERE id AND token = mine`) are one transaction. If that UPDATE changes no row the
+claim was taken over: the work is rolled back and the request answers as for a key in flight.
+A slow original and a take-over that overlap therefore cannot both commit: either the
+take-over's compare-and-set commits first and the original's finish matches nothing, or the
+original's finish commits first (state `done`) and the compare-and-set matches nothing, so
+the retry replays. On PostgreSQL the second UPDATE waits for the first's row lock and re-reads
+the row once it commits (read committed); on SQLite write transactions run one at a time.
+Work that collides with the other execution's rows before its finish (payments' journals are
+unique per key record) fails, finds its claim gone, and answers the same way.
+
+**Deadline fence.** The gateway sends `X-Sandbox-Deadline` (unix seconds) with a money-moving
+request: the moment it stops waiting and answers 504. Past it, a key is neither claimed nor
+taken over: the answer is 504 `deadline-passed` and nothing is saved. The deadline is checked
+again right after the claim commits, and a claim that committed too late (the process paused
+between check and commit) is released unused. So every execution that commits had its claim
+committed before the deadline, and a key with no record once the deadline has passed was never
+applied, and never will be by that request.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import secrets
+import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request, Response
@@ -29,6 +57,7 @@ from sqlalchemy import (
     Column,
     Integer,
     MetaData,
+    Row,
     String,
     Table,
     Text,
@@ -46,9 +75,11 @@ from services.common.clock import Clock
 from services.common.db import Database, UTCDateTime
 from services.common.ids import new_id
 from services.common.problems import PROBLEM_MEDIA_TYPE, Problem
+from services.common.requestctx import current_deadline
 
 JSON = "application/json"
 RETENTION = timedelta(hours=24)
+DEFAULT_LEASE = timedelta(seconds=30)
 REPLAY_HEADER = "Idempotent-Replayed"
 KEY_HEADER_DOC = (
     "A unique key (a V4 UUID is advised) that makes this request safe to retry: the same key "
@@ -81,6 +112,10 @@ def idempotency_table(metadata: MetaData) -> Table:
         Column("media_type", String(60)),
         Column("body", Text),
         Column("created_at", UTCDateTime(), nullable=False),
+        # The current claim: who holds it and since when (wall clock). NULL in rows written
+        # before leases existed: such a claim counts as expired.
+        Column("token", String(40)),
+        Column("claimed_at", UTCDateTime()),
         UniqueConstraint("scope", "key", name="uq_idempotency_scope_key"),
     )
 
@@ -94,6 +129,15 @@ def fingerprint(method: str, path: str, body: bytes) -> str:
     return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
 
 
+def wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def lease_expires_at(record: Row[Any], lease: timedelta) -> datetime | None:
+    """When an in-flight claim may be taken over (None: a claim from before leases, free now)."""
+    return record.claimed_at + lease if record.claimed_at is not None else None
+
+
 def _json(result: BaseModel | dict[str, Any]) -> str:
     """The response body as JSON text: pydantic's own serialiser for a model (what FastAPI's
     encoder and `json.dumps` would make of it, compact, in one step), else the encoder's."""
@@ -102,12 +146,32 @@ def _json(result: BaseModel | dict[str, Any]) -> str:
     return json.dumps(jsonable_encoder(result), ensure_ascii=False, separators=(",", ":"))
 
 
+def deadline_passed(deadline: float) -> Problem:
+    moment = datetime.fromtimestamp(deadline, UTC).isoformat().replace("+00:00", "Z")
+    return Problem(
+        504,
+        "deadline-passed",
+        "The gateway stopped waiting for this request",
+        f"The gateway stopped waiting for this request at {moment}; nothing was applied. "
+        "Retry with the same Idempotency-Key.",
+        deadline=moment,
+    )
+
+
+def refuse_after_deadline() -> None:
+    """504 `deadline-passed` once the wall clock is past the gateway's deadline for this request."""
+    deadline = current_deadline()
+    if deadline is not None and time.time() >= deadline:
+        raise deadline_passed(deadline)
+
+
 class Idempotency:
     """Wraps one request's unit of work; `record_id` ties the work's rows to the key."""
 
     def __init__(
         self, table: Table, clock: Clock, key: str | None, scope: str, fingerprint: str,
         path: str | None = None, database: Database | None = None, caller: Caller = DIRECT_CALLER,
+        lease: timedelta = DEFAULT_LEASE, now: Callable[[], datetime] = wall_clock,
     ) -> None:
         self.path = path
         self.database = database
@@ -117,7 +181,10 @@ class Idempotency:
         self.key = key
         self.scope = scope
         self.fingerprint = fingerprint
+        self.lease = lease
+        self.wall_clock = now  # leases run on real time, whatever the service clock says
         self.record_id: str | None = None
+        self.token: str | None = None  # this request's claim on the record
 
     async def apply(
         self,
@@ -141,6 +208,7 @@ class Idempotency:
     ) -> Response:
         """Run `work` once per key; commit its changes together with the saved response."""
         if self.key is None:
+            refuse_after_deadline()
             result = work()
             session.commit()
             return Response(_json(result), status_code=status_code, headers=headers, media_type=JSON)
@@ -150,59 +218,128 @@ class Idempotency:
             return replay
         try:
             result = work()
+            body = _json(result)
+            finished = self._finish(session, status_code, JSON, body)
         except Problem as problem:
             session.rollback()
             if problem.status >= 500:
-                self._forget(session)
+                self._release(session)
                 raise
             body = _json(problem.body(self.path))  # as the problem handler answers it
-            self._finish(session, problem.status, PROBLEM_MEDIA_TYPE, body)
-            session.commit()
+            if not self._finish(session, problem.status, PROBLEM_MEDIA_TYPE, body):
+                raise self._lost(session) from None
+            raise
+        except Exception:
+            session.rollback()
+            if not self._release(session):
+                # It collided with the run that took the claim over: that run is the one that counts.
+                raise self._lost(session) from None
             raise
         except BaseException:
             session.rollback()
-            self._forget(session)
+            self._release(session)
             raise
-        body = _json(result)
-        self._finish(session, status_code, JSON, body)
-        session.commit()
+        if not finished:
+            raise self._lost(session)
         return Response(body, status_code=status_code, headers=headers, media_type=JSON)
 
+    # -- claiming ----------------------------------------------------------------------------
+
     def _claim(self, session: Session) -> Response | None:
-        t = self.table
-        now = self.clock.now()
-        row = session.execute(
-            select(t).where(t.c.scope == self.scope, t.c.key == self.key)
-        ).first()
-        if row is not None and row.created_at < now - RETENTION:
+        """Claim the key (None: go ahead with the work) or answer from its record."""
+        record = self._record(session)
+        if record is not None and record.created_at < self.clock.now() - RETENTION:
             # Expired: the key is free again. The old record is kept, under a retired name, so
             # the work it produced still points at a finished record.
-            session.execute(update(t).where(t.c.id == row.id).values(key=f"{row.id}~retired~{self.key}"[:255]))
-            row = None
-        if row is None:
-            self.record_id = new_id("idem")
-            try:
-                session.execute(
-                    insert(t).values(
-                        id=self.record_id,
-                        scope=self.scope,
-                        key=self.key,
-                        fingerprint=self.fingerprint,
-                        state="in_flight",
-                        created_at=now,
-                    )
-                )
-                session.commit()  # visible at once, so a concurrent duplicate sees it in flight
+            t = self.table
+            session.execute(update(t).where(t.c.id == record.id).values(key=f"{record.id}~retired~{self.key}"[:255]))
+            record = None
+        if record is None:
+            if self._insert_claim(session):
                 return None
-            except IntegrityError:
-                session.rollback()
-                row = session.execute(
-                    select(t).where(t.c.scope == self.scope, t.c.key == self.key)
-                ).first()
-                if row is None:  # it vanished again (a crash released it): treat as in flight
-                    raise self._in_flight() from None
+        elif self._claim_is_stale(record):
+            if self._take_over(session, record):
+                return None
+        else:
+            session.rollback()
+            return self._answer_from(record)
+        # Lost a race for the claim: answer from whatever the winner left.
+        record = self._record(session)
         session.rollback()
-        if row.fingerprint != self.fingerprint:
+        if record is None:  # the winner failed and forgot the key a moment ago: in flight, retry
+            raise self._in_flight(self.lease)
+        return self._answer_from(record)
+
+    def _record(self, session: Session) -> Row[Any] | None:
+        t = self.table
+        return session.execute(select(t).where(t.c.scope == self.scope, t.c.key == self.key)).first()
+
+    def _claim_is_stale(self, record: Row[Any]) -> bool:
+        """An in-flight claim, for this same request, whose lease has run out."""
+        expires = lease_expires_at(record, self.lease)
+        return (record.state == "in_flight" and record.fingerprint == self.fingerprint
+                and (expires is None or expires <= self.wall_clock()))
+
+    def _insert_claim(self, session: Session) -> bool:
+        self._refuse_after_deadline(session)
+        self.record_id, self.token = new_id("idem"), secrets.token_hex(16)
+        try:
+            session.execute(
+                insert(self.table).values(
+                    id=self.record_id,
+                    scope=self.scope,
+                    key=self.key,
+                    fingerprint=self.fingerprint,
+                    state="in_flight",
+                    created_at=self.clock.now(),
+                    token=self.token,
+                    claimed_at=self.wall_clock(),
+                )
+            )
+            session.commit()  # visible at once, so a concurrent duplicate sees it in flight
+        except IntegrityError:
+            session.rollback()
+            return False
+        self._check_deadline_after_claim(session)
+        return True
+
+    def _take_over(self, session: Session, record: Row[Any]) -> bool:
+        """Compare-and-set the stale claim to ours; False if another request got there first."""
+        self._refuse_after_deadline(session)
+        t = self.table
+        token = secrets.token_hex(16)
+        held_by = t.c.token.is_(None) if record.token is None else t.c.token == record.token
+        taken = session.execute(
+            update(t)
+            .where(t.c.id == record.id, t.c.state == "in_flight", held_by)
+            .values(token=token, claimed_at=self.wall_clock())
+        ).rowcount
+        session.commit()
+        if taken != 1:
+            return False
+        self.record_id, self.token = record.id, token
+        self._check_deadline_after_claim(session)
+        return True
+
+    def _refuse_after_deadline(self, session: Session) -> None:
+        try:
+            refuse_after_deadline()
+        except Problem:
+            session.rollback()  # nothing written: not even an expired key's retirement
+            raise
+
+    def _check_deadline_after_claim(self, session: Session) -> None:
+        """A claim that committed after the deadline (the process paused before its commit) is
+        given back unused, so the gateway's "no record after the deadline" stays true."""
+        try:
+            refuse_after_deadline()
+        except Problem:
+            self._release(session)
+            raise
+
+    def _answer_from(self, record: Row[Any]) -> Response:
+        """The answer a request gets from a record it does not hold."""
+        if record.fingerprint != self.fingerprint:
             raise Problem(
                 409,
                 "idempotency-key-reused",
@@ -210,33 +347,54 @@ class Idempotency:
                 f"The key {self.key!r} was first used with a different method, path or body. "
                 "Use a new key for a new request.",
             )
-        if row.state != "done":
-            raise self._in_flight()
+        if record.state != "done":
+            expires = lease_expires_at(record, self.lease)
+            raise self._in_flight(expires - self.wall_clock() if expires is not None else self.lease)
         return Response(
-            content=row.body,
-            status_code=row.status_code,
-            media_type=row.media_type,
+            content=record.body,
+            status_code=record.status_code,
+            media_type=record.media_type,
             headers={REPLAY_HEADER: "true"},
         )
 
-    def _forget(self, session: Session) -> None:
-        session.execute(delete(self.table).where(self.table.c.id == self.record_id))
-        session.commit()
+    # -- finishing ---------------------------------------------------------------------------
 
-    def _in_flight(self) -> Problem:
+    def _finish(self, session: Session, status: int, media_type: str, body: str) -> bool:
+        """Save the response and commit it with the work, if the claim is still ours; else roll
+        the work back (the request that took the claim over is the one that counts)."""
+        t = self.table
+        saved = session.execute(
+            update(t)
+            .where(t.c.id == self.record_id, t.c.token == self.token)
+            .values(state="done", status_code=status, media_type=media_type, body=body)
+        ).rowcount
+        if saved != 1:
+            session.rollback()
+            return False
+        session.commit()
+        return True
+
+    def _release(self, session: Session) -> bool:
+        """Forget this request's claim (nothing was applied); False if it was no longer ours."""
+        t = self.table
+        released = session.execute(delete(t).where(t.c.id == self.record_id, t.c.token == self.token)).rowcount
+        session.commit()
+        return released == 1
+
+    def _lost(self, session: Session) -> Problem:
+        """In flight, as the request that took the claim over sees it."""
+        record = session.execute(select(self.table).where(self.table.c.id == self.record_id)).first()
+        session.rollback()
+        expires = lease_expires_at(record, self.lease) if record is not None and record.state != "done" else None
+        return self._in_flight(expires - self.wall_clock() if expires is not None else timedelta(0))
+
+    def _in_flight(self, lease_left: timedelta) -> Problem:
         return Problem(
             409,
             "idempotency-key-in-flight",
             "A request with this idempotency key is still running",
             f"Retry after the first request with key {self.key!r} has finished.",
-            headers={"Retry-After": "1"},
-        )
-
-    def _finish(self, session: Session, status: int, media_type: str, body: str) -> None:
-        session.execute(
-            update(self.table)
-            .where(self.table.c.id == self.record_id)
-            .values(state="done", status_code=status, media_type=media_type, body=body)
+            headers={"Retry-After": str(max(1, math.ceil(lease_left.total_seconds())))},
         )
 
 
@@ -261,6 +419,7 @@ async def idempotency_for(request: Request, key: str | None, table: Table | None
         path=path,
         database=getattr(state, "db", None),
         caller=caller,
+        lease=state.idempotency_lease,
     )
 
 

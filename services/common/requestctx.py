@@ -1,4 +1,5 @@
-"""Per-request context: the X-Request-ID, a body-size limit, and a problem+json 500 for crashes.
+"""Per-request context: the X-Request-ID, the gateway's deadline, a body-size limit, and a
+problem+json 500 for crashes.
 
 A pure ASGI middleware (no BaseHTTPMiddleware) so the hot path stays cheap and a crash
 still leaves as problem+json carrying the request id.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import uuid
 from contextvars import ContextVar
@@ -16,12 +18,28 @@ from typing import Any
 REQUEST_ID_HEADER = "x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+# When the gateway gave up on a forwarded request (unix seconds): after it, no key may be claimed.
+DEADLINE_HEADER = "x-sandbox-deadline"
+_deadline: ContextVar[float | None] = ContextVar("deadline", default=None)
 
 log = logging.getLogger("sandbox.requests")
 
 
 def current_request_id() -> str | None:
     return _request_id.get()
+
+
+def current_deadline() -> float | None:
+    """The wall-clock moment (unix seconds) the gateway stopped waiting for this request, if it sent one."""
+    return _deadline.get()
+
+
+def _parse_deadline(value: bytes) -> float | None:
+    try:
+        deadline = float(value)
+    except ValueError:
+        return None
+    return deadline if math.isfinite(deadline) else None  # "nan" or "inf" fence nothing
 
 
 def new_request_id() -> str:
@@ -66,6 +84,7 @@ class RequestContextMiddleware:
 
         request_id = None
         content_length = None
+        deadline = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 candidate = value.decode("latin-1")
@@ -76,8 +95,11 @@ class RequestContextMiddleware:
                     content_length = int(value)
                 except ValueError:
                     content_length = None
+            elif name == b"x-sandbox-deadline":
+                deadline = _parse_deadline(value)
         request_id = request_id or new_request_id()
         token = _request_id.set(request_id)
+        deadline_token = _deadline.set(deadline)
         rid_header = (b"x-request-id", request_id.encode())
         started = False
         too_large = False
@@ -148,3 +170,4 @@ class RequestContextMiddleware:
                 )
         finally:
             _request_id.reset(token)
+            _deadline.reset(deadline_token)

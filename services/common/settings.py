@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,4 +26,6 @@ class ServiceSettings(BaseSettings):
     # Let a teacher or a test move this service's clock over HTTP (/_sandbox/clock).
     allow_time_travel: bool = True
     log_level: str = "INFO"
+    # How long an Idempotency-Key claim is held (wall clock) before a retry may take it over.
+    idempotency_lease_seconds: float = Field(default=30.0, gt=0)
 

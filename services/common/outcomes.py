@@ -1,0 +1,89 @@
+"""What became of a request with an idempotency key: the read the gateway reconciles with.
+
+The gateway logs an intent before it forwards a money-moving request; when it never saw the
+answer (a crash, a timeout) it asks here later, by the key and the request's fingerprint
+(`services.common.idempotency.fingerprint`, over the method, the service-relative path and the
+body, as the service computed it), and logs what it finds. Under the gateway, `/_sandbox/*` is
+forwarded only with the regulator's key; on the service's own port it is open, like every route.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import BaseModel, Field
+from sqlalchemy import Table, select
+from sqlmodel import Session
+
+from services.common.db import DatabaseDep
+from services.common.idempotency import lease_expires_at
+from services.common.problems import problem_responses
+
+
+class IdempotencyOutcome(BaseModel):
+    """A key's record as the service holds it (the saved response body is not shown)."""
+
+    key: str
+    scope: str | None = Field(description="Whose key it is: the participant, `direct`, or the "
+                              "service's own scope (open banking: `tpp:<client id>`); null when absent.")
+    fingerprint: str
+    state: Literal["done", "in_flight", "absent"] = Field(
+        description="`done`: applied (or refused) once, with `status_code` saved; `in_flight`: "
+        "claimed and still running, until `lease_expires_at` at the latest; `absent`: no record, "
+        "so nothing was applied under this key."
+    )
+    status_code: int | None = Field(description="The saved response's status, once `done`.")
+    lease_expires_at: datetime | None = Field(
+        description="While `in_flight`: when a retry may take the claim over (null: at once)."
+    )
+    created_at: datetime | None = Field(description="When the key was first used (service clock).")
+
+
+KeyPath = Annotated[str, Path(min_length=1, max_length=255, description="The request's idempotency key.")]
+FingerprintQuery = Annotated[str, Query(
+    pattern=r"^[0-9a-f]{64}$", description="SHA-256 (hex) of the method, service-relative path and "
+    "canonical JSON body, as `services.common.idempotency.fingerprint` computes it.")]
+ScopeQuery = Annotated[str | None, Query(max_length=200, description="Only this scope's record.")]
+
+
+def outcomes_router(table: Table) -> APIRouter:
+    router = APIRouter(prefix="/_sandbox", tags=["sandbox"])
+
+    # `:path`: a key may hold `/`, which arrives decoded.
+    @router.get(
+        "/idempotency-keys/{key:path}",
+        operation_id="get_idempotency_outcome",
+        summary="Outcome of a request, by its idempotency key",
+        response_model=IdempotencyOutcome,
+        responses=problem_responses(422),
+    )
+    async def read_idempotency_outcome(
+        key: KeyPath, fingerprint: FingerprintQuery, database: DatabaseDep, request: Request,
+        scope: ScopeQuery = None,
+    ) -> IdempotencyOutcome:
+        """What became of the request with this idempotency key and fingerprint."""
+        lease: timedelta = request.app.state.idempotency_lease
+
+        def read(session: Session) -> IdempotencyOutcome:
+            t = table
+            query = select(t).where(t.c.key == key, t.c.fingerprint == fingerprint)
+            if scope is not None:
+                query = query.where(t.c.scope == scope)
+            record = session.execute(query.order_by(t.c.created_at.desc()).limit(1)).first()
+            if record is None:
+                return IdempotencyOutcome(key=key, scope=scope, fingerprint=fingerprint, state="absent",
+                                          status_code=None, lease_expires_at=None, created_at=None)
+            in_flight = record.state != "done"
+            return IdempotencyOutcome(
+                key=key, scope=record.scope, fingerprint=fingerprint,
+                state="in_flight" if in_flight else "done",
+                status_code=record.status_code,
+                lease_expires_at=lease_expires_at(record, lease) if in_flight else None,
+                created_at=record.created_at,
+            )
+
+        return await database.read(read)
+
+    return router
