@@ -37,6 +37,7 @@ from services.advisor.schemas import (
 )
 from services.advisor.service import Advisor
 from services.common.app import ClockDep, SettingsDep
+from services.common.caller import CallerDep
 from services.common.db import SessionDep
 from services.common.fields import IdPath
 from services.common.idempotency import IdempotencyDep
@@ -55,12 +56,14 @@ DepositId = Annotated[str, IdPath(DEPOSIT_PREFIX, "A deposit id, `dpt_…`.")]
 Level = Annotated[int, Path(ge=0, le=20, description="Risk level 0-20 (2 × risk score).")]
 
 router = APIRouter()
+# The sandbox's controls: the gateway forwards /_sandbox/… with the regulator's key only.
+sandbox_router = APIRouter(prefix="/_sandbox", tags=["sandbox"])
 
 PROFILE_LINKS: dict[str, Any] = {
     "GetRiskProfile": {"operationId": "get_risk_profile", "parameters": {"profile_id": "$response.body#/id"}},
     "OpenAccount": {"operationId": "create_account", "requestBody": {
         "owner_name": "Li Wei", "wallet_account_id": "acc_00000000000000000000000001",
-        "risk_profile_id": "$response.body#/id"}},
+        "funding_mandate_id": "mdt_00000000000000000000000001", "risk_profile_id": "$response.body#/id"}},
     "ModelPortfolio": {"operationId": "get_model_portfolio", "parameters": {"level": "$response.body#/level"}},
 }
 ACCOUNT_LINKS: dict[str, Any] = {
@@ -119,14 +122,24 @@ def get_glide_path(
 def create_risk_profile(body: RiskQuestionnaire, session: SessionDep, clock: ClockDep, advisor: AdvisorDep,
                         idem: IdempotencyDep):
     """Score a questionnaire on the 0-10 scale, explaining each answer's contribution."""
-    return idem.run(session, lambda: service.score_questionnaire(session, advisor, body, clock.now()))
+    return idem.run(session, lambda: service.score_questionnaire(session, advisor, body, clock.now(), idem.caller))
+
+
+@router.get("/risk-profiles", tags=["risk"], operation_id="list_risk_profiles",
+            response_model=Page[RiskProfilePublic], responses=problem_responses(422))
+def list_risk_profiles(session: SessionDep, advisor: AdvisorDep, caller: CallerDep, limit: LimitQuery = 20,
+                       cursor: CursorQuery = None) -> Page[RiskProfilePublic]:
+    """Your firm's risk profiles, oldest first."""
+    rows = AdvisorRepository(session).risk_profiles(service.listed_owners(caller), limit, cursor)
+    return page_of([service.profile_public(advisor, r) for r in rows], limit, lambda p: p.id)
 
 
 @router.get("/risk-profiles/{profile_id}", tags=["risk"], operation_id="get_risk_profile",
             response_model=RiskProfilePublic, responses=problem_responses(404, 422))
-def get_risk_profile(profile_id: ProfileId, session: SessionDep, advisor: AdvisorDep) -> RiskProfilePublic:
+def get_risk_profile(profile_id: ProfileId, session: SessionDep, advisor: AdvisorDep,
+                     caller: CallerDep) -> RiskProfilePublic:
     """A scored questionnaire and its recommended portfolio."""
-    return service.profile_public(advisor, service.get_profile(session, profile_id))
+    return service.profile_public(advisor, service.get_profile(session, profile_id, caller))
 
 
 @router.post("/accounts", status_code=201, tags=["accounts"], operation_id="create_account",
@@ -135,50 +148,65 @@ def get_risk_profile(profile_id: ProfileId, session: SessionDep, advisor: Adviso
 def create_account(body: AccountCreate, session: SessionDep, clock: ClockDep, advisor: AdvisorDep,
                    idem: IdempotencyDep):
     """Open an investor account on a risk profile; it is funded by a deposit from a wallet."""
-    return idem.run(session, lambda: service.open_account(session, advisor, body, clock.now()))
+    return idem.run(session, lambda: service.open_account(session, advisor, body, clock.now(), idem.caller))
+
+
+@router.get("/accounts", tags=["accounts"], operation_id="list_accounts",
+            response_model=Page[InvestorAccountPublic], responses=problem_responses(422))
+def list_accounts(session: SessionDep, clock: ClockDep, advisor: AdvisorDep, caller: CallerDep,
+                  limit: LimitQuery = 20, cursor: CursorQuery = None) -> Page[InvestorAccountPublic]:
+    """Your firm's investor accounts, oldest first, valued at today's prices."""
+    now = clock.now()
+    rows = AdvisorRepository(session).accounts(service.listed_owners(caller), limit, cursor)
+    return page_of([service.account_public(session, advisor, a, now) for a in rows], limit, lambda a: a.id)
 
 
 @router.get("/accounts/{account_id}", tags=["accounts"], operation_id="get_account",
             response_model=InvestorAccountPublic, responses=problem_responses(404, 422))
-def get_account(account_id: AccountId, session: SessionDep, clock: ClockDep, advisor: AdvisorDep) -> InvestorAccountPublic:
+def get_account(account_id: AccountId, session: SessionDep, clock: ClockDep, advisor: AdvisorDep,
+                caller: CallerDep) -> InvestorAccountPublic:
     """The account valued at today's prices: holdings, weights against target, drift."""
     now = clock.now()
-    return service.account_public(session, advisor, service.get_account(session, account_id), now)
+    return service.account_public(session, advisor, service.get_account(session, account_id, caller), now)
 
 
 @router.get("/accounts/{account_id}/trades", tags=["accounts"], operation_id="list_trades",
             response_model=Page[TradePublic], responses=problem_responses(404, 422))
-def list_trades(account_id: AccountId, session: SessionDep, advisor: AdvisorDep, limit: LimitQuery = 20,
-                cursor: CursorQuery = None) -> Page[TradePublic]:
+def list_trades(account_id: AccountId, session: SessionDep, advisor: AdvisorDep, caller: CallerDep,
+                limit: LimitQuery = 20, cursor: CursorQuery = None) -> Page[TradePublic]:
     """Every order the account made, oldest first."""
-    service.get_account(session, account_id)
+    service.get_account(session, account_id, caller)
     trades = [service.trade_public(t, advisor) for t in AdvisorRepository(session).trades(account_id, limit, cursor)]
     return page_of(trades, limit, lambda t: t.id or "")
 
 
 @router.post("/accounts/{account_id}/deposits", status_code=201, tags=["accounts"], operation_id="create_deposit",
              response_model=DepositPublic,
-             responses={**_created(DepositPublic, DEPOSIT_LINKS), **problem_responses(404, 409, 422)})
+             responses={**_created(DepositPublic, DEPOSIT_LINKS), **problem_responses(403, 404, 409, 422)})
 def create_deposit(account_id: AccountId, body: DepositCreate, session: SessionDep, clock: ClockDep,
                    advisor: AdvisorDep, idem: IdempotencyDep):
     """Fund the account from the investor's wallet through payments, then invest the cash.
 
-    `pending` means payments could not be reached: retry the deposit (it will not pay twice)."""
-    return idem.run(session, lambda: service.create_deposit(session, advisor, account_id, body, clock.now()))
+    The debit is your firm's, under the account's `funding_mandate_id`: payments checks the
+    mandate, the gateway counts it against your limits. A refusal (403, 409) is final: nothing
+    moved. `pending` means payments could not be reached: retry the deposit (it will not pay twice)."""
+    return idem.run(session, lambda: service.create_deposit(session, advisor, account_id, body, clock.now(),
+                                                            idem.caller))
 
 
 @router.get("/deposits/{deposit_id}", tags=["accounts"], operation_id="get_deposit", response_model=DepositPublic,
             responses=problem_responses(404, 422))
-def get_deposit(deposit_id: DepositId, session: SessionDep, advisor: AdvisorDep) -> DepositPublic:
+def get_deposit(deposit_id: DepositId, session: SessionDep, advisor: AdvisorDep, caller: CallerDep) -> DepositPublic:
     """One deposit, its payments journal and the units it bought."""
-    return service.deposit_public(session, advisor, service.get_deposit(session, deposit_id))
+    return service.deposit_public(session, advisor, service.get_deposit(session, deposit_id, caller))
 
 
 @router.post("/deposits/{deposit_id}/retry", tags=["accounts"], operation_id="retry_deposit",
-             response_model=DepositPublic, responses=problem_responses(404, 409, 422))
-def retry_deposit(deposit_id: DepositId, session: SessionDep, clock: ClockDep, advisor: AdvisorDep) -> DepositPublic:
+             response_model=DepositPublic, responses=problem_responses(403, 404, 409, 422))
+def retry_deposit(deposit_id: DepositId, session: SessionDep, clock: ClockDep, advisor: AdvisorDep,
+                  caller: CallerDep) -> DepositPublic:
     """Ask payments again for a pending deposit, with the same idempotency key."""
-    result = service.retry_deposit(session, advisor, deposit_id, clock.now())
+    result = service.retry_deposit(session, advisor, deposit_id, clock.now(), caller)
     session.commit()
     return result
 
@@ -188,7 +216,7 @@ def retry_deposit(deposit_id: DepositId, session: SessionDep, clock: ClockDep, a
 def rebalance_account(account_id: AccountId, body: RebalanceRequest, session: SessionDep, clock: ClockDep,
                       advisor: AdvisorDep, idem: IdempotencyDep):
     """Invest idle cash, then trade back to target if drift passes the threshold (dry run lists only)."""
-    return idem.run(session, lambda: service.rebalance(session, advisor, account_id, body, clock.now()),
+    return idem.run(session, lambda: service.rebalance(session, advisor, account_id, body, clock.now(), idem.caller),
                     status_code=200)
 
 
@@ -197,20 +225,21 @@ def rebalance_account(account_id: AccountId, body: RebalanceRequest, session: Se
 def harvest_losses(account_id: AccountId, body: HarvestRequest, session: SessionDep, clock: ClockDep,
                    advisor: AdvisorDep, idem: IdempotencyDep):
     """Sell lots at a loss beyond the threshold into the substitute fund, minding wash sales."""
-    return idem.run(session, lambda: service.harvest(session, advisor, account_id, body, clock.now()),
+    return idem.run(session, lambda: service.harvest(session, advisor, account_id, body, clock.now(), idem.caller),
                     status_code=200)
 
 
 @router.get("/accounts/{account_id}/tax-report", tags=["portfolio"], operation_id="get_tax_report",
             response_model=TaxReportPublic, responses=problem_responses(404, 422))
-def get_tax_report(account_id: AccountId, session: SessionDep) -> TaxReportPublic:
+def get_tax_report(account_id: AccountId, session: SessionDep, caller: CallerDep) -> TaxReportPublic:
     """Realised gains and losses, and the losses harvested."""
-    return service.tax_report(session, account_id)
+    return service.tax_report(session, account_id, caller)
 
 
 @router.get("/market", tags=["market"], operation_id="get_market", response_model=MarketPublic)
 def get_market(session: SessionDep, clock: ClockDep, advisor: AdvisorDep) -> MarketPublic:
-    """Today's simulated fund prices (seeded: the same day always gives the same prices)."""
+    """Today's simulated fund prices, the same for every participant (seeded: the same day always
+    gives the same prices). Only the regulator moves it, with `POST /_sandbox/market/advance`."""
     return service.market_public(session, advisor, clock.now())
 
 
@@ -220,11 +249,15 @@ def list_funds(session: SessionDep, clock: ClockDep, advisor: AdvisorDep) -> lis
     return service.funds_public(advisor, advisor.navs(session, clock.now()))
 
 
-@router.post("/market/advance", tags=["market"], operation_id="advance_market", response_model=MarketPublic,
-             responses=problem_responses(403, 422))
+# One market (and clock) for every participant: a sandbox control, so one firm cannot move
+# prices and wash-sale windows under another's accounts.
+@sandbox_router.post("/market/advance", tags=["market"], operation_id="advance_market",
+                     response_model=MarketPublic, responses=problem_responses(403, 422))
 def advance_market(body: MarketAdvance, session: SessionDep, clock: ClockDep, settings: SettingsDep,
                    advisor: AdvisorDep) -> MarketPublic:
-    """Move the market (and this service's clock) forward by days, with optional shocks."""
+    """Move the shared market (and this service's clock) forward by days, with optional shocks.
+
+    Through the gateway only the regulator's key reaches it; participants get 403."""
     if not settings.allow_time_travel:
         raise Problem(403, "time-travel-disabled", "Time travel is disabled on this service")
     now = clock.advance(timedelta(days=body.days))

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from pydantic_settings import SettingsConfigDict
 
 from services.advisor.assumptions import assumptions
-from services.advisor.endpoints import router
+from services.advisor.endpoints import router, sandbox_router
 from services.advisor.market import MarketSimulator
 from services.advisor.models import AdvisorModel, IdempotencyKeys
 from services.advisor.payments_client import PaymentsClient
@@ -34,7 +34,7 @@ class AdvisorSettings(ServiceSettings):
     market_seed: int = 2026
     market_epoch: date = date(2026, 1, 5)
     # Simulated time by default: the clock starts at the market epoch and moves only when told
-    # (POST /market/advance), so a walkthrough gives the same figures on any day. False: wall clock.
+    # (POST /_sandbox/market/advance), so a walkthrough gives the same figures on any day. False: wall clock.
     simulated_clock: bool = True
 
 
@@ -45,16 +45,19 @@ DESCRIPTION = """A robo-advisor after Wealthfront, Betterment and Ant Fortune's 
 2. The score picks one of 21 efficient portfolios (`/model-portfolios`), computed offline with
    PyPortfolioOpt from the shipped capital-market assumptions (`/assumptions`: synthetic,
    educational), stepped down by a glide path as the goal nears (`/glide-path`).
-3. `POST /accounts` then `POST /accounts/{id}/deposits` moves money from the investor's wallet to
-   the custody account through payments (minimum first deposit 100 CNY) and buys fund units,
-   kept as tax lots.
-4. `POST /market/advance` moves the seeded market (and the clock); `POST /accounts/{id}/rebalance`
-   trades back to target past a drift threshold; `POST /accounts/{id}/harvest` harvests losses
-   into substitute funds under the 30-day wash-sale rule.
+3. `POST /accounts` (with the wallet owner's `funding_mandate_id` to your firm) then
+   `POST /accounts/{id}/deposits` moves money from the investor's wallet to the custody account
+   through payments, as your firm's debit under that mandate (minimum first deposit 100 CNY), and
+   buys fund units, kept as tax lots.
+4. The regulator moves the seeded market (and the clock) with `POST /_sandbox/market/advance`;
+   `POST /accounts/{id}/rebalance` trades back to target past a drift threshold;
+   `POST /accounts/{id}/harvest` harvests losses into substitute funds under the 30-day wash-sale rule.
 5. `POST /projections`: Monte Carlo percentiles at a 0.25% fee beside a 1.5% adviser.
 
-The advisor runs on simulated time: its clock starts on the market epoch (2026-01-05) and moves
-only with `POST /market/advance`, so a scenario gives the same figures whenever it is replayed.
+Risk profiles and accounts (with their deposits, trades and reports) belong to the participant
+that created them: another participant gets 404. The advisor runs on simulated time: its clock
+starts on the market epoch (2026-01-05) and moves only with `POST /_sandbox/market/advance`, one
+market for everyone, so a scenario gives the same figures whenever it is replayed.
 Money is a decimal string; units have 6 decimals, NAVs 4. Not investment advice.
 """
 
@@ -88,13 +91,13 @@ def create_app(settings: AdvisorSettings | None = None, clock: Clock | None = No
         settings=settings,
         database=db,
         clock=clock,
-        routers=[router],
+        routers=[router, sandbox_router],
         openapi_tags=[
             {"name": "risk", "description": "The risk questionnaire and its score"},
             {"name": "allocation", "description": "Capital-market assumptions, model portfolios, glide path"},
             {"name": "accounts", "description": "Investor accounts, funding from a wallet, tax lots"},
             {"name": "portfolio", "description": "Rebalancing, tax-loss harvesting, tax report"},
-            {"name": "market", "description": "The seeded market simulator"},
+            {"name": "market", "description": "The seeded market simulator, shared by every participant"},
             {"name": "projections", "description": "Monte Carlo projections and fee drag"},
         ],
         on_shutdown=payments.close if payments_client is None else None,

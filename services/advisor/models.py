@@ -19,6 +19,8 @@ class RiskProfile(AdvisorModel, table=True):
     __tablename__ = "risk_profiles"
 
     id: str = Field(primary_key=True, max_length=40)
+    # The participant that created it through the gateway; null when called directly. Others get 404.
+    participant_id: str | None = Field(default=None, max_length=40, index=True)
     answers: dict = Field(sa_column=Column(JSON, nullable=False))
     score: float
     level: int
@@ -30,8 +32,13 @@ class InvestorAccount(AdvisorModel, table=True):
     __tablename__ = "investor_accounts"
 
     id: str = Field(primary_key=True, max_length=40)
+    # The participant that opened it: the owner (others get 404, and so for its deposits, trades,
+    # lots) and the originator every payments hop for it names, deferred retries included.
+    participant_id: str | None = Field(default=None, max_length=40, index=True)
     owner_name: str = Field(max_length=100)
     wallet_account_id: str = Field(max_length=40)  # the investor's wallet in payments
+    # The wallet owner's mandate to `participant_id`: payments' authority to debit the wallet.
+    funding_mandate_id: str | None = Field(default=None, max_length=40)
     risk_profile_id: str = Field(foreign_key="risk_profiles.id", max_length=40)
     profile_level: int
     goal: str = Field(max_length=20)

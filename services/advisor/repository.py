@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy import select
 from sqlmodel import Session
@@ -17,6 +18,8 @@ from services.advisor.models import (
     Trade,
 )
 
+T = TypeVar("T", RiskProfile, InvestorAccount)
+
 
 class AdvisorRepository:
     def __init__(self, session: Session) -> None:
@@ -28,6 +31,21 @@ class AdvisorRepository:
 
     def risk_profile(self, profile_id: str) -> RiskProfile | None:
         return self.session.get(RiskProfile, profile_id)
+
+    def risk_profiles(self, owners: list[str] | None, limit: int, after: str | None) -> list[RiskProfile]:
+        return self._owned_page(RiskProfile, owners, limit, after)
+
+    def accounts(self, owners: list[str] | None, limit: int, after: str | None) -> list[InvestorAccount]:
+        return self._owned_page(InvestorAccount, owners, limit, after)
+
+    def _owned_page(self, model: type[T], owners: list[str] | None, limit: int, after: str | None) -> list[T]:
+        """A page (limit + 1 rows, by id) of the rows `owners` created; None: everyone's."""
+        query = select(model).order_by(model.id).limit(limit + 1)  # type: ignore[attr-defined]
+        if owners is not None:
+            query = query.where(model.participant_id.in_(owners))  # type: ignore[attr-defined]
+        if after:
+            query = query.where(model.id > after)  # type: ignore[attr-defined]
+        return list(self.session.execute(query).scalars())
 
     def account(self, account_id: str, for_update: bool = False) -> InvestorAccount | None:
         if for_update:

@@ -9,12 +9,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from services.common.fields import IdField, Text
+from services.common.ids import id_pattern
 from services.common.money import Money, positive_amount_pattern
 
 RISK_PROFILE_PREFIX = "rp"
 ACCOUNT_PREFIX = "inv"
 DEPOSIT_PREFIX = "dpt"
 WALLET_PREFIX = "acc"
+MANDATE_PREFIX = "mdt"
 
 Goal = Literal["retirement", "major_purchase", "education", "general_investing", "emergency_fund"]
 AssetClassCode = Literal["cn_equity", "us_equity", "dev_equity", "em_equity", "cn_gov_bond",
@@ -244,12 +246,18 @@ class AccountCreate(BaseModel):
         json_schema_extra={"examples": [{
             "owner_name": "Li Wei",
             "wallet_account_id": "acc_00000000000000000000000001",
+            "funding_mandate_id": "mdt_00000000000000000000000001",
             "risk_profile_id": "rp_01jd3k8m9q2w4e6r8t0y2u4i6o",
         }]},
     )
 
     owner_name: str = Text(100, "Whose account it is.", ["Li Wei"])
     wallet_account_id: str = IdField(WALLET_PREFIX, "The investor's wallet in payments, which funds the account.")
+    funding_mandate_id: str | None = Field(
+        None, pattern=id_pattern(MANDATE_PREFIX), examples=["mdt_00000000000000000000000001"],
+        description="The wallet owner's debit mandate to your firm (`mdt_…`, kept by payments), sent with "
+        "every deposit's wallet debit. Needed unless your firm holds the wallet itself: payments refuses "
+        "to debit another's wallet without one, and checks its grantee, caps and expiry.")
     risk_profile_id: str = IdField(RISK_PROFILE_PREFIX, "The scored questionnaire to invest by.")
 
 
@@ -283,6 +291,7 @@ class InvestorAccountPublic(BaseModel):
     id: str
     owner_name: str
     wallet_account_id: str
+    funding_mandate_id: str | None = Field(description="The mandate deposits debit the wallet under.")
     risk_profile_id: str
     goal: str
     horizon_years: int

@@ -3,6 +3,9 @@ rebalance, harvest losses, project outcomes.
 
 Functions work in the caller's session; the endpoint's unit of work commits. Funding is the one
 exception: the deposit row is committed before payments is called (intent first).
+
+Every risk profile and account belongs to the participant that created it (`participant_id`);
+deposits, trades, lots and reports belong to their account. Another participant gets 404.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from services.advisor.schemas import (
     TradePublic,
     WeightPublic,
 )
+from services.common.caller import Caller
 from services.common.ids import new_id
 from services.common.money import Money
 from services.common.problems import Problem, not_found
@@ -154,7 +158,8 @@ def glide_path(goal: str, profile_level: int, horizon_years: int) -> GlidePathPu
 
 # ---- risk profiles -------------------------------------------------------------------------
 
-def score_questionnaire(session: Session, adv: Advisor, body: RiskQuestionnaire, now: datetime) -> RiskProfilePublic:
+def score_questionnaire(session: Session, adv: Advisor, body: RiskQuestionnaire, now: datetime,
+                        caller: Caller) -> RiskProfilePublic:
     answers = risk.Answers(
         age=body.age, horizon_years=body.horizon_years, annual_income_minor=body.annual_income.minor,
         liquid_net_worth_minor=body.liquid_net_worth.minor, goal=body.goal,
@@ -162,7 +167,7 @@ def score_questionnaire(session: Session, adv: Advisor, body: RiskQuestionnaire,
     )
     scored = risk.score_answers(answers)
     row = RiskProfile(
-        id=new_id("rp"), answers=body.model_dump(mode="json"), score=scored.score, level=scored.level,
+        id=new_id("rp"), participant_id=caller.authority, answers=body.model_dump(mode="json"), score=scored.score, level=scored.level,
         result={
             "capacity": scored.capacity, "willingness": scored.willingness, "consistency": scored.consistency,
             "raw_score": scored.raw_score,
@@ -190,19 +195,28 @@ def profile_public(adv: Advisor, row: RiskProfile) -> RiskProfilePublic:
     )
 
 
-def get_profile(session: Session, profile_id: str) -> RiskProfile:
+def listed_owners(caller: Caller) -> list[str] | None:
+    """Whose resources a list shows this caller: its own (and its originator's); None: everyone's."""
+    if not caller.restricted:
+        return None
+    return [p for p in (caller.participant_id, caller.on_behalf_of) if p]
+
+
+def get_profile(session: Session, profile_id: str, caller: Caller) -> RiskProfile:
     row = AdvisorRepository(session).risk_profile(profile_id)
-    if row is None:
+    if row is None or not caller.may_use(row.participant_id):
         raise not_found("Risk profile", profile_id)
     return row
 
 
 # ---- accounts and valuation ----------------------------------------------------------------
 
-def open_account(session: Session, adv: Advisor, body: AccountCreate, now: datetime) -> InvestorAccountPublic:
-    profile = get_profile(session, body.risk_profile_id)
+def open_account(session: Session, adv: Advisor, body: AccountCreate, now: datetime,
+                 caller: Caller) -> InvestorAccountPublic:
+    profile = get_profile(session, body.risk_profile_id, caller)
     account = InvestorAccount(
-        id=new_id("inv"), owner_name=body.owner_name, wallet_account_id=body.wallet_account_id,
+        id=new_id("inv"), participant_id=caller.authority, owner_name=body.owner_name,
+        wallet_account_id=body.wallet_account_id, funding_mandate_id=body.funding_mandate_id,
         risk_profile_id=profile.id, profile_level=profile.level, goal=profile.answers["goal"],
         horizon_years=profile.answers["horizon_years"], currency=CNY, status="awaiting_funding", created_at=now,
     )
@@ -210,9 +224,9 @@ def open_account(session: Session, adv: Advisor, body: AccountCreate, now: datet
     return account_public(session, adv, account, now)
 
 
-def get_account(session: Session, account_id: str, for_update: bool = False) -> InvestorAccount:
+def get_account(session: Session, account_id: str, caller: Caller, for_update: bool = False) -> InvestorAccount:
     account = AdvisorRepository(session).account(account_id, for_update)
-    if account is None:
+    if account is None or not caller.may_use(account.participant_id):
         raise not_found("Investor account", account_id)
     return account
 
@@ -252,7 +266,7 @@ def account_public(session: Session, adv: Advisor, account: InvestorAccount, now
                                       cost=Money.of(cost, CNY), unrealised_gain=Money.of(value - cost, CNY)))
     return InvestorAccountPublic(
         id=account.id, owner_name=account.owner_name, wallet_account_id=account.wallet_account_id,
-        risk_profile_id=account.risk_profile_id, goal=account.goal, horizon_years=account.horizon_years,
+        funding_mandate_id=account.funding_mandate_id, risk_profile_id=account.risk_profile_id, goal=account.goal, horizon_years=account.horizon_years,
         years_left=years_left(account, now), status=account.status,  # type: ignore[arg-type]
         profile_level=account.profile_level, target_level=level,
         expected_return=target.expected_return, volatility=target.volatility,
@@ -393,8 +407,9 @@ def deposit_public(session: Session, adv: Advisor, deposit: Deposit) -> DepositP
     )
 
 
-def create_deposit(session: Session, adv: Advisor, account_id: str, body: DepositCreate, now: datetime) -> DepositPublic:
-    account = get_account(session, account_id)
+def create_deposit(session: Session, adv: Advisor, account_id: str, body: DepositCreate, now: datetime,
+                   caller: Caller) -> DepositPublic:
+    account = get_account(session, account_id, caller)
     amount = body.amount.minor
     repo = AdvisorRepository(session)
     if repo.completed_deposit_count(account.id) == 0 and amount < adv.minimum_first_deposit_minor:
@@ -409,31 +424,38 @@ def create_deposit(session: Session, adv: Advisor, account_id: str, body: Deposi
                       status="pending", created_at=now)
     repo.add(deposit)
     session.commit()  # intent first: the row (and so the key) exists before any money moves
-    return settle_deposit(session, adv, account, deposit, now)
+    return settle_deposit(session, adv, account, deposit, now, caller)
 
 
-def retry_deposit(session: Session, adv: Advisor, deposit_id: str, now: datetime) -> DepositPublic:
-    deposit = get_deposit(session, deposit_id)
+def retry_deposit(session: Session, adv: Advisor, deposit_id: str, now: datetime, caller: Caller) -> DepositPublic:
+    deposit = get_deposit(session, deposit_id, caller)
     if deposit.status != "pending":
         return deposit_public(session, adv, deposit)
-    return settle_deposit(session, adv, get_account(session, deposit.account_id), deposit, now)
+    return settle_deposit(session, adv, get_account(session, deposit.account_id, caller), deposit, now, caller)
 
 
-def get_deposit(session: Session, deposit_id: str) -> Deposit:
-    deposit = AdvisorRepository(session).deposit(deposit_id)
-    if deposit is None:
+def get_deposit(session: Session, deposit_id: str, caller: Caller) -> Deposit:
+    repo = AdvisorRepository(session)
+    deposit = repo.deposit(deposit_id)
+    # A deposit is its account's: its owner's, and nobody else's, to read or retry.
+    account = repo.account(deposit.account_id) if deposit is not None else None
+    if account is None or not caller.may_use(account.participant_id):
         raise not_found("Deposit", deposit_id)
     return deposit
 
 
 def settle_deposit(session: Session, adv: Advisor, account: InvestorAccount, deposit: Deposit,
-                   now: datetime) -> DepositPublic:
-    """Ask payments to move the money (same key on every attempt), then invest it."""
+                   now: datetime, caller: Caller) -> DepositPublic:
+    """Ask payments to move the money (same key on every attempt), then invest it.
+
+    The debit is the account owner's, not the advisor's: it names the participant (so the
+    gateway counts and screens it against that firm's limits) and the wallet owner's mandate."""
     try:
         done = adv.payments.transfer(
             from_account=account.wallet_account_id, to_account=adv.custody_account_id,
             amount_minor=deposit.amount_minor, currency=deposit.currency, idempotency_key=deposit.id,
-            description=f"Robo-advisor deposit {deposit.id}",
+            description=f"Robo-advisor deposit {deposit.id}", on_behalf_of=account.participant_id,
+            mandate_id=account.funding_mandate_id,
         )
     except PaymentsUnavailable:
         return deposit_public(session, adv, deposit)  # still pending: retry with POST …/retry
@@ -443,10 +465,8 @@ def settle_deposit(session: Session, adv: Advisor, account: InvestorAccount, dep
         deposit.completed_at = now
         session.add(deposit)
         session.commit()
-        raise Problem(409, "funding-failed", "The wallet transfer was refused",
-                      f"Payments refused the transfer: {refused}. No units were bought.",
-                      deposit_id=deposit.id, payments_problem=deposit.failure) from None
-    account = get_account(session, account.id, for_update=True)
+        raise funding_refused(account, deposit, refused) from None
+    account = get_account(session, account.id, caller, for_update=True)
     deposit.status, deposit.payments_journal_id = "completed", done.journal_id
     deposit.merchant_fee_minor, deposit.completed_at = done.fee_minor, now
     account.cash_minor += deposit.amount_minor
@@ -463,10 +483,37 @@ def settle_deposit(session: Session, adv: Advisor, account: InvestorAccount, dep
     return deposit_public(session, adv, deposit)
 
 
+# What the advisor answers when payments (or the gateway, for the firm's limits) refuses a
+# deposit's wallet debit: (status, slug, title) by the refusal's slug; a 404 means payments shows
+# the firm no such wallet (not its own, no mandate named) or no such mandate.
+FUNDING_REFUSALS: dict[str, tuple[int, str, str]] = {
+    "not-found": (403, "funding-not-authorised", "The firm may not debit this wallet"),
+    "mandate-inactive": (403, "funding-mandate-inactive", "The funding mandate is not live"),
+    "mandate-limit": (403, "funding-mandate-limit", "The deposit is over the funding mandate's caps"),
+    "mandate-account-mismatch": (409, "funding-mandate-mismatch", "The funding mandate is for another wallet"),
+    "sandbox-limit": (403, "funding-over-sandbox-limit", "The deposit is over the firm's sandbox limits"),
+    "participant-suspended": (403, "funding-over-sandbox-limit", "The deposit is over the firm's sandbox limits"),
+}
+FUNDING_FAILED = (409, "funding-failed", "The wallet transfer was refused")
+
+
+def funding_refused(account: InvestorAccount, deposit: Deposit, refused: TransferRefused) -> Problem:
+    """The deposit failed for good (nothing moved, no units bought): say why, in the advisor's words."""
+    status, slug, title = FUNDING_REFUSALS.get("not-found" if refused.status == 404 else refused.slug,
+                                               FUNDING_FAILED)
+    mandate = f"mandate {account.funding_mandate_id}" if account.funding_mandate_id else "no mandate"
+    return Problem(status, slug, title,
+                   f"Debiting wallet {account.wallet_account_id} under {mandate} was refused "
+                   f"({refused.status}): {str(refused).rstrip('.')}. No money moved and no units were bought.",
+                   deposit_id=deposit.id, wallet_account_id=account.wallet_account_id,
+                   funding_mandate_id=account.funding_mandate_id, payments_problem=deposit.failure)
+
+
 # ---- rebalancing and harvesting ------------------------------------------------------------
 
-def rebalance(session: Session, adv: Advisor, account_id: str, body: RebalanceRequest, now: datetime) -> RebalancePublic:
-    account = get_account(session, account_id, for_update=True)
+def rebalance(session: Session, adv: Advisor, account_id: str, body: RebalanceRequest, now: datetime,
+              caller: Caller) -> RebalancePublic:
+    account = get_account(session, account_id, caller, for_update=True)
     navs = adv.navs(session, now)
     lots = AdvisorRepository(session).open_lots(account.id)
     target = portfolios.portfolio(target_level(account, now)).weights
@@ -495,8 +542,9 @@ def _new_lots(session: Session, account_id: str, known: list[Lot]) -> list[Lot]:
     return [lot for lot in AdvisorRepository(session).open_lots(account_id) if lot.id not in ids]
 
 
-def harvest(session: Session, adv: Advisor, account_id: str, body: HarvestRequest, now: datetime) -> HarvestPublic:
-    account = get_account(session, account_id, for_update=True)
+def harvest(session: Session, adv: Advisor, account_id: str, body: HarvestRequest, now: datetime,
+            caller: Caller) -> HarvestPublic:
+    account = get_account(session, account_id, caller, for_update=True)
     navs = adv.navs(session, now)
     repo = AdvisorRepository(session)
     lots = repo.open_lots(account.id)
@@ -534,8 +582,8 @@ def harvest(session: Session, adv: Advisor, account_id: str, body: HarvestReques
     return result
 
 
-def tax_report(session: Session, account_id: str) -> TaxReportPublic:
-    account = get_account(session, account_id)
+def tax_report(session: Session, account_id: str, caller: Caller) -> TaxReportPublic:
+    account = get_account(session, account_id, caller)
     disposals = AdvisorRepository(session).disposals(account.id)
     gains = sum(d.gain_minor for d in disposals if d.gain_minor > 0)
     losses = sum(d.gain_minor for d in disposals if d.gain_minor < 0)

@@ -48,5 +48,5 @@ def test_advancing_the_market_moves_the_clock_and_prices(advisor: TestClient) ->
 
 def test_moving_the_market_can_be_switched_off(tmp_path) -> None:
     with TestClient(advisor_app(tmp_path, allow_time_travel=False)) as client:
-        response = client.post("/market/advance", json={"days": 1})
+        response = client.post("/_sandbox/market/advance", json={"days": 1})
         assert response.status_code == 403
