@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from services.common.demo import ADVISOR_SERVICE, DEMO_ROBO, WALLET_CO
 from tests.gateway.conftest import LI_WEI, REGULATOR, WALLET_KEY, ZHANG_MIN, Sandbox
 
@@ -72,3 +74,12 @@ def test_the_service_is_told_whom_it_acts_for(sandbox: Sandbox) -> None:
     assert mandated.status_code == 201, mandated.text
     assert mandated.json()["mandate_id"] == "mdt_00000000000000000000000001"
     assert sandbox.balance(LI_WEI) == "4900.00"
+
+
+@pytest.mark.parametrize("service_key", ["sbx_svc_advisor_key", "sbx_svc_openbanking_key", "sbx_svc_credit_key"])
+def test_no_service_key_debits_a_wallet_it_does_not_hold(sandbox: Sandbox, service_key: str) -> None:
+    """The audit's case: the keys `make run` used to print debited any wallet directly."""
+    for on_behalf in ({}, FOR_ROBO):
+        response = sandbox.transfer(service_key, "1195.00", source=ZHANG_MIN, target=LI_WEI, **on_behalf)
+        assert response.status_code == 404, response.text
+    assert sandbox.balance(ZHANG_MIN) == "1200.00"
