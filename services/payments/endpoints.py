@@ -24,6 +24,7 @@ from services.common.demo import demo_account
 from services.common.fastroute import DirectJSONRoute
 from services.common.fields import CurrencyCode, IdPath
 from services.common.idempotency import IdempotencyKeyHeader, idempotency_for
+from services.common.ids import id_pattern
 from services.common.money import Money
 from services.common.pagination import CursorQuery, LimitQuery, Page, page_of
 from services.common.problems import problem_responses
@@ -32,6 +33,8 @@ from services.payments.schemas import (
     ACCOUNT_PREFIX,
     FX_QUOTE_PREFIX,
     JOURNAL_PREFIXES,
+    MANDATE_PREFIX,
+    PARTICIPANT_PATTERN,
     QR_AMOUNT_PATTERN,
     AccountCreate,
     AccountPublic,
@@ -42,6 +45,9 @@ from services.payments.schemas import (
     FxQuotePublic,
     InvariantsReport,
     JournalPublic,
+    MandateCreate,
+    MandatePublic,
+    MandateStatus,
     QrCodePublic,
     QrPaymentCreate,
     RefundCreate,
@@ -54,7 +60,12 @@ JournalId = Annotated[
     str, IdPath(JOURNAL_PREFIXES, "A journal id: `dep_`, `wd_`, `tr_`, `pay_`, `re_`, `ob_` or `xb_`.")
 ]
 QuoteId = Annotated[str, IdPath(FX_QUOTE_PREFIX, "A quote id, `fxq_…`.")]
+MandateId = Annotated[str, IdPath(MANDATE_PREFIX, "A mandate id, `mdt_…`.")]
 
+# The movement POSTs are served by the direct handler when they keep the shape
+# services/common/fastroute.py's `_plan` accepts (one body model, the Request, aliased headers,
+# no path, query or dependency parameters) and return a Response. A `mandate_id` in the body
+# keeps that shape; its extra reads happen in service.py only when one is sent.
 router = APIRouter(route_class=DirectJSONRoute)
 
 # OpenAPI links: how one response feeds the next call. Schemathesis's stateful phase follows
@@ -287,7 +298,7 @@ async def create_deposit(body: DepositCreate, request: Request, key: Idempotency
     tags=["movements"],
     operation_id="create_withdrawal",
     response_model=JournalPublic,
-    responses={**_created(JournalPublic, GET_JOURNAL), **problem_responses(404, 409, 422)},
+    responses={**_created(JournalPublic, GET_JOURNAL), **problem_responses(403, 404, 409, 422)},
 )
 async def create_withdrawal(body: WithdrawalCreate, request: Request, key: IdempotencyKeyHeader = None):
     """Pay money out of a wallet to the owner's bank."""
@@ -300,7 +311,7 @@ async def create_withdrawal(body: WithdrawalCreate, request: Request, key: Idemp
     tags=["movements"],
     operation_id="create_transfer",
     response_model=JournalPublic,
-    responses={**_created(JournalPublic, TRANSFER_LINKS), **problem_responses(404, 409, 422)},
+    responses={**_created(JournalPublic, TRANSFER_LINKS), **problem_responses(403, 404, 409, 422)},
 )
 async def create_transfer(body: TransferCreate, request: Request, key: IdempotencyKeyHeader = None):
     """Send money to a person (P2P), pay a merchant from a wallet (0.6% fee to the merchant), or
@@ -327,7 +338,7 @@ async def create_refund(body: RefundCreate, request: Request, key: IdempotencyKe
     tags=["qr"],
     operation_id="create_qr_payment",
     response_model=JournalPublic,
-    responses={**_created(JournalPublic, TRANSFER_LINKS), **problem_responses(404, 409, 422)},
+    responses={**_created(JournalPublic, TRANSFER_LINKS), **problem_responses(403, 404, 409, 422)},
 )
 async def create_qr_payment(body: QrPaymentCreate, request: Request, key: IdempotencyKeyHeader = None):
     """Pay the merchant a scanned QR names: checks the CRC and tags, then pays as POST /transfers."""
@@ -366,11 +377,84 @@ async def get_fx_quote(quote_id: QuoteId, db: DatabaseDep, clock: ClockDep) -> F
     tags=["cross-border"],
     operation_id="create_cross_border_payment",
     response_model=JournalPublic,
-    responses={**_created(JournalPublic, GET_JOURNAL), **problem_responses(404, 409, 422)},
+    responses={**_created(JournalPublic, GET_JOURNAL), **problem_responses(403, 404, 409, 422)},
 )
 async def create_cross_border_payment(body: CrossBorderCreate, request: Request, key: IdempotencyKeyHeader = None):
     """Pay a quote: the payer is debited in the currency sold, the payee credited in the one bought."""
     return await _movement(request, key, service.cross_border_payment, body)
+
+
+MANDATE_LINKS: dict[str, Any] = {
+    "GetMandate": {"operationId": "get_mandate", "parameters": {"mandate_id": "$response.body#/id"}},
+    "RevokeMandate": {"operationId": "revoke_mandate", "parameters": {"mandate_id": "$response.body#/id"}},
+}
+
+
+@router.post(
+    "/mandates",
+    status_code=201,
+    tags=["mandates"],
+    operation_id="create_mandate",
+    response_model=MandatePublic,
+    responses={**_created(MandatePublic, MANDATE_LINKS), **problem_responses(404, 409, 422)},
+)
+async def create_mandate(body: MandateCreate, request: Request, key: IdempotencyKeyHeader = None):
+    """Let another participant debit one of your accounts, within caps, until it expires."""
+    idem = await idempotency_for(request, key)
+    return await idem.apply(lambda session: service.create_mandate(session, body, idem.clock.now(), idem.caller))
+
+
+@router.get(
+    "/mandates",
+    tags=["mandates"],
+    operation_id="list_mandates",
+    response_model=Page[MandatePublic],
+    responses=problem_responses(422),
+)
+async def list_mandates(
+    db: DatabaseDep,
+    clock: ClockDep,
+    caller: CallerDep,
+    limit: LimitQuery = 20,
+    cursor: CursorQuery = None,
+    debtor_account_id: Annotated[str | None, Query(pattern=id_pattern(ACCOUNT_PREFIX))] = None,
+    grantee_participant_id: Annotated[str | None, Query(pattern=PARTICIPANT_PATTERN)] = None,
+    status: Annotated[MandateStatus | None, Query()] = None,
+) -> Page[MandatePublic]:
+    """List mandates, oldest first: through the gateway, those the caller granted or holds."""
+    now = clock.now()
+    found = await db.read(lambda session: service.list_mandates(
+        session, limit, cursor, now, debtor_account_id, grantee_participant_id, status, caller))
+    return page_of(found, limit, lambda m: m.id)
+
+
+@router.get(
+    "/mandates/{mandate_id}",
+    tags=["mandates"],
+    operation_id="get_mandate",
+    response_model=MandatePublic,
+    responses=problem_responses(404, 422),
+)
+async def get_mandate(mandate_id: MandateId, db: DatabaseDep, clock: ClockDep, caller: CallerDep) -> MandatePublic:
+    """One mandate, its status and what it debited this period (its grantor or grantee)."""
+    now = clock.now()
+    return await db.read(lambda session: service.get_mandate(session, mandate_id, now, caller))
+
+
+@router.post(
+    "/mandates/{mandate_id}/revoke",
+    tags=["mandates"],
+    operation_id="revoke_mandate",
+    response_model=MandatePublic,
+    responses={200: {"model": MandatePublic, "description": "Revoked (now or before)"},
+               **problem_responses(403, 404, 409, 422)},
+)
+async def revoke_mandate(mandate_id: MandateId, request: Request, key: IdempotencyKeyHeader = None):
+    """Revoke a mandate (its grantor): no debit relies on it after this; again is a no-op."""
+    idem = await idempotency_for(request, key)
+    return await idem.apply(
+        lambda session: service.revoke_mandate(session, mandate_id, idem.clock.now(), idem.caller),
+        status_code=200)
 
 
 @router.get(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from fastapi import FastAPI
 from pydantic_settings import SettingsConfigDict
 from sqlalchemy import func, select
@@ -9,12 +11,12 @@ from sqlalchemy import func, select
 from services.common.app import build_service_app, configure_logging
 from services.common.clock import Clock
 from services.common.db import Database, database_url
-from services.common.demo import DEMO_ACCOUNTS
+from services.common.demo import DEMO_ACCOUNTS, DEMO_MANDATES
 from services.common.money import to_minor
 from services.common.settings import ServiceSettings
 from services.payments import service
 from services.payments.endpoints import router
-from services.payments.models import Account, IdempotencyKeys, PaymentsModel
+from services.payments.models import Account, IdempotencyKeys, Mandate, PaymentsModel
 
 
 class PaymentsSettings(ServiceSettings):
@@ -29,6 +31,8 @@ decimal strings in the currency's ISO 4217 exponent. POSTs take an `Idempotency-
 wallets pay (`/accounts/{id}/qr`, `/qr-payments`); cross-border payments convert at a quoted
 rate on a `ripple` or `correspondent` rail (`/fx/quotes`, `/cross-border-payments`).
 Through the gateway, a participant sees and debits only the accounts it opened; it may pay any.
+To debit another participant's customer it names a live mandate from that owner (`mandate_id`):
+the owner grants it (`POST /mandates`) with a cap per debit and per calendar period, and an expiry.
 
 Test cards for top-ups: `4242424242424242` pays; `4000000000000002` declines, `4000000000009995`
 insufficient funds, `4000000000009987` lost card, `4000000000009979` stolen card,
@@ -50,6 +54,30 @@ def seed_demo_accounts(db: Database, clock: Clock) -> None:
         session.commit()
 
 
+def seed_demo_mandates(db: Database) -> None:
+    """Grant the demo world's mandates once each, from the day its accounts were opened (the
+    sandbox's first start): a restart, or an older database that lacks them, adds what is missing."""
+    with db.session() as session:
+        for demo in DEMO_MANDATES:
+            account = session.get(Account, demo.debtor_account_id)
+            if account is None or session.get(Mandate, demo.id) is not None:
+                continue
+            service.add_mandate(session, Mandate(
+                id=demo.id,
+                debtor_account_id=account.id,
+                grantor_participant_id=account.participant_id,
+                grantee_participant_id=demo.grantee_participant_id,
+                currency=account.currency,
+                max_per_debit_minor=to_minor(demo.max_per_debit, account.currency),
+                max_per_period_minor=to_minor(demo.max_per_period, account.currency),
+                period=demo.period,
+                purpose=demo.purpose,
+                expires_at=account.created_at + timedelta(days=demo.valid_days),
+                created_at=account.created_at,
+            ))
+        session.commit()
+
+
 def create_app(settings: PaymentsSettings | None = None, clock: Clock | None = None) -> FastAPI:
     settings = settings or PaymentsSettings()
     configure_logging(settings.log_level)
@@ -58,6 +86,7 @@ def create_app(settings: PaymentsSettings | None = None, clock: Clock | None = N
     db.create_tables()
     if settings.seed_demo_data:
         seed_demo_accounts(db, clock)
+        seed_demo_mandates(db)
     app = build_service_app(
         name="payments",
         title="Payments",
@@ -71,6 +100,7 @@ def create_app(settings: PaymentsSettings | None = None, clock: Clock | None = N
             {"name": "movements", "description": "Top-ups, withdrawals, transfers, payments, refunds"},
             {"name": "qr", "description": "Merchant QR codes (EMVCo), generated and paid"},
             {"name": "cross-border", "description": "FX quotes on ripple vs correspondent rails, cross-border payments"},
+            {"name": "mandates", "description": "Debit mandates: an owner lets another participant debit an account"},
             {"name": "ledger", "description": "The ledger's invariants"},
         ],
     )

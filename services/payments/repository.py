@@ -19,7 +19,7 @@ from sqlmodel import Session
 from services.common.ids import ID_BODY_LENGTH, new_id
 from services.common.prepared import Prepared, as_sqlalchemy_error
 from services.payments.ledger import Leg, net_by_account
-from services.payments.models import Account, FxQuote, IdempotencyKeys, Journal, Posting
+from services.payments.models import Account, FxQuote, IdempotencyKeys, Journal, Mandate, Posting
 
 
 # The hot path (every movement) runs plain Core statements, built once here with bind
@@ -426,6 +426,65 @@ class FxQuotesRepository:
         return result.rowcount == 1
 
 
+class MandatesRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, mandate: Mandate) -> Mandate:
+        self.session.add(mandate)
+        self.session.flush()
+        return mandate
+
+    def get(self, mandate_id: str, *, for_update: bool = False) -> Mandate | None:
+        """The mandate; `for_update` locks its row until the transaction ends (PostgreSQL;
+        SQLite's writer lock already serialises), so two debits under it take turns."""
+        query = select(Mandate).where(Mandate.id == mandate_id)
+        if for_update:
+            query = query.with_for_update().execution_options(populate_existing=True)
+        return self.session.execute(query).scalar_one_or_none()
+
+    def used_between(self, mandate_ids: list[str], start: datetime, end: datetime) -> dict[str, int]:
+        """What was debited under each mandate in [start, end), by journal amount."""
+        if not mandate_ids:
+            return {}
+        rows = self.session.execute(
+            select(Journal.mandate_id, func.sum(Journal.amount_minor))
+            .where(Journal.mandate_id.in_(mandate_ids),
+                   Journal.created_at >= start, Journal.created_at < end)
+            .group_by(Journal.mandate_id)
+        ).tuples()
+        return {m: int(total) for m, total in rows if m is not None}
+
+    def list(self, limit: int, after: str | None, parties: set[str] | None, now: datetime,
+             debtor_account_id: str | None = None, grantee_participant_id: str | None = None,
+             status: str | None = None) -> list[Mandate]:
+        """A page of mandates, oldest id first: those `parties` grant or hold (all when None)."""
+        query = select(Mandate).order_by(Mandate.id).limit(limit + 1)
+        if parties is not None:
+            query = query.where(or_(Mandate.grantor_participant_id.in_(parties),
+                                    Mandate.grantee_participant_id.in_(parties)))
+        if after:
+            query = query.where(Mandate.id > after)
+        if debtor_account_id:
+            query = query.where(Mandate.debtor_account_id == debtor_account_id)
+        if grantee_participant_id:
+            query = query.where(Mandate.grantee_participant_id == grantee_participant_id)
+        if status == "revoked":
+            query = query.where(Mandate.revoked_at.is_not(None))
+        elif status == "active":
+            query = query.where(Mandate.revoked_at.is_(None), Mandate.expires_at > now)
+        elif status == "expired":
+            query = query.where(Mandate.revoked_at.is_(None), Mandate.expires_at <= now)
+        return list(self.session.execute(query).scalars())
+
+    def revoke(self, mandate_id: str, now: datetime) -> None:
+        """Revoke it unless it already is (the first revocation's time stays)."""
+        self.session.execute(
+            update(Mandate).where(Mandate.id == mandate_id, Mandate.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+
+
 class InvariantsRepository:
     """The queries behind GET /invariants: each returns the rows that break one rule."""
 
@@ -518,6 +577,15 @@ class InvariantsRepository:
                 .where(Journal.idempotency_key_id.is_not(None))
                 .where(or_(k.id.is_(None), k.state != "done"))
             ).scalars()
+        )
+
+    def mandated_debits(self) -> list[tuple[Journal, Mandate]]:
+        """Every journal debited under a mandate, with its mandate, oldest first."""
+        return list(
+            self.session.execute(
+                select(Journal, Mandate).join(Mandate, Mandate.id == Journal.mandate_id)
+                .order_by(Journal.created_at, Journal.id)
+            ).tuples()
         )
 
     def counts(self) -> tuple[int, int]:

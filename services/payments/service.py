@@ -11,17 +11,19 @@ from datetime import datetime
 from sqlmodel import Session
 
 from services.common.caller import Caller
+from services.common.demo import GATEWAY_LOOKUPS
 from services.common.ids import new_id
 from services.common.money import AmountIn, Money, format_minor, to_minor
 from services.common.problems import Problem, not_found
-from services.payments import cards, fx, ledger, qr
-from services.payments.models import Account, FxQuote, Journal, Posting
+from services.payments import cards, fx, ledger, mandates, qr
+from services.payments.models import Account, FxQuote, Journal, Mandate, Posting
 from services.payments.repository import (
     AccountRef,
     AccountsRepository,
     FxQuotesRepository,
     InvariantsRepository,
     JournalsRepository,
+    MandatesRepository,
     NewJournal,
     PostingRow,
 )
@@ -39,6 +41,9 @@ from services.payments.schemas import (
     InvariantCheck,
     InvariantsReport,
     JournalPublic,
+    MANDATE_PREFIX,
+    MandateCreate,
+    MandatePublic,
     PostingPublic,
     QrCodePublic,
     QrPaymentCreate,
@@ -205,8 +210,11 @@ def deposit(session: Session, body: DepositCreate, now: datetime, idem_id: str |
 
 def withdraw(session: Session, body: WithdrawalCreate, now: datetime, idem_id: str | None,
              caller: Caller = DIRECT) -> JournalPublic:
-    wallet = get_account(session, body.account_id, caller)
+    wallet = AccountsRepository(session).get(body.account_id)
+    mandate = _debit_mandate(session, body.account_id, wallet, body.mandate_id, caller)
+    assert wallet is not None  # _debit_mandate found it, or a mandate names it
     _check_currency(wallet, body.amount)
+    _check_within_mandate(session, mandate, body.amount.minor, now)
     payouts = AccountsRepository(session).system_account(BANK_PAYOUTS, wallet.currency, now)
     journal = NewJournal(
         id=new_id("wd"),
@@ -216,6 +224,7 @@ def withdraw(session: Session, body: WithdrawalCreate, now: datetime, idem_id: s
         from_account_id=wallet.id,
         to_account_id=payouts.id,
         description=body.description,
+        mandate_id=mandate.id if mandate else None,
         idempotency_key_id=idem_id,
         created_at=now,
     )
@@ -223,26 +232,102 @@ def withdraw(session: Session, body: WithdrawalCreate, now: datetime, idem_id: s
     return _post(session, journal, legs, {payouts.id: payouts, wallet.id: wallet})
 
 
-def _payer_and_payee(session: Session, payer_id: str, payee_id: str, caller: Caller,
-                     movement: str) -> tuple[dict[str, Account], Account, Account]:
-    """Both accounts of a movement, in one query: anyone's account may be paid, but only the
-    caller's own (or any, for a mandated caller) debited; another's payer is "not found"."""
+def _payer_and_payee(session: Session, payer_id: str, payee_id: str, mandate_id: str | None,
+                     caller: Caller, movement: str
+                     ) -> tuple[dict[str, AccountRef], AccountRef, AccountRef, Mandate | None]:
+    """Both accounts of a movement, in one query, and the mandate the debit relies on (see
+    `_debit_mandate`): anyone's account may be paid, but only the caller's own debited, or
+    another's under its owner's mandate; another's payer without one is "not found"."""
     if payer_id == payee_id:
         raise Problem(409, "same-account", "Payer and payee are the same account",
                       f"{movement} needs two different accounts.")
     accounts = AccountsRepository(session).get_many([payer_id, payee_id])
-    if payer_id not in accounts or not caller.may_use(accounts[payer_id].participant_id):
-        raise not_found("Account", payer_id)
+    mandate = _debit_mandate(session, payer_id, accounts.get(payer_id), mandate_id, caller)
     if payee_id not in accounts:
         raise not_found("Account", payee_id)
-    return accounts, accounts[payer_id], accounts[payee_id]
+    return accounts, accounts[payer_id], accounts[payee_id], mandate
+
+
+# --- authority to debit ----------------------------------------------------------------------
+# The own-account debit, the common case, costs nothing more than before: the owner comes with
+# the account's row (remembered by the process, see `_KnownAccounts`). Only a debit naming a
+# mandate reads (and on PostgreSQL locks) the mandate and sums its period's journals.
+
+
+def _parties(caller: Caller) -> set[str]:
+    """The participants a restricted caller speaks for: itself, and whom a service acts for."""
+    return {p for p in (caller.participant_id, caller.on_behalf_of) if p is not None}
+
+
+def _debits_without_mandate(caller: Caller, owner: str | None) -> bool:
+    """A direct caller, the account's own participant (or a service acting for it) and anyone
+    for an account opened directly; never the gateway's look-ups, which only read."""
+    if caller.participant_id is None:
+        return True
+    if caller.participant_id == GATEWAY_LOOKUPS:
+        return False
+    return owner is None or owner in _parties(caller)
+
+
+def _debit_mandate(session: Session, payer_id: str, payer: Account | AccountRef | None,
+                   mandate_id: str | None, caller: Caller) -> Mandate | None:
+    """Who may debit `payer_id`, checked before anything else about the account is disclosed.
+
+    Without `mandate_id`: the caller must debit it as its owner (else 404, as for an account
+    that does not exist). With one: the mandate must be granted to the caller's authority (the
+    participant a service acts for, else the caller; else 404) and name this account (else
+    409). It is locked for the rest of the transaction, so concurrent debits under it count
+    each other's amounts (`_check_within_mandate`)."""
+    if mandate_id is None:
+        if payer is None or not _debits_without_mandate(caller, payer.participant_id):
+            raise not_found("Account", payer_id)
+        return None
+    mandate = MandatesRepository(session).get(mandate_id, for_update=True)
+    if mandate is None or not _holds(caller, mandate):
+        raise not_found("Mandate", mandate_id)
+    if mandate.debtor_account_id != payer_id:
+        raise Problem(409, "mandate-account-mismatch", "The mandate is for another account",
+                      f"{mandate.id} lets you debit {mandate.debtor_account_id}, not {payer_id}.",
+                      mandate_id=mandate.id, debtor_account_id=mandate.debtor_account_id)
+    return mandate
+
+
+def _holds(caller: Caller, mandate: Mandate) -> bool:
+    """Whether the caller may debit under the mandate: its grantee, or a direct caller."""
+    if caller.participant_id is None:
+        return True
+    return caller.participant_id != GATEWAY_LOOKUPS and mandate.grantee_participant_id == caller.authority
+
+
+def _check_within_mandate(session: Session, mandate: Mandate | None, amount_minor: int,
+                          now: datetime) -> None:
+    """Refuse a debit the mandate does not cover now: revoked or expired, or over a cap. The
+    period's use is summed after the mandate's row was locked, in the same transaction."""
+    if mandate is None:
+        return
+    status = mandates.status_of(mandate.revoked_at, mandate.expires_at, now)
+    if status != "active":
+        raise Problem(403, "mandate-inactive", "The mandate is not active",
+                      f"{mandate.id} is {status}; its grantor may grant a new one.",
+                      mandate_id=mandate.id, status=status)
+    start, end = mandates.period_bounds(now, mandate.period)
+    used = MandatesRepository(session).used_between([mandate.id], start, end).get(mandate.id, 0)
+    exceeded = mandates.cap_exceeded(amount_minor, mandate.max_per_debit_minor,
+                                     mandate.max_per_period_minor, used)
+    if exceeded is not None:
+        remaining = Money.of(exceeded.remaining_minor, mandate.currency)
+        raise Problem(403, "mandate-limit", "The debit exceeds the mandate's cap",
+                      f"{mandate.id} allows at most {remaining.amount} {mandate.currency} more now "
+                      f"({exceeded.limit}).",
+                      mandate_id=mandate.id, limit=exceeded.limit, remaining=remaining.model_dump())
 
 
 def transfer(session: Session, body: TransferCreate, now: datetime, idem_id: str | None,
              caller: Caller = DIRECT) -> JournalPublic:
-    """Anyone's account may be paid; only the caller's own (or a mandated caller) debited."""
-    accounts, payer, payee = _payer_and_payee(session, body.from_account_id, body.to_account_id,
-                                              caller, "A transfer")
+    """Anyone's account may be paid; only the caller's own debited, or another's under its
+    owner's mandate."""
+    accounts, payer, payee, mandate = _payer_and_payee(
+        session, body.from_account_id, body.to_account_id, body.mandate_id, caller, "A transfer")
     if payer.kind == "internal" or payee.kind == "internal":
         raise Problem(409, "internal-account", "Internal accounts cannot be used directly",
                       "Card funding, fee and payout accounts only move through deposits, "
@@ -250,6 +335,7 @@ def transfer(session: Session, body: TransferCreate, now: datetime, idem_id: str
     _check_currency(payer, body.amount)
     _check_currency(payee, body.amount)
     amount = body.amount.minor
+    _check_within_mandate(session, mandate, amount, now)
     # A shopper's wallet paying a merchant is a merchant payment: the merchant pays the 0.6%
     # acceptance fee. Between businesses (a lender's float to a small merchant's account, its
     # repayments back) it is a plain transfer, as a bank transfer between firms would be.
@@ -272,6 +358,7 @@ def transfer(session: Session, body: TransferCreate, now: datetime, idem_id: str
         from_account_id=payer.id,
         to_account_id=payee.id,
         description=body.description,
+        mandate_id=mandate.id if mandate else None,
         idempotency_key_id=idem_id,
         created_at=now,
     )
@@ -280,7 +367,8 @@ def transfer(session: Session, body: TransferCreate, now: datetime, idem_id: str
 
 def refund(session: Session, body: RefundCreate, now: datetime, idem_id: str | None,
            caller: Caller = DIRECT) -> JournalPublic:
-    """The payee gives money back: only its participant (or a mandated caller) may refund."""
+    """The payee gives money back: only its participant may refund (a refund is the payee's
+    decision, so no mandate stands in for it)."""
     journals = JournalsRepository(session)
     original = journals.get(body.journal_id)
     if original is None or not _may_refund(session, original, caller):
@@ -356,10 +444,10 @@ def open_with_balance(session: Session, account: Account, opening_minor: int, no
 
 
 def _may_refund(session: Session, original: Journal, caller: Caller) -> bool:
-    if not caller.restricted:
+    if caller.participant_id is None:
         return True
     payee = AccountsRepository(session).get(original.to_account_id or "")
-    return payee is not None and caller.may_use(payee.participant_id)
+    return payee is not None and _debits_without_mandate(caller, payee.participant_id)
 
 
 def get_journal(session: Session, journal_id: str, caller: Caller = DIRECT) -> JournalPublic:
@@ -434,6 +522,14 @@ def check_invariants(session: Session) -> InvariantsReport:
             + [f"{j}: key record missing or unfinished" for j in repo.keys_without_record()],
             ok=True,
         ),
+        InvariantCheck(
+            name="mandated_debits_within_mandate",
+            description="Every journal debited under a mandate debited the mandate's account, in "
+            "its currency, while it was live (not yet expired or revoked), within its cap per "
+            "debit, and its period's debits stayed within the cap per period.",
+            violations=_mandate_violations(repo.mandated_debits()),
+            ok=True,
+        ),
     ]
     for check in checks:
         check.ok = not check.violations
@@ -448,6 +544,125 @@ def check_invariants(session: Session) -> InvariantsReport:
         journals=journals,
         postings=postings,
     )
+
+
+def _mandate_violations(debits: list[tuple[Journal, Mandate]]) -> list[str]:
+    violations = []
+    period_totals: dict[tuple[str, datetime], int] = {}
+    for journal, mandate in debits:
+        if journal.from_account_id != mandate.debtor_account_id or journal.currency != mandate.currency:
+            violations.append(f"{journal.id}: debited {journal.from_account_id} in {journal.currency}, "
+                              f"{mandate.id} covers {mandate.debtor_account_id} in {mandate.currency}")
+        if not mandates.live_at(mandate.revoked_at, mandate.expires_at, mandate.created_at, journal.created_at):
+            violations.append(f"{journal.id}: {mandate.id} was not live at {journal.created_at.isoformat()}")
+        if journal.amount_minor > mandate.max_per_debit_minor:
+            violations.append(f"{journal.id}: {journal.amount_minor} over {mandate.id}'s "
+                              f"max_per_debit {mandate.max_per_debit_minor}")
+        start, _ = mandates.period_bounds(journal.created_at, mandate.period)
+        total = period_totals[mandate.id, start] = period_totals.get((mandate.id, start), 0) + journal.amount_minor
+        if total > mandate.max_per_period_minor:
+            violations.append(f"{journal.id}: {mandate.id}'s {mandate.period} from {start.date()} "
+                              f"reaches {total}, over max_per_period {mandate.max_per_period_minor}")
+    return violations
+
+
+# --- debit mandates --------------------------------------------------------------------------
+
+
+def mandate_public(mandate: Mandate, used_this_period_minor: int, now: datetime) -> MandatePublic:
+    ccy = mandate.currency
+    return MandatePublic(
+        id=mandate.id,
+        debtor_account_id=mandate.debtor_account_id,
+        grantor_participant_id=mandate.grantor_participant_id,
+        grantee_participant_id=mandate.grantee_participant_id,
+        max_per_debit=Money.of(mandate.max_per_debit_minor, ccy),
+        max_per_period=Money.of(mandate.max_per_period_minor, ccy),
+        period=mandate.period,  # type: ignore[arg-type]
+        expires_at=mandate.expires_at,
+        purpose=mandate.purpose,
+        status=mandates.status_of(mandate.revoked_at, mandate.expires_at, now),  # type: ignore[arg-type]
+        used_this_period=Money.of(used_this_period_minor, ccy),
+        created_at=mandate.created_at,
+        revoked_at=mandate.revoked_at,
+    )
+
+
+def _mandates_public(session: Session, found: list[Mandate], now: datetime) -> list[MandatePublic]:
+    """Each mandate with what it debited in its current period (one query per period kind)."""
+    repo = MandatesRepository(session)
+    used: dict[str, int] = {}
+    for period in {m.period for m in found}:
+        start, end = mandates.period_bounds(now, period)
+        used.update(repo.used_between([m.id for m in found if m.period == period], start, end))
+    return [mandate_public(m, used.get(m.id, 0), now) for m in found]
+
+
+def add_mandate(session: Session, mandate: Mandate) -> Mandate:
+    """Record a mandate as given (the demo seed's, whose ids are fixed)."""
+    return MandatesRepository(session).add(mandate)
+
+
+def create_mandate(session: Session, body: MandateCreate, now: datetime, caller: Caller = DIRECT) -> MandatePublic:
+    """The debtor account's owner (or a direct caller) lets the grantee debit it."""
+    account = AccountsRepository(session).get(body.debtor_account_id)
+    if account is None or not (caller.participant_id is None or account.participant_id in _parties(caller)):
+        raise not_found("Account", body.debtor_account_id)
+    _check_currency(account, body.max_per_debit)
+    _check_currency(account, body.max_per_period)
+    if body.expires_at <= now:
+        raise Problem(409, "mandate-expiry-passed", "The mandate would already have expired",
+                      f"expires_at must be later than now ({now.isoformat()}).", now=now.isoformat())
+    mandate = add_mandate(session, Mandate(
+        id=new_id(MANDATE_PREFIX),
+        debtor_account_id=account.id,
+        grantor_participant_id=account.participant_id,
+        grantee_participant_id=body.grantee_participant_id,
+        currency=account.currency,
+        max_per_debit_minor=body.max_per_debit.minor,
+        max_per_period_minor=body.max_per_period.minor,
+        period=body.period,
+        purpose=body.purpose,
+        expires_at=body.expires_at,
+        created_at=now,
+    ))
+    return mandate_public(mandate, 0, now)
+
+
+def _visible_mandate(session: Session, mandate_id: str, caller: Caller) -> Mandate:
+    """The mandate if the caller is its grantor or grantee (or reads everything); else 404."""
+    mandate = MandatesRepository(session).get(mandate_id)
+    if mandate is None or (caller.restricted and not (
+            {mandate.grantor_participant_id, mandate.grantee_participant_id} & _parties(caller))):
+        raise not_found("Mandate", mandate_id)
+    return mandate
+
+
+def get_mandate(session: Session, mandate_id: str, now: datetime, caller: Caller = DIRECT) -> MandatePublic:
+    return _mandates_public(session, [_visible_mandate(session, mandate_id, caller)], now)[0]
+
+
+def list_mandates(session: Session, limit: int, after: str | None, now: datetime,
+                  debtor_account_id: str | None, grantee_participant_id: str | None,
+                  status: str | None, caller: Caller = DIRECT) -> list[MandatePublic]:
+    """The caller's mandates, as grantor or grantee (all of them for a direct caller)."""
+    found = MandatesRepository(session).list(
+        limit, after, _parties(caller) if caller.restricted else None, now,
+        debtor_account_id, grantee_participant_id, status)
+    return _mandates_public(session, found, now)
+
+
+def revoke_mandate(session: Session, mandate_id: str, now: datetime, caller: Caller = DIRECT) -> MandatePublic:
+    """The grantor (or a direct caller) ends the mandate; revoking it again changes nothing."""
+    mandate = _visible_mandate(session, mandate_id, caller)
+    if caller.participant_id is not None and mandate.grantor_participant_id not in _parties(caller):
+        raise Problem(403, "not-mandate-grantor", "Only the grantor may revoke a mandate",
+                      f"{mandate.id} was granted by {mandate.grantor_participant_id or 'a direct caller'}.",
+                      mandate_id=mandate.id)
+    repo = MandatesRepository(session)
+    repo.revoke(mandate.id, now)
+    session.refresh(mandate)
+    return _mandates_public(session, [mandate], now)[0]
 
 
 # --- cross-border payments: FX quotes --------------------------------------------------------
@@ -542,8 +757,9 @@ def cross_border_payment(session: Session, body: CrossBorderCreate, now: datetim
                       f"{quote.id} could be paid until {quote.expires_at.isoformat()}; "
                       "ask for a new quote (rates and fees are re-priced).",
                       expired_at=quote.expires_at.isoformat())
-    accounts, payer, payee = _payer_and_payee(session, body.from_account_id, body.to_account_id,
-                                              caller, "A cross-border payment")
+    accounts, payer, payee, mandate = _payer_and_payee(
+        session, body.from_account_id, body.to_account_id, body.mandate_id, caller,
+        "A cross-border payment")
     repo = AccountsRepository(session)
     if payer.kind == "internal" or payee.kind == "internal":
         raise Problem(409, "internal-account", "Internal accounts cannot be used directly",
@@ -556,6 +772,7 @@ def cross_border_payment(session: Session, body: CrossBorderCreate, now: datetim
                 f"The quote {role} {currency}; account {account.id} holds {account.currency}.",
                 account_id=account.id, account_currency=account.currency, quote_currency=currency,
             )
+    _check_within_mandate(session, mandate, quote.sell_minor, now)
     liquidity = f"{quote.rail}_liquidity"
     sell_pool = repo.system_account(liquidity, quote.sell_currency, now)
     buy_pool = repo.system_account(liquidity, quote.buy_currency, now)
@@ -574,6 +791,7 @@ def cross_border_payment(session: Session, body: CrossBorderCreate, now: datetim
         from_account_id=payer.id,
         to_account_id=payee.id,
         description=body.description,
+        mandate_id=mandate.id if mandate else None,
         idempotency_key_id=idem_id,
         created_at=now,
     )
@@ -629,8 +847,10 @@ def _invalid_payload(error: qr.QrError) -> Problem:
 def qr_payment(session: Session, body: QrPaymentCreate, now: datetime, idem_id: str | None,
                caller: Caller = DIRECT) -> JournalPublic:
     # The payer first, as a wallet server authenticates the wallet before decoding what it
-    # scanned: an unknown payer (or another participant's) is 404 whatever the payload says.
-    get_account(session, body.from_account_id, caller)
+    # scanned: an unknown payer (or another participant's, without its mandate) is 404
+    # whatever the payload says.
+    payer = AccountsRepository(session).get_many([body.from_account_id]).get(body.from_account_id)
+    _debit_mandate(session, body.from_account_id, payer, body.mandate_id, caller)
     try:
         terms = qr.parse(body.payload)
     except qr.QrError as error:
@@ -658,7 +878,7 @@ def qr_payment(session: Session, body: QrPaymentCreate, now: datetime, idem_id: 
     return transfer(
         session,
         TransferCreate(from_account_id=body.from_account_id, to_account_id=merchant.id,
-                       amount=amount, description=body.description),
+                       amount=amount, description=body.description, mandate_id=body.mandate_id),
         now,
         idem_id,
         caller,
