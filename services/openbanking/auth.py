@@ -1,11 +1,9 @@
-"""The bank's authorisation server: client authentication, bearer tokens, and the checks every
-OBIE operation makes on the token it is called with."""
+"""The bank's bearer tokens as its APIs check them: the token of the call, the caller it must
+belong to, and what each OBIE operation needs of it. (Issuing tokens is `oauth.py`'s.)"""
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
 import secrets
 from collections.abc import Callable
 from datetime import timedelta
@@ -15,6 +13,7 @@ from fastapi import Depends, Request
 from sqlmodel import Session
 
 from services.common.app import ClockDep
+from services.common.caller import Caller, caller_of
 from services.common.db import SessionDep
 from services.openbanking.errors import OBIEError
 from services.openbanking.models import AccessToken, Consent, TppClient
@@ -26,7 +25,6 @@ CODE_TTL = timedelta(minutes=10)
 ALL_SCOPES = ("accounts", "payments", "fundsconfirmations")
 SCOPE_OF_KIND = {"account-access": "accounts", "domestic-payment": "payments",
                  "funds-confirmation": "fundsconfirmations"}
-PARTICIPANT_HEADER = "x-sandbox-participant"  # set by the gateway: who holds the API key
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="sandbox-bank"'}
 
 
@@ -39,30 +37,22 @@ def new_secret(prefix: str) -> str:
     return f"{prefix}_{secrets.token_urlsafe(24)}"
 
 
-def authenticate_client(session: Session, client_id: str | None, client_secret: str | None) -> TppClient | None:
-    if not client_id or not client_secret:
-        return None
+def acts_as(caller: Caller, holder: str | None) -> bool:
+    """Whether the caller may act as a client (or use a token) that participant `holder` holds.
+
+    The very participant only, not one it acts for: the credit service uses its own client while
+    it serves a lender. Direct callers (the bank's own port) and the gateway's look-ups may, and
+    a client bound to nobody (registered on the bank's own port) is anyone's who has its secret."""
+    return not caller.restricted or holder is None or holder == caller.participant_id
+
+
+def client_holder(session: Session, client_id: str) -> str | None:
     client = session.get(TppClient, client_id)
-    if client is None or not hmac.compare_digest(client.secret_hash, digest(client_secret)):
-        return None
-    return client
-
-
-def basic_credentials(request: Request) -> tuple[str | None, str | None]:
-    """client_secret_basic: `Authorization: Basic base64(id:secret)`."""
-    header = request.headers.get("authorization", "")
-    if not header.lower().startswith("basic "):
-        return None, None
-    try:
-        decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
-    except ValueError:
-        return None, None
-    client_id, _, secret = decoded.partition(":")
-    return client_id or None, secret or None
+    return client.participant_id if client is not None else None
 
 
 def current_token(request: Request, session: SessionDep, clock: ClockDep) -> AccessToken:
-    """The request's bearer token, still valid and held by the TPP it was issued to."""
+    """The request's bearer token, still valid, and used by the participant its client belongs to."""
     header = request.headers.get("authorization")
     if not header:
         raise OBIEError(401, "UK.OBIE.Header.Missing", "Send `Authorization: Bearer <access token>`.",
@@ -72,11 +62,11 @@ def current_token(request: Request, session: SessionDep, clock: ClockDep) -> Acc
     if token is None or is_expired(token.expires_at, clock.now()):
         raise OBIEError(401, "UK.OBIE.Header.Invalid", "The access token is unknown or has expired.",
                         "Authorization", {"WWW-Authenticate": 'Bearer realm="sandbox-bank", error="invalid_token"'})
-    participant = request.headers.get(PARTICIPANT_HEADER)
-    if token.participant and participant and participant != token.participant:
+    # Held by whoever obtained it, and within that by the client's participant (a token obtained
+    # on the bank's own port for a bound client is still that participant's alone).
+    if not acts_as(caller_of(request), token.participant or client_holder(session, token.client_id)):
         raise OBIEError(403, "UK.OBIE.Header.Invalid",
-                        "This access token was issued to another TPP; it is bound to the TPP that obtained it.",
-                        "Authorization")
+                        "This access token belongs to another sandbox participant's client.", "Authorization")
     return token
 
 

@@ -6,6 +6,7 @@ here is OBIE's `/open-banking/v3.1/aisp/accounts` there.
 
 from __future__ import annotations
 
+import base64
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -13,25 +14,19 @@ from urllib.parse import parse_qsl, quote, urlencode
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import Headers
 
 from services.common.app import ClockDep
+from services.common.caller import CallerDep
 from services.common.db import SessionDep
 from services.common.fields import IdPath
 from services.common.idempotency import Idempotency, fingerprint
 from services.openbanking import service
-from services.openbanking.auth import (
-    ALL_SCOPES,
-    PARTICIPANT_HEADER,
-    SCOPE_OF_KIND,
-    TokenDep,
-    authenticate_client,
-    basic_credentials,
-    require_client_token,
-    require_consent_token,
-)
+from services.openbanking.auth import TokenDep, acts_as, client_holder, require_client_token, require_consent_token
 from services.openbanking.errors import OBIEError
 from services.openbanking.models import AccessToken, Consent, DomesticPayment, FundsConfirmation
+from services.openbanking.oauth import GRANT_TYPES, AuthServerDep, BankRequest
 from services.openbanking.payments_client import PaymentsClient
 from services.openbanking.schemas import (
     AuthorizeRequest,
@@ -191,7 +186,10 @@ class TokenForm(BaseModel):
     scope: str | None = Field(default=None, pattern=SCOPE_PATTERN,
                               description="client_credentials: space-separated; default all three.")
     code: str | None = Field(default=None, description="authorization_code: the code from /authorize.")
-    redirect_uri: str | None = None
+    code_verifier: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._~\-]{43,128}$", description=(
+        "authorization_code: the PKCE verifier whose S256 digest was the code_challenge at /authorize."))
+    redirect_uri: str | None = Field(default=None, description=(
+        "authorization_code: required, and identical, if /authorize named one."))
 
 
 def _form_schema() -> dict[str, Any]:
@@ -213,21 +211,31 @@ TOKEN_FORM = {
 }
 
 
-async def token_form(request: Request) -> dict[str, str]:
-    """The token request's form fields (RFC 6749 uses application/x-www-form-urlencoded)."""
+async def token_form(request: Request) -> list[tuple[str, str]] | None:
+    """The token request's form fields (RFC 6749 uses application/x-www-form-urlencoded); None
+    when the body is not such a form."""
     raw = await request.body()
     try:
-        return dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(raw)))
+        return parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(raw))
     except (UnicodeDecodeError, ValueError):
-        return {"__invalid__": "1"}
+        return None
 
 
 def _oauth_error(status: int, error: str, description: str) -> JSONResponse:
-    headers = {"Cache-Control": "no-store"}
-    if status == 401:
-        headers["WWW-Authenticate"] = 'Basic realm="sandbox-bank"'
     return JSONResponse(OAuthError(error=error, error_description=description).model_dump(exclude_none=True),  # type: ignore[arg-type]
-                        status_code=status, headers=headers)
+                        status_code=status, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+
+def _client_auth_headers(request: Request) -> Headers:
+    """The request's headers, less HTTP Basic credentials that do not decode (Authlib would fail
+    on them): the client then simply has not authenticated."""
+    basic = request.headers.get("authorization", "")
+    if basic[:6].lower() == "basic ":
+        try:
+            base64.b64decode(basic[6:].strip(), validate=True).decode("utf-8")
+        except ValueError:
+            return Headers(raw=[(k, v) for k, v in request.headers.raw if k != b"authorization"])
+    return request.headers
 
 
 @auth_router.post(
@@ -240,38 +248,21 @@ def _oauth_error(status: int, error: str, description: str) -> JSONResponse:
                401: {"model": OAuthError, "description": "invalid_client"}},
     openapi_extra={"requestBody": TOKEN_FORM},
 )
-def issue_token(request: Request, session: SessionDep, clock: ClockDep,
-                form: Annotated[dict[str, str], Depends(token_form)]) -> Any:
-    """Get an access token: client_credentials (to create consents) or authorization_code."""
-    if "__invalid__" in form or "grant_type" not in form:
+def issue_token(request: Request, server: AuthServerDep,
+                form: Annotated[list[tuple[str, str]] | None, Depends(token_form)]) -> Any:
+    """Get an access token: client_credentials (to create consents) or authorization_code (with the PKCE verifier)."""
+    grant_type = dict(form or []).get("grant_type")
+    if grant_type is None:
         return _oauth_error(400, "invalid_request", "Send a form-encoded body with grant_type.")
-    if form["grant_type"] not in ("client_credentials", "authorization_code"):
+    if grant_type not in GRANT_TYPES:  # answered here: Authlib would quote the value back unchecked
         return _oauth_error(400, "unsupported_grant_type", "Use client_credentials or authorization_code.")
-    try:
-        fields = TokenForm.model_validate(form)
-    except ValidationError as exc:
-        where = ", ".join(str(e["loc"][0]) for e in exc.errors() if e.get("loc"))
-        return _oauth_error(400, "invalid_scope" if where == "scope" else "invalid_request", f"Invalid: {where}.")
-    grant = fields.grant_type
-    basic_id, basic_secret = basic_credentials(request)
-    client = authenticate_client(session, basic_id or fields.client_id, basic_secret or fields.client_secret)
-    if client is None:
-        return _oauth_error(401, "invalid_client", "Unknown client or wrong secret.")
-    now = clock.now()
-    participant = request.headers.get(PARTICIPANT_HEADER)
-    if grant == "client_credentials":
-        asked = (fields.scope or "").split() or list(ALL_SCOPES)
-        if not set(asked) <= set(ALL_SCOPES):
-            return _oauth_error(400, "invalid_scope", f"Scopes are {', '.join(ALL_SCOPES)}.")
-        token = service.issue_token(session, client, grant, list(dict.fromkeys(asked)), None, participant, now)
+    answer = server.token(BankRequest(request.method, str(request.url), _client_auth_headers(request), form or []))
+    if answer.status == 200:
+        server.session.commit()
     else:
-        consent = service.redeem_code(session, client, fields.code or "", now)
-        if consent is None:
-            return _oauth_error(400, "invalid_grant", "The code is unknown, used, expired or another TPP's.")
-        token = service.issue_token(session, client, grant, [SCOPE_OF_KIND[consent.kind]], consent.id,
-                                    participant, now)
-    session.commit()
-    return JSONResponse(_dump(token), headers={"Cache-Control": "no-store"})
+        server.session.rollback()  # e.g. a code spent by a concurrent request: no token
+    headers = {k: v for k, v in answer.headers.items() if k.lower() != "content-type"}
+    return JSONResponse(answer.body, status_code=answer.status, headers=headers)
 
 
 @auth_router.post(
@@ -281,9 +272,10 @@ def issue_token(request: Request, session: SessionDep, clock: ClockDep,
     response_model=ClientRegistered,
     responses=_responses(400),
 )
-def register_client(body: ClientRegistration, session: SessionDep, clock: ClockDep) -> ClientRegistered:
+def register_client(body: ClientRegistration, session: SessionDep, clock: ClockDep,
+                    caller: CallerDep) -> ClientRegistered:
     """Register a TPP client and get its id and secret (a simplified dynamic registration)."""
-    registered = service.register_client(session, body, clock.now())
+    registered = service.register_client(session, body, caller, clock.now())
     session.commit()
     return registered
 
@@ -295,9 +287,10 @@ def register_client(body: ClientRegistration, session: SessionDep, clock: ClockD
     response_model_exclude_none=True,
     responses=_responses(400, 403, 404, 409),
 )
-def authorize_consent(body: AuthorizeRequest, session: SessionDep, clock: ClockDep) -> AuthorizeResponse:
-    """The PSU's step at the bank, headless: log in with the test code, authorise or reject."""
-    decided = service.authorise(session, body, clock.now())
+def authorize_consent(body: AuthorizeRequest, request: Request, session: SessionDep, clock: ClockDep,
+                      server: AuthServerDep) -> AuthorizeResponse:
+    """The PSU's step at the bank, headless: the TPP's authorisation request (PKCE), then the PSU's login and decision."""
+    decided = service.authorise(session, server, body, str(request.url), clock.now())
     session.commit()
     return decided
 
@@ -310,12 +303,13 @@ def authorize_consent(body: AuthorizeRequest, session: SessionDep, clock: ClockD
 )
 def revoke_consent(
     ConsentId: Annotated[str, IdPath("aac|fcc", "An account-access or funds-confirmation ConsentId.")],  # noqa: N803
-    body: PsuRevocation, session: SessionDep, clock: ClockDep,
+    body: PsuRevocation, session: SessionDep, clock: ClockDep, caller: CallerDep,
 ) -> Response:
     """The PSU revokes a consent at the bank (its status becomes Revoked)."""
     psu = service.login_psu(session, body.psu_id, body.otp)
     consent = session.get(Consent, ConsentId)
-    if consent is None or consent.deleted or consent.psu_id != psu.id:
+    if consent is None or consent.deleted or consent.psu_id != psu.id \
+            or not acts_as(caller, client_holder(session, consent.client_id)):
         raise OBIEError(404, "UK.OBIE.Resource.NotFound", f"PSU {psu.id} has no consent {ConsentId}.", "ConsentId")
     service.revoke_consent(session, consent, clock.now())
     session.commit()

@@ -45,7 +45,11 @@ class TppClient(BankModel, table=True):
     client_id: str = Field(primary_key=True, max_length=40)
     secret_hash: str = Field(max_length=64)
     name: str = Field(max_length=100)
-    redirect_uri: str = Field(max_length=300)
+    redirect_uri: str = Field(max_length=300)  # the only one: authorisation requests must name it exactly
+    # The sandbox participant (gateway key) the client belongs to: through the gateway only that
+    # participant may authenticate as this client or use its tokens and consents. None: registered
+    # on the bank's own port, bound to nobody.
+    participant_id: str | None = Field(default=None, max_length=60, index=True)
     created_at: datetime = Field(sa_type=UTCDateTime())
 
 
@@ -81,6 +85,11 @@ class AuthorizationCode(BankModel, table=True):
     code_hash: str = Field(primary_key=True, max_length=64)
     consent_id: str = Field(foreign_key="consents.id", max_length=40)
     client_id: str = Field(max_length=40)
+    # The redirect URI the authorisation request named, if any: the token request must repeat it.
+    redirect_uri: str | None = Field(default=None, max_length=300)
+    # PKCE (RFC 7636): the token request must bring the verifier whose S256 digest this is.
+    code_challenge: str = Field(default="", max_length=128)
+    code_challenge_method: str = Field(default="S256", max_length=10)
     expires_at: datetime = Field(sa_type=UTCDateTime())
     used: bool = False
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from services.common.caller import ON_BEHALF_HEADER
 from services.common.requestctx import current_request_id
 
 
@@ -74,15 +75,20 @@ class PaymentsClient:
                 return journals
 
     def transfer(self, idempotency_key: str, from_account: str, to_account: str, amount: str,
-                 currency: str, description: str | None) -> dict[str, Any]:
-        """Move money; the same key never moves it twice. Raises LedgerRefusal or LedgerUnavailable."""
+                 currency: str, description: str | None, on_behalf_of: str | None = None) -> dict[str, Any]:
+        """Move money; the same key never moves it twice. Raises LedgerRefusal or LedgerUnavailable.
+
+        `on_behalf_of`: the participant the bank moves it for (a TPP's payment), named to the
+        gateway so its limits and screening apply to that participant."""
         body: dict[str, Any] = {"from_account_id": from_account, "to_account_id": to_account,
                                 "amount": {"amount": amount, "currency": currency}}
         if description:
             body["description"] = description[:200]
+        headers = {"Idempotency-Key": idempotency_key}
+        if on_behalf_of:
+            headers[ON_BEHALF_HEADER] = on_behalf_of
         try:
-            response = self.http.post("/transfers", json=body,
-                                      headers=self._headers({"Idempotency-Key": idempotency_key}))
+            response = self.http.post("/transfers", json=body, headers=self._headers(headers))
         except httpx.HTTPError as exc:
             raise LedgerUnavailable(f"payments unreachable: {exc}") from exc
         if response.status_code in (200, 201):

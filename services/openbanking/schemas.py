@@ -615,6 +615,7 @@ class OAuthError(BaseModel):
     error: Literal["invalid_request", "invalid_client", "invalid_grant", "unauthorized_client",
                    "unsupported_grant_type", "invalid_scope"]
     error_description: str | None = None
+    error_uri: str | None = None
 
 
 class AuthorizeRequest(BaseModel):
@@ -623,10 +624,22 @@ class AuthorizeRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
         "consent_id": "aac_01jd3k8m9q2w4e6r8t0y2v4x6z", "client_id": "tpp_demo",
+        "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", "code_challenge_method": "S256",
         "psu_id": "wangfang", "otp": "123456", "decision": "Authorise"}]})
 
     consent_id: str = Field(pattern=id_pattern("(aac|pdc|fcc)"), description="The ConsentId the TPP got.")
     client_id: str = Field(pattern=r"^tpp_[a-z0-9_]{1,36}$", description="The TPP asking.", examples=["tpp_demo"])
+    # PKCE (RFC 7636), required: the TPP keeps a random verifier and sends its S256 digest here,
+    # then the verifier with the code; a code without its verifier is worth nothing.
+    code_challenge: str = Field(pattern=r"^[A-Za-z0-9._~\-]{43,128}$", description=(
+        "BASE64URL(SHA256(code_verifier)) without padding; the verifier goes to /oauth2/token with the code."),
+        examples=["E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"])
+    code_challenge_method: Literal["S256"] = Field(description="Only S256 (plain is refused).")
+    # Printable, no quote or backslash: a refused one is quoted back in the error.
+    redirect_uri: str | None = Field(
+        default=None, max_length=300, pattern=r"^[\x21\x23-\x5b\x5d-\x7e]+$",
+        description="Optional; if sent, exactly the client's registered one, and then the token request must "
+        "repeat it.", examples=["https://tpp.example/callback"])
     psu_id: str = Field(pattern=r"^[a-z0-9-]{1,40}$", description="The PSU's login. Magic: `psu-reject` "
                         "rejects, `psu-expire` authorises for 60 seconds.", examples=["wangfang"])
     otp: str = Field(pattern=r"^[0-9]{6}$", description="The one-time code; in the sandbox always 123456.",
@@ -670,6 +683,9 @@ class ClientRegistered(BaseModel):
     client_name: str
     redirect_uri: str
     scope: str
+    participant_id: str | None = Field(description=(
+        "The sandbox participant the client belongs to (the gateway key that registered it): through the "
+        "gateway only that participant may use it. null: registered on the bank's own port."))
 
 
 class PsuRevocation(BaseModel):

@@ -12,23 +12,22 @@ from typing import Any
 from sqlalchemy import select
 from sqlmodel import Session
 
-from services.common.demo import DEMO_ACCOUNTS, DEMO_PSUS, DEMO_TPP_CLIENTS, OPENBANKING_DEMO_TRANSFERS, OPENBANKING_TEST_OTP
+from services.common.caller import Caller
+from services.common.demo import (
+    CREDIT_SERVICE,
+    DEMO_ACCOUNTS,
+    DEMO_PSUS,
+    DEMO_TPP,
+    DEMO_TPP_CLIENTS,
+    OPENBANKING_DEMO_TRANSFERS,
+    OPENBANKING_TEST_OTP,
+)
 from services.common.ids import new_id
 from services.common.money import to_minor
 from services.openbanking import permissions as rules
-from services.openbanking.auth import (
-    ALL_SCOPES,
-    CLIENT_TOKEN_TTL,
-    CODE_TTL,
-    PSU_TOKEN_TTL,
-    digest,
-    ensure_usable,
-    new_secret,
-)
+from services.openbanking.auth import ALL_SCOPES, SCOPE_OF_KIND, acts_as, client_holder, digest, ensure_usable, new_secret
 from services.openbanking.errors import OBIEError, not_found
 from services.openbanking.models import (
-    AccessToken,
-    AuthorizationCode,
     BankState,
     Consent,
     DomesticPayment,
@@ -37,6 +36,7 @@ from services.openbanking.models import (
     PsuAccount,
     TppClient,
 )
+from services.openbanking.oauth import BankAuthorizationServer, BankRequest, OAuth2Error
 from services.openbanking.payments_client import LedgerRefusal, LedgerUnavailable, PaymentsClient
 from services.openbanking.schemas import (
     ACCOUNT_SCHEME,
@@ -49,13 +49,18 @@ from services.openbanking.schemas import (
     OBReadConsent1,
     OBWriteDomestic2,
     OBWriteDomesticConsent4,
-    TokenResponse,
 )
 
 log = logging.getLogger("sandbox.openbanking")
 
 EXPIRING_PSU_SECONDS = 60  # the `expire` magic PSU's consents last this long after authorising
 SERVICER_BIC = "SBXBCNSHXXX"  # Sandbox Bank's made-up BIC
+# `tpp_other`'s own participant, for "another TPP" lessons through the gateway (the gateway seeds
+# it when it admits a key for it; until then the client is usable on the bank's own port only).
+OTHER_TPP = "ptp_00000000000000000000000005"
+# Which sandbox participant each demo client belongs to: through the gateway, only that one's key
+# may authenticate as the client (the credit service's registration is the service's own).
+DEMO_CLIENT_PARTICIPANTS = {"tpp_demo": DEMO_TPP, "tpp_other": OTHER_TPP, "tpp_credit": CREDIT_SERVICE}
 
 
 # --- seeding ----------------------------------------------------------------------------------
@@ -72,9 +77,12 @@ def seed_bank(session: Session, now: datetime) -> None:
                                        nickname=("Savings" if savings else "Everyday wallet"),
                                        sub_type="Savings" if savings else "EMoney", opened_at=now))
     for client in DEMO_TPP_CLIENTS:
-        if session.get(TppClient, client.client_id) is None:
-            session.add(TppClient(client_id=client.client_id, secret_hash=digest(client.client_secret),
-                                  name=client.name, redirect_uri=client.redirect_uri, created_at=now))
+        row = session.get(TppClient, client.client_id)
+        if row is None:
+            row = TppClient(client_id=client.client_id, secret_hash=digest(client.client_secret),
+                            name=client.name, redirect_uri=client.redirect_uri, created_at=now)
+        row.participant_id = DEMO_CLIENT_PARTICIPANTS.get(client.client_id)  # bound even in older databases
+        session.add(row)
     session.commit()
 
 
@@ -96,33 +104,15 @@ def ensure_demo_history(session: Session, ledger: PaymentsClient) -> None:
 
 # --- TPP clients and tokens -------------------------------------------------------------------
 
-def register_client(session: Session, body: ClientRegistration, now: datetime) -> ClientRegistered:
+def register_client(session: Session, body: ClientRegistration, caller: Caller, now: datetime) -> ClientRegistered:
+    """A new client, bound to the participant that registered it through the gateway (direct: nobody)."""
     client_id = new_id("tpp")
     secret = new_secret("sbx_tpp_secret")
+    participant = caller.participant_id if caller.restricted else None
     session.add(TppClient(client_id=client_id, secret_hash=digest(secret), name=body.client_name,
-                          redirect_uri=body.redirect_uri, created_at=now))
+                          redirect_uri=body.redirect_uri, participant_id=participant, created_at=now))
     return ClientRegistered(client_id=client_id, client_secret=secret, client_name=body.client_name,
-                            redirect_uri=body.redirect_uri, scope=" ".join(ALL_SCOPES))
-
-
-def issue_token(session: Session, client: TppClient, grant_type: str, scopes: list[str],
-                consent_id: str | None, participant: str | None, now: datetime) -> TokenResponse:
-    ttl = PSU_TOKEN_TTL if consent_id else CLIENT_TOKEN_TTL
-    token = new_secret("sbx_at")
-    session.add(AccessToken(token_hash=digest(token), client_id=client.client_id, grant_type=grant_type,
-                            scopes=scopes, consent_id=consent_id, participant=participant, expires_at=now + ttl))
-    return TokenResponse(access_token=token, expires_in=int(ttl.total_seconds()), scope=" ".join(scopes),
-                         consent_id=consent_id)
-
-
-def redeem_code(session: Session, client: TppClient, code: str, now: datetime) -> Consent | None:
-    """The consent an unused, unexpired code of this TPP names; a code works once."""
-    row = session.get(AuthorizationCode, digest(code))
-    if row is None or row.used or row.client_id != client.client_id or rules.is_expired(row.expires_at, now):
-        return None
-    row.used = True
-    session.add(row)
-    return session.get(Consent, row.consent_id)
+                            redirect_uri=body.redirect_uri, scope=" ".join(ALL_SCOPES), participant_id=participant)
 
 
 # --- consents ---------------------------------------------------------------------------------
@@ -162,13 +152,11 @@ def create_funds_consent(session: Session, client_id: str, body: OBFundsConfirma
 
 
 def consent_of_client(session: Session, consent_id: str, kind: str, client_id: str) -> Consent:
-    """The TPP's own consent: another TPP's is refused, a deleted one is gone."""
+    """The TPP's own consent: another TPP's is not found (its existence is not disclosed), nor
+    is a deleted one."""
     consent = session.get(Consent, consent_id)
-    if consent is None or consent.kind != kind or consent.deleted:
+    if consent is None or consent.kind != kind or consent.deleted or consent.client_id != client_id:
         raise not_found(f"{kind} consent", consent_id)
-    if consent.client_id != client_id:
-        raise OBIEError(403, "UK.OBIE.Resource.ConsentMismatch",
-                        f"Consent {consent_id} belongs to another TPP.")
     return consent
 
 
@@ -213,15 +201,29 @@ def psu_account_ids(session: Session, psu_id: str) -> list[str]:
     return list(rows)
 
 
-def authorise(session: Session, body: AuthorizeRequest, now: datetime) -> AuthorizeResponse:
-    """The PSU logs in (fixed test code) and authorises or rejects; magic PSUs decide for themselves."""
+def authorisation_params(body: AuthorizeRequest, consent: Consent) -> list[tuple[str, str]]:
+    """The authorisation request (RFC 6749 §4.1.1 with RFC 7636) the headless step stands for."""
+    params = [("response_type", "code"), ("client_id", body.client_id), ("scope", SCOPE_OF_KIND[consent.kind]),
+              ("code_challenge", body.code_challenge), ("code_challenge_method", body.code_challenge_method),
+              ("consent_id", consent.id)]
+    params += [(name, value) for name, value in (("redirect_uri", body.redirect_uri), ("state", body.state)) if value]
+    return params
+
+
+def authorise(session: Session, server: BankAuthorizationServer, body: AuthorizeRequest, url: str,
+              now: datetime) -> AuthorizeResponse:
+    """The TPP's authorisation request is checked (its client, redirect URI, PKCE challenge), then
+    the PSU logs in (fixed test code) and authorises or rejects; magic PSUs decide for themselves."""
     consent = session.get(Consent, body.consent_id)
-    if consent is None or consent.deleted:
+    # Another client's consent, or one whose client belongs to another participant, is not found.
+    if consent is None or consent.deleted or consent.client_id != body.client_id \
+            or not acts_as(server.caller, client_holder(session, consent.client_id)):
         raise not_found("consent", body.consent_id, "consent_id")
-    client = session.get(TppClient, body.client_id)
-    if client is None or consent.client_id != client.client_id:
-        raise OBIEError(403, "UK.OBIE.Resource.ConsentMismatch",
-                        f"Consent {consent.id} was not created by {body.client_id}.", "client_id")
+    request = BankRequest("POST", url, {}, authorisation_params(body, consent))
+    try:
+        grant = server.authorisation(request)
+    except OAuth2Error as error:
+        raise OBIEError(400, "UK.OBIE.Field.Invalid", f"{error.error}: {error.description}") from None
     psu = login_psu(session, body.psu_id, body.otp)
     if consent.status != "AwaitingAuthorisation":
         raise OBIEError(409, "UK.OBIE.Resource.InvalidConsentStatus",
@@ -232,8 +234,9 @@ def authorise(session: Session, body: AuthorizeRequest, now: datetime) -> Author
     if psu.behaviour == "reject" or body.decision == "Reject":
         _set_status(consent, "Rejected", now)
         session.add(consent)
+        refused = server.decision(grant, request, None)
         return AuthorizeResponse(consent_id=consent.id, status="Rejected", state=body.state,
-                                 redirect_uri=_redirect(client.redirect_uri, error="access_denied", state=body.state))
+                                 redirect_uri=refused.headers["Location"])
     consent.psu_id = psu.id
     consent.account_ids = _chosen_accounts(session, consent, psu, body.account_ids)
     if psu.behaviour == "expire":
@@ -241,18 +244,9 @@ def authorise(session: Session, body: AuthorizeRequest, now: datetime) -> Author
         consent.expires_at = min(consent.expires_at, short) if consent.expires_at else short
     _set_status(consent, "Authorised", now)
     session.add(consent)
-    code = new_secret("sbx_code")
-    session.add(AuthorizationCode(code_hash=digest(code), consent_id=consent.id, client_id=client.client_id,
-                                  expires_at=now + CODE_TTL))
-    return AuthorizeResponse(consent_id=consent.id, status="Authorised", code=code, state=body.state,
-                             redirect_uri=_redirect(client.redirect_uri, code=code, state=body.state))
-
-
-def _redirect(base: str, **params: str | None) -> str:
-    from urllib.parse import urlencode
-
-    query = urlencode({k: v for k, v in params.items() if v is not None})
-    return f"{base}{'&' if '?' in base else '?'}{query}"
+    granted = server.decision(grant, request, psu)
+    return AuthorizeResponse(consent_id=consent.id, status="Authorised", code=granted.redirect_params["code"],
+                             state=body.state, redirect_uri=granted.headers["Location"])
 
 
 def _chosen_accounts(session: Session, consent: Consent, psu: Psu, asked: list[str] | None) -> list[str]:
@@ -435,8 +429,11 @@ def settle(session: Session, ledger: PaymentsClient, payment: DomesticPayment, c
     description = remittance.get("Reference") or remittance.get("Unstructured") or \
         f"Open banking payment {initiation['EndToEndIdentification']}"
     try:
+        # For the TPP that initiated it: the gateway counts and screens the movement as that
+        # participant's; the debit is the bank's own customer's, under the PSU's consent.
         journal = ledger.transfer(f"ob-{payment.id}", payment.debtor_account_id, payment.creditor_account_id,
-                                  amount["Amount"], amount["Currency"], description)
+                                  amount["Amount"], amount["Currency"], description,
+                                  on_behalf_of=client_holder(session, payment.client_id))
     except LedgerRefusal as refusal:
         payment.status, payment.reject_reason = "Rejected", refusal.reason
     except LedgerUnavailable as exc:
@@ -450,10 +447,8 @@ def settle(session: Session, ledger: PaymentsClient, payment: DomesticPayment, c
 
 def payment_of_client(session: Session, payment_id: str, client_id: str) -> DomesticPayment:
     payment = session.get(DomesticPayment, payment_id)
-    if payment is None:
+    if payment is None or payment.client_id != client_id:  # another TPP's is not disclosed
         raise not_found("domestic payment", payment_id, "DomesticPaymentId")
-    if payment.client_id != client_id:
-        raise OBIEError(403, "UK.OBIE.Resource.ConsentMismatch", f"Payment {payment_id} belongs to another TPP.")
     return payment
 
 

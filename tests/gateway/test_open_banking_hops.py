@@ -22,6 +22,7 @@ from services.openbanking.payments_client import PaymentsClient
 from services.payments.main import PaymentsSettings
 from services.payments.main import create_app as create_payments_app
 from tests.gateway.conftest import LENDER, WANG_FANG, ZHANG_MIN, Sandbox
+from tests.openbanking.factories import VERIFIER, s256
 from tests.support.servers import serve
 
 TPP = "ptp_00000000000000000000000002"
@@ -54,8 +55,10 @@ class World:
         assert consent.status_code == 201, consent.text
         consent_id = consent.json()["Data"]["ConsentId"]
         code = self.tpp.post("/authorize", json={"consent_id": consent_id, "client_id": "tpp_demo",
+                                                 "code_challenge": s256(VERIFIER), "code_challenge_method": "S256",
                                                  "psu_id": "wangfang", "otp": "123456"}).json()["code"]
-        psu = self.tpp.post("/oauth2/token", data={"grant_type": "authorization_code", "code": code},
+        psu = self.tpp.post("/oauth2/token", data={"grant_type": "authorization_code", "code": code,
+                                                   "code_verifier": VERIFIER},
                             auth=("tpp_demo", "sbx_demo_tpp_secret")).json()["access_token"]
         paid = self.tpp.post("/v3.1/pisp/domestic-payments",
                              headers={"Authorization": f"Bearer {psu}", "x-idempotency-key": f"hop-pay-{n}"},
@@ -66,7 +69,7 @@ class World:
 
     def money_entries(self) -> list[dict[str, Any]]:
         entries = self.regulator.get("/sandbox/audit/entries", params={"limit": 100}).json()["data"]
-        return [e for e in entries if e["amount"] is not None]
+        return [e for e in entries if e["amount"] is not None and e["phase"] != "intent"]
 
     def alerts(self) -> list[dict[str, Any]]:
         return self.regulator.get("/sandbox/alerts").json()["data"]
@@ -97,10 +100,11 @@ def test_two_open_banking_payments_are_not_a_structuring_pattern(world: World) -
         world.pay(n, "9000.00")
     assert world.alerts() == []
     entries = world.money_entries()
-    hops = [(e["participant_id"], e["path"], e["decision"], e["counts_toward"]) for e in entries]
-    # Each payment: the bank's ledger hop is logged first (it finishes inside the TPP's call).
-    ledger_hop = (BANK, "/payments/transfers", "approve", ["history"])
-    initiation = (TPP, "/open-banking/v3.1/pisp/domestic-payments", "approve", ["limits"])
+    hops = [(e["participant_id"], e["via"], e["path"], e["decision"], e["counts_toward"]) for e in entries]
+    # Each payment: the bank's ledger hop is logged first (it finishes inside the TPP's call), as
+    # the TPP's movement sent via the bank's own key.
+    ledger_hop = (TPP, BANK, "/payments/transfers", "approve", ["history"])
+    initiation = (TPP, None, "/open-banking/v3.1/pisp/domestic-payments", "approve", ["limits"])
     assert hops == [ledger_hop, initiation, ledger_hop, initiation]
     assert entries[0]["request_id"] == entries[1]["request_id"] != entries[2]["request_id"]
     assert (entries[0]["payer"], entries[0]["payee"]) == (DEBTOR, COFFEE)

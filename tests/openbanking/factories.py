@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from typing import Any
 
 import httpx
@@ -18,6 +20,14 @@ SUN = "acc_00000000000000000000000b03"
 COFFEE = "acc_00000000000000000000000b04"
 ALL_AIS = ["ReadAccountsDetail", "ReadBalances", "ReadTransactionsDetail", "ReadTransactionsCredits",
            "ReadTransactionsDebits"]
+
+
+# The TPP's PKCE verifier: its S256 digest goes to /authorize, the verifier with the code.
+VERIFIER = "dBjftJeZ4CVP-mB92K9uhvvaDfYZ0FSrTwNdxSpIRVk"
+
+
+def s256(verifier: str) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -37,13 +47,16 @@ class Bank:
         assert response.status_code == 200, response.text
         return response.json()["access_token"]
 
-    def exchange(self, code: str, tpp: tuple[str, str] = DEMO) -> httpx.Response:
-        return self.client.post("/oauth2/token", data={"grant_type": "authorization_code", "code": code}, auth=tpp)
+    def exchange(self, code: str, tpp: tuple[str, str] = DEMO, **extra: str) -> httpx.Response:
+        """The authorization_code grant; `code_verifier` is the factory's unless given (None: left out)."""
+        form = {"grant_type": "authorization_code", "code": code, "code_verifier": VERIFIER, **extra}
+        return self.client.post("/oauth2/token", data={k: v for k, v in form.items() if v is not None}, auth=tpp)
 
     def authorise(self, consent_id: str, psu: str = "wangfang", tpp: tuple[str, str] = DEMO,
                   **extra: Any) -> httpx.Response:
-        return self.client.post("/authorize", json={"consent_id": consent_id, "client_id": tpp[0], "psu_id": psu,
-                                                    "otp": "123456", **extra})
+        return self.client.post("/authorize", json={
+            "consent_id": consent_id, "client_id": tpp[0], "psu_id": psu, "otp": "123456",
+            "code_challenge": s256(VERIFIER), "code_challenge_method": "S256", **extra})
 
     def psu_token(self, consent_id: str, psu: str = "wangfang", tpp: tuple[str, str] = DEMO, **extra: Any) -> str:
         decided = self.authorise(consent_id, psu, tpp, **extra)

@@ -45,17 +45,17 @@ def test_an_account_token_cannot_make_payments(bank: Bank) -> None:
     assert bank.pay(consent, token).status_code == 403
 
 
-def test_another_tpp_cannot_read_a_tpps_consent(bank: Bank) -> None:
+def test_another_tpp_does_not_see_a_tpps_consent(bank: Bank) -> None:
     consent = bank.ais_consent()
     response = bank.client.get(f"{AAC}/{consent}", headers=bearer(bank.client_token(OTHER)))
-    assert response.status_code == 403 and error_codes(response) == ["UK.OBIE.Resource.ConsentMismatch"]
-    assert bank.client.delete(f"{AAC}/{consent}", headers=bearer(bank.client_token(OTHER))).status_code == 403
+    assert response.status_code == 404 and error_codes(response) == ["UK.OBIE.Resource.NotFound"]
+    assert bank.client.delete(f"{AAC}/{consent}", headers=bearer(bank.client_token(OTHER))).status_code == 404
 
 
 def test_another_tpp_cannot_have_a_tpps_consent_authorised(bank: Bank) -> None:
     consent = bank.ais_consent()
     response = bank.authorise(consent, tpp=OTHER)
-    assert response.status_code == 403 and error_codes(response) == ["UK.OBIE.Resource.ConsentMismatch"]
+    assert response.status_code == 404 and error_codes(response) == ["UK.OBIE.Resource.NotFound"]
 
 
 def test_another_tpp_cannot_swap_a_tpps_authorisation_code(bank: Bank) -> None:

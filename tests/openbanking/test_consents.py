@@ -50,8 +50,7 @@ def test_a_decided_consent_cannot_be_decided_again(bank: Bank) -> None:
 
 def test_a_wrong_one_time_code_is_refused(bank: Bank) -> None:
     consent = bank.ais_consent()
-    wrong = bank.client.post("/authorize", json={"consent_id": consent, "client_id": "tpp_demo",
-                                                 "psu_id": "wangfang", "otp": "000000"})
+    wrong = bank.authorise(consent, otp="000000")
     assert wrong.status_code == 403 and ais_status(bank, consent) == "AwaitingAuthorisation"
 
 

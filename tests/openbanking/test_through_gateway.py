@@ -14,13 +14,14 @@ from services.openbanking.main import create_app as create_bank_app
 from services.openbanking.payments_client import PaymentsClient
 from services.payments.main import PaymentsSettings
 from services.payments.main import create_app as create_payments_app
-from tests.openbanking.factories import COFFEE, WALLET
+from tests.openbanking.factories import COFFEE, VERIFIER, WALLET, s256
 from tests.support.servers import serve
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("sandbox.gateway") is None, reason="gateway not built")
 
 TPP_KEY = {"X-API-Key": "sbx_demo_tpp_key"}
 BANK_PARTICIPANT = next(p.id for p in DEMO_PARTICIPANTS if p.api_key == SERVICE_PARTICIPANT_KEYS["openbanking"])
+TPP_PARTICIPANT = next(p.id for p in DEMO_PARTICIPANTS if p.api_key == TPP_KEY["X-API-Key"])
 
 
 def test_a_tpp_journey_through_the_gateway_ends_in_the_ledger_and_the_audit_log(tmp_path: Path) -> None:
@@ -52,8 +53,10 @@ def test_a_tpp_journey_through_the_gateway_ends_in_the_ledger_and_the_audit_log(
         assert consent.json()["Links"]["Self"] == (
             f"{base}/open-banking/v3.1/pisp/domestic-payment-consents/{data['ConsentId']}")
         code = tpp.post("/authorize", json={"consent_id": data["ConsentId"], "client_id": "tpp_demo",
+                                            "code_challenge": s256(VERIFIER), "code_challenge_method": "S256",
                                             "psu_id": "wangfang", "otp": "123456"}).json()["code"]
-        psu = tpp.post("/oauth2/token", data={"grant_type": "authorization_code", "code": code},
+        psu = tpp.post("/oauth2/token", data={"grant_type": "authorization_code", "code": code,
+                                              "code_verifier": VERIFIER},
                        auth=("tpp_demo", "sbx_demo_tpp_secret")).json()["access_token"]
         paid = tpp.post("/v3.1/pisp/domestic-payments",
                         headers={"Authorization": f"Bearer {psu}", "x-idempotency-key": "gw-pay-1"},
@@ -62,10 +65,11 @@ def test_a_tpp_journey_through_the_gateway_ends_in_the_ledger_and_the_audit_log(
         assert paid.json()["Data"]["Status"] == "AcceptedCreditSettlementCompleted"
 
         regulator = httpx.Client(base_url=base, headers={"X-API-Key": DEMO_REGULATOR_KEY}, timeout=30)
-        entries = regulator.get("/sandbox/audit/entries", params={"participant_id": BANK_PARTICIPANT,
-                                                                  "service": "payments", "limit": 100}).json()["data"]
+        # The bank's ledger hop is logged as the TPP's payment, made via the bank's own key.
+        entries = regulator.get("/sandbox/audit/entries", params={"service": "payments", "limit": 100}).json()["data"]
         transfers = [e for e in entries if e["path"] == "/payments/transfers" and e["status"] == 201]
         assert any(e["payer"] == WALLET and e["payee"] == COFFEE and e["amount"]["amount"] == "42.00"
+                   and (e["participant_id"], e["via"]) == (TPP_PARTICIPANT, BANK_PARTICIPANT)
                    for e in transfers), entries
         ledger = regulator.get("/sandbox/audit/entries", params={"service": "open-banking", "limit": 100}).json()
         assert any(e["path"] == "/open-banking/v3.1/pisp/domestic-payments" for e in ledger["data"])
