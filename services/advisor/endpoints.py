@@ -14,6 +14,7 @@ from services.advisor.schemas import (
     DEPOSIT_PREFIX,
     RISK_PROFILE_PREFIX,
     AccountCreate,
+    AccountUpdate,
     AssumptionsPublic,
     DepositCreate,
     DepositPublic,
@@ -168,6 +169,16 @@ def get_account(account_id: AccountId, session: SessionDep, clock: ClockDep, adv
     """The account valued at today's prices: holdings, weights against target, drift."""
     now = clock.now()
     return service.account_public(session, advisor, service.get_account(session, account_id, caller), now)
+
+
+@router.patch("/accounts/{account_id}", tags=["accounts"], operation_id="update_account",
+              response_model=InvestorAccountPublic, responses=problem_responses(404, 422))
+def update_account(account_id: AccountId, body: AccountUpdate, session: SessionDep, clock: ClockDep,
+                   advisor: AdvisorDep, caller: CallerDep) -> InvestorAccountPublic:
+    """Set the mandate the account's deposits debit the wallet under."""
+    result = service.set_funding_mandate(session, advisor, account_id, body, clock.now(), caller)
+    session.commit()
+    return result
 
 
 @router.get("/accounts/{account_id}/trades", tags=["accounts"], operation_id="list_trades",

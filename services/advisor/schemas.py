@@ -237,6 +237,12 @@ class MarketPublic(BaseModel):
     shocks: list[ShockPublic]
 
 
+FUNDING_MANDATE_DESCRIPTION = (
+    "The wallet owner's debit mandate to your firm (`mdt_…`, kept by payments), sent with every "
+    "deposit's wallet debit. Needed unless your firm opened the wallet itself: payments debits "
+    "another's wallet only under one, and checks its grantee, caps and expiry at each deposit.")
+
+
 class AccountCreate(BaseModel):
     """Open an investor account on a risk profile, funded later from the investor's wallet."""
 
@@ -253,12 +259,21 @@ class AccountCreate(BaseModel):
 
     owner_name: str = Text(100, "Whose account it is.", ["Li Wei"])
     wallet_account_id: str = IdField(WALLET_PREFIX, "The investor's wallet in payments, which funds the account.")
-    funding_mandate_id: str | None = Field(
-        None, pattern=id_pattern(MANDATE_PREFIX), examples=["mdt_00000000000000000000000001"],
-        description="The wallet owner's debit mandate to your firm (`mdt_…`, kept by payments), sent with "
-        "every deposit's wallet debit. Needed unless your firm holds the wallet itself: payments refuses "
-        "to debit another's wallet without one, and checks its grantee, caps and expiry.")
+    funding_mandate_id: str | None = Field(None, pattern=id_pattern(MANDATE_PREFIX),
+                                           examples=["mdt_00000000000000000000000001"],
+                                           description=FUNDING_MANDATE_DESCRIPTION)
     risk_profile_id: str = IdField(RISK_PROFILE_PREFIX, "The scored questionnaire to invest by.")
+
+
+class AccountUpdate(BaseModel):
+    """Fund the account under another mandate (the last one was revoked, expired or used up)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True,
+                              json_schema_extra={"examples": [{"funding_mandate_id": "mdt_00000000000000000000000001"}]})
+
+    funding_mandate_id: str | None = Field(pattern=id_pattern(MANDATE_PREFIX),
+                                           examples=["mdt_00000000000000000000000001"],
+                                           description=FUNDING_MANDATE_DESCRIPTION + " Null: none.")
 
 
 class DepositCreate(BaseModel):

@@ -23,6 +23,7 @@ from services.advisor.payments_client import PaymentsClient, PaymentsUnavailable
 from services.advisor.repository import AdvisorRepository
 from services.advisor.schemas import (
     AccountCreate,
+    AccountUpdate,
     AllocationLine,
     AssetClassPublic,
     AssumptionsPublic,
@@ -221,6 +222,14 @@ def open_account(session: Session, adv: Advisor, body: AccountCreate, now: datet
         horizon_years=profile.answers["horizon_years"], currency=CNY, status="awaiting_funding", created_at=now,
     )
     AdvisorRepository(session).add(account)
+    return account_public(session, adv, account, now)
+
+
+def set_funding_mandate(session: Session, adv: Advisor, account_id: str, body: AccountUpdate, now: datetime,
+                        caller: Caller) -> InvestorAccountPublic:
+    account = get_account(session, account_id, caller, for_update=True)
+    account.funding_mandate_id = body.funding_mandate_id  # payments checks it at the next deposit
+    session.add(account)
     return account_public(session, adv, account, now)
 
 
@@ -483,28 +492,46 @@ def settle_deposit(session: Session, adv: Advisor, account: InvestorAccount, dep
     return deposit_public(session, adv, deposit)
 
 
+@dataclass(frozen=True)
+class FundingRefusal:
+    status: int
+    slug: str
+    title: str
+    next_step: str
+
+
 # What the advisor answers when payments (or the gateway, for the firm's limits) refuses a
-# deposit's wallet debit: (status, slug, title) by the refusal's slug; a 404 means payments shows
-# the firm no such wallet (not its own, no mandate named) or no such mandate.
-FUNDING_REFUSALS: dict[str, tuple[int, str, str]] = {
-    "not-found": (403, "funding-not-authorised", "The firm may not debit this wallet"),
-    "mandate-inactive": (403, "funding-mandate-inactive", "The funding mandate is not live"),
-    "mandate-limit": (403, "funding-mandate-limit", "The deposit is over the funding mandate's caps"),
-    "mandate-account-mismatch": (409, "funding-mandate-mismatch", "The funding mandate is for another wallet"),
-    "sandbox-limit": (403, "funding-over-sandbox-limit", "The deposit is over the firm's sandbox limits"),
-    "participant-suspended": (403, "funding-over-sandbox-limit", "The deposit is over the firm's sandbox limits"),
+# deposit's wallet debit, by the refusal's slug; a 404 means payments shows the firm no such
+# wallet (not its own and no mandate named) or no such mandate granted to it.
+FUNDING_REFUSALS: dict[str, FundingRefusal] = {
+    "not-found": FundingRefusal(
+        403, "funding-not-authorised", "The firm may not debit this wallet",
+        "A wallet your firm did not open is debited only under its owner's mandate to your firm: "
+        "set the account's funding_mandate_id (PATCH /accounts/{id})."),
+    "mandate-inactive": FundingRefusal(
+        403, "funding-mandate-inactive", "The funding mandate is not live",
+        "Ask the wallet's owner for a new mandate and set it as the account's funding_mandate_id."),
+    "mandate-limit": FundingRefusal(
+        403, "funding-mandate-limit", "The deposit is over the funding mandate's caps",
+        "Deposit at most what the mandate still allows, or wait for its next period."),
+    "mandate-account-mismatch": FundingRefusal(
+        409, "funding-mandate-mismatch", "The funding mandate is for another wallet",
+        "The account's funding_mandate_id must name its own wallet."),
+    "sandbox-limit": FundingRefusal(
+        403, "funding-over-sandbox-limit", "The deposit is over the firm's sandbox limits",
+        "The gateway counts what the advisor moves for your firm against your firm's own limits."),
 }
-FUNDING_FAILED = (409, "funding-failed", "The wallet transfer was refused")
+FUNDING_FAILED = FundingRefusal(409, "funding-failed", "The wallet transfer was refused", "")
 
 
 def funding_refused(account: InvestorAccount, deposit: Deposit, refused: TransferRefused) -> Problem:
     """The deposit failed for good (nothing moved, no units bought): say why, in the advisor's words."""
-    status, slug, title = FUNDING_REFUSALS.get("not-found" if refused.status == 404 else refused.slug,
-                                               FUNDING_FAILED)
+    refusal = FUNDING_REFUSALS.get("not-found" if refused.status == 404 else refused.slug, FUNDING_FAILED)
     mandate = f"mandate {account.funding_mandate_id}" if account.funding_mandate_id else "no mandate"
-    return Problem(status, slug, title,
+    return Problem(refusal.status, refusal.slug, refusal.title,
                    f"Debiting wallet {account.wallet_account_id} under {mandate} was refused "
-                   f"({refused.status}): {str(refused).rstrip('.')}. No money moved and no units were bought.",
+                   f"({refused.status}): {str(refused).rstrip('.')}. No money moved and no units were bought. "
+                   f"{refusal.next_step}".rstrip(),
                    deposit_id=deposit.id, wallet_account_id=account.wallet_account_id,
                    funding_mandate_id=account.funding_mandate_id, payments_problem=deposit.failure)
 

@@ -136,9 +136,19 @@ class GatewayStack:
         assert response.status_code == 201, response.text
         return response.json()["id"], {"X-API-Key": response.json()["api_key"]}
 
-    def wallet_with_mandate(self, amount: str, grantee: str, max_per_debit: str = "100000.00",
-                            max_per_period: str = "1000000.00") -> tuple[str, str]:
-        """A new Demo Wallet Co customer wallet holding `amount` and its owner's mandate to `grantee`."""
+    def grant_mandate(self, wallet: str, grantee: str, max_per_debit: str = "100000.00",
+                      max_per_period: str = "1000000.00") -> str:
+        """Demo Wallet Co lets `grantee` debit its customer's `wallet` (monthly caps): the mandate id."""
+        mandate = self.http.post("/payments/mandates", headers=WALLET, json={
+            "debtor_account_id": wallet, "grantee_participant_id": grantee,
+            "max_per_debit": {"amount": max_per_debit, "currency": "CNY"},
+            "max_per_period": {"amount": max_per_period, "currency": "CNY"},
+            "period": "month", "expires_at": "2030-01-01T00:00:00Z", "purpose": "Robo-advice top-ups"})
+        assert mandate.status_code == 201, mandate.text
+        return mandate.json()["id"]
+
+    def wallet_with_mandate(self, amount: str, grantee: str) -> tuple[str, str]:
+        """A new Demo Wallet Co customer wallet holding `amount`, and its owner's mandate to `grantee`."""
         opened = self.http.post("/payments/accounts", headers=WALLET,
                                 json={"kind": "personal", "owner_name": "Big Saver", "currency": "CNY"})
         assert opened.status_code == 201, opened.text
@@ -146,13 +156,7 @@ class GatewayStack:
         topped_up = self.payments.post("/deposits", json={"account_id": wallet, "card_number": "4242424242424242",
                                                           "amount": {"amount": amount, "currency": "CNY"}})
         assert topped_up.status_code == 201, topped_up.text
-        mandate = self.http.post("/payments/mandates", headers=WALLET, json={
-            "debtor_account_id": wallet, "grantee_participant_id": grantee,
-            "max_per_debit": {"amount": max_per_debit, "currency": "CNY"},
-            "max_per_period": {"amount": max_per_period, "currency": "CNY"},
-            "period": "month", "expires_at": "2030-01-01T00:00:00Z", "purpose": "Robo-advice top-ups"})
-        assert mandate.status_code == 201, mandate.text
-        return wallet, mandate.json()["id"]
+        return wallet, self.grant_mandate(wallet, grantee)
 
     def audit(self, request_id: str) -> list[dict[str, Any]]:
         """The regulator's log of one request: each hop's outcome (write-ahead intents left out)."""

@@ -16,6 +16,7 @@ from tests.advisor.conftest import (
     LI_WEI_TO_DEMO_ROBO,
     REGULATOR,
     ROBO,
+    WALLET,
     ZHANG_MIN,
     GatewayStack,
     deposit,
@@ -85,14 +86,19 @@ def test_the_mandates_caps_hold_through_the_advisor(stack: GatewayStack) -> None
     assert stack.balance(LI_WEI) == "5000.00"
 
 
-def test_a_revoked_mandate_funds_nothing(stack: GatewayStack) -> None:
+def test_a_revoked_mandate_funds_nothing_until_the_account_names_a_new_one(stack: GatewayStack) -> None:
     account_id = robo_account(stack)
-    revoked = stack.http.post(f"/payments/mandates/{LI_WEI_TO_DEMO_ROBO}/revoke", headers={"X-API-Key": "sbx_demo_wallet_key"})
+    revoked = stack.http.post(f"/payments/mandates/{LI_WEI_TO_DEMO_ROBO}/revoke", headers=WALLET)
     assert revoked.status_code == 200, revoked.text
     response = robo_deposit(stack, account_id, "1000.00")
     assert response.status_code == 403, response.text
     assert response.json()["type"].endswith(":funding-mandate-inactive")
     assert stack.balance(LI_WEI) == "5000.00"
+    renewed = stack.grant_mandate(LI_WEI, DEMO_ROBO, max_per_debit="2000.00", max_per_period="2000.00")
+    updated = stack.http.patch(f"{A}/accounts/{account_id}", json={"funding_mandate_id": renewed}, headers=ROBO)
+    assert updated.status_code == 200 and updated.json()["funding_mandate_id"] == renewed, updated.text
+    assert robo_deposit(stack, account_id, "1000.00").status_code == 201
+    assert stack.balance(LI_WEI) == "4000.00"
 
 
 def test_another_robo_firm_finds_none_of_demo_robos_resources(stack: GatewayStack) -> None:
@@ -115,6 +121,8 @@ def test_another_robo_firm_finds_none_of_demo_robos_resources(stack: GatewayStac
     for path, body in moves:
         response = stack.http.post(path, json=body, headers=other)
         assert response.status_code == 404, (path, response.text)
+    patched = stack.http.patch(f"{A}/accounts/{account_id}", json={"funding_mandate_id": None}, headers=other)
+    assert patched.status_code == 404, patched.text
     assert stack.http.get(f"{A}/accounts", headers=other).json()["data"] == []
     assert stack.http.get(f"{A}/risk-profiles", headers=other).json()["data"] == []
     assert [a["id"] for a in stack.http.get(f"{A}/accounts", headers=ROBO).json()["data"]] == [account_id]
