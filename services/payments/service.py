@@ -309,7 +309,7 @@ def _check_within_mandate(session: Session, mandate: Mandate | None, amount_mino
     if status != "active":
         raise Problem(403, "mandate-inactive", "The mandate is not active",
                       f"{mandate.id} is {status}; its grantor may grant a new one.",
-                      mandate_id=mandate.id, status=status)
+                      mandate_id=mandate.id, mandate_status=status)
     start, end = mandates.period_bounds(now, mandate.period)
     used = MandatesRepository(session).used_between([mandate.id], start, end).get(mandate.id, 0)
     exceeded = mandates.cap_exceeded(amount_minor, mandate.max_per_debit_minor,

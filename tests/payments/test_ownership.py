@@ -4,8 +4,9 @@ Behind the gateway, payments learns the caller from `X-Sandbox-Participant` (the
 after checking the key, and strips it from what participants send). A participant may pay any
 account, but may only see, statement, top up, debit or refund from the accounts it opened; for
 anything else the answer is the same 404 as for an account that does not exist. The sandbox's
-own services (mandated: they check the customer's mandate in their own APIs) and direct callers
-on the service's own port see everything.
+own services are participants like any other here: they debit their own accounts, and another's
+only under its owner's mandate (tests/payments/test_mandates.py). Direct callers on the
+service's own port see and move everything; the gateway's screening look-ups read but never debit.
 """
 
 from __future__ import annotations
@@ -15,19 +16,11 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from services.common.demo import CREDIT_SERVICE
+from services.common.demo import CREDIT_SERVICE, GATEWAY_LOOKUPS
 from services.payments.main import PaymentsSettings, create_app
+from tests.payments.factories import CARD, as_, cny, open_funded
 
 FIRM_A, FIRM_B = "ptp_firm_a", "ptp_firm_b"
-CARD = "4242424242424242"
-
-
-def as_(participant: str) -> dict[str, str]:
-    return {"X-Sandbox-Participant": participant}
-
-
-def cny(amount: str) -> dict[str, str]:
-    return {"amount": amount, "currency": "CNY"}
 
 
 @pytest.fixture
@@ -35,16 +28,6 @@ def payments(tmp_path) -> Iterator[TestClient]:
     app = create_app(PaymentsSettings(data_dir=tmp_path, seed_demo_data=False))
     with TestClient(app) as client:
         yield client
-
-
-def open_funded(client: TestClient, participant: str, name: str, kind: str = "personal") -> str:
-    account = client.post("/accounts", headers=as_(participant),
-                          json={"kind": kind, "owner_name": name, "currency": "CNY"}).json()
-    assert account["participant_id"] == participant
-    top_up = client.post("/deposits", headers=as_(participant),
-                         json={"account_id": account["id"], "amount": cny("100.00"), "card_number": CARD})
-    assert top_up.status_code == 201, top_up.text
-    return account["id"]
 
 
 def test_another_participant_cannot_see_or_debit_an_account_but_can_pay_it(payments: TestClient) -> None:
@@ -105,13 +88,30 @@ def test_only_the_payees_participant_may_refund(payments: TestClient) -> None:
     assert refund.status_code == 201 and refund.json()["amount"] == cny("10.00")
 
 
-def test_a_mandated_service_and_a_direct_caller_may_act_on_any_account(payments: TestClient) -> None:
+def test_a_service_debits_only_its_own_accounts_and_a_direct_caller_any(payments: TestClient) -> None:
     alice = open_funded(payments, FIRM_A, "Alice")
-    lender = open_funded(payments, CREDIT_SERVICE, "Lender float", kind="merchant")
-    # The credit service collects a repayment from a borrower another firm onboarded: the
-    # mandate is the loan agreement, which the credit service checks in its own API.
-    repaid = payments.post("/transfers", headers=as_(CREDIT_SERVICE), json={
-        "from_account_id": alice, "to_account_id": lender, "amount": cny("20.00")})
-    assert repaid.status_code == 201
-    assert payments.get(f"/accounts/{alice}").json()["balance"] == cny("80.00")
+    float_ = open_funded(payments, CREDIT_SERVICE, "Lender float", kind="merchant")
+    # No key is mandated for everything: without Firm A's mandate, the credit service cannot
+    # collect from Firm A's customer (the same 404 as for a missing account).
+    collect = {"from_account_id": alice, "to_account_id": float_, "amount": cny("20.00")}
+    refused = payments.post("/transfers", headers=as_(CREDIT_SERVICE), json=collect)
+    assert refused.status_code == 404 and alice in refused.json()["detail"]
+    # Its own float it moves freely; a direct caller on the service's port moves anything.
+    paid_out = payments.post("/transfers", headers=as_(CREDIT_SERVICE), json={
+        "from_account_id": float_, "to_account_id": alice, "amount": cny("30.00")})
+    assert paid_out.status_code == 201 and paid_out.json()["mandate_id"] is None
+    assert payments.post("/transfers", json=collect).status_code == 201
+    assert payments.get(f"/accounts/{alice}").json()["balance"] == cny("110.00")
     assert payments.get("/invariants").json()["ok"] is True
+
+
+def test_the_gateways_look_ups_read_but_never_debit(payments: TestClient) -> None:
+    alice = open_funded(payments, FIRM_A, "Alice")
+    bob = open_funded(payments, FIRM_B, "Bob")
+    assert payments.get(f"/accounts/{alice}", headers=as_(GATEWAY_LOOKUPS)).status_code == 200
+    for path, body in (
+        ("/transfers", {"from_account_id": alice, "to_account_id": bob, "amount": cny("1.00")}),
+        ("/withdrawals", {"account_id": alice, "amount": cny("1.00")}),
+    ):
+        assert payments.post(path, headers=as_(GATEWAY_LOOKUPS), json=body).status_code == 404, path
+    assert payments.get(f"/accounts/{alice}").json()["balance"] == cny("100.00")
