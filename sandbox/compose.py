@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from sandbox.server import uvicorn_args
 from sandbox.topology import GATEWAY, ServiceSpec, built_services, environment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +28,7 @@ def _service(spec: ServiceSpec, specs: list[ServiceSpec]) -> dict[str, Any]:
     return {
         "image": "fintech-sandbox:local",
         "build": {"context": "."},
-        "command": ["uvicorn", "--factory", spec.app, "--host", "0.0.0.0", "--port", str(spec.port)],
+        "command": ["uvicorn", *uvicorn_args(spec, "0.0.0.0", spec.port)],
         "environment": environment(spec, compose=True),
         "ports": [f"{spec.port}:{spec.port}"],
         "depends_on": depends,

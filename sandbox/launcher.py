@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from sandbox.server import uvicorn_args
 from sandbox.topology import ServiceSpec, built_services, environment
 from services.common.demo import DEMO_MANDATES, DEMO_PARTICIPANTS, DEMO_REGULATOR_KEY
 
@@ -46,11 +47,7 @@ def start(spec: ServiceSpec, data_dir: Path, port_offset: int) -> Running:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{spec.name}.log"
     log = open(log_path, "ab")  # noqa: SIM115 (the child owns it from here)
-    cmd = [
-        sys.executable, "-m", "uvicorn", "--factory", spec.app,
-        "--host", "127.0.0.1", "--port", str(port),
-        "--no-access-log", "--timeout-graceful-shutdown", "10",
-    ]
+    cmd = [sys.executable, "-m", "uvicorn", *uvicorn_args(spec, "127.0.0.1", port, access_log=False)]
     process = subprocess.Popen(
         cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
         preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,  # noqa: PLW1509

@@ -1,0 +1,202 @@
+"""The door's application-level guards, pure and clock-injected: a JSON nesting check that never
+recurses, and a per-address rate limit for requests without a valid key whose logging stays
+bounded under a flood. (The connection-level guards live in sandbox/server.py.)"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+# --- JSON nesting -------------------------------------------------------------------------------
+
+DEFAULT_MAX_JSON_DEPTH = 32  # money-moving bodies are three or four levels deep
+
+_OPENERS = frozenset(b"[{")
+_QUOTE = ord('"')
+_STRUCTURE = re.compile(rb'[\[\]{}"]')
+# The rest of a string after its opening quote: linear (its two branches never overlap).
+_STRING_REST = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+
+
+def json_depth_exceeds(body: bytes, max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> bool:
+    """True when `body` opens more than `max_depth` arrays/objects inside one another. Brackets in
+    strings (escaped quotes included) do not count. A loop, not recursion, so any depth is safe;
+    a body that is not JSON (an unterminated string) is left for the JSON parser to refuse."""
+    if body.count(b"[") + body.count(b"{") <= max_depth:
+        return False  # C-speed fast path: too few brackets in all to nest that deep
+    depth = 0
+    position = 0
+    while (found := _STRUCTURE.search(body, position)) is not None:
+        char = body[found.start()]
+        if char == _QUOTE:
+            string_end = _STRING_REST.match(body, found.end())
+            if string_end is None:
+                return False
+            position = string_end.end()
+            continue
+        position = found.end()
+        if char in _OPENERS:
+            depth += 1
+            if depth > max_depth:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+# --- requests without a valid key ------------------------------------------------------------
+
+OVERFLOW_ADDRESS = "(addresses no longer tracked)"
+
+
+def _iso(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class FloodSummary:
+    """The refusals of one address in one window that were not logged one by one."""
+
+    address: str
+    unlogged: int  # requests refused in the window and not logged individually
+    refused: int  # every refusal in the window, the logged ones included
+    limited: int  # of those, how many were answered 429 (past the rate)
+    first_at: float  # epoch seconds of the window's first refusal
+    last_at: float
+
+    @property
+    def first_iso(self) -> str:
+        return _iso(self.first_at)
+
+    @property
+    def last_iso(self) -> str:
+        return _iso(self.last_at)
+
+    def describe(self) -> str:
+        return (f"flood: {self.refused} requests refused from {self.address} between {self.first_iso} "
+                f"and {self.last_iso} ({self.limited} rate-limited, {self.unlogged} not logged one by one)")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"address": self.address, "unlogged": self.unlogged, "refused": self.refused,
+                "limited": self.limited, "first_at": self.first_iso, "last_at": self.last_iso,
+                "detail": self.describe()}
+
+
+class Verdict(NamedTuple):
+    allowed: bool  # False: answer 429 with Retry-After instead of 401/403
+    retry_after_s: int  # whole seconds until this address has a token again (0 when allowed)
+    log_now: bool  # write this refusal as its own audit entry
+    summary: FloodSummary | None  # an earlier window of this address just closed: log it once
+
+
+@dataclass
+class _Address:
+    tokens: float
+    refilled_at: float
+    window_start: float
+    refused: int = 0
+    limited: int = 0
+    first_at: float = 0.0
+    last_at: float = 0.0
+
+    def summary(self, address: str, logged_per_window: int) -> FloodSummary | None:
+        unlogged = self.refused - min(self.refused, logged_per_window)
+        if unlogged == 0:
+            return None
+        return FloodSummary(address, unlogged, self.refused, self.limited, self.first_at, self.last_at)
+
+
+@dataclass
+class _Overflow:
+    """Flood counts of addresses evicted before their window closed, folded into one summary."""
+
+    refused: int = 0
+    unlogged: int = 0
+    limited: int = 0
+    first_at: float = math.inf
+    last_at: float = 0.0
+
+    def add(self, summary: FloodSummary) -> None:
+        self.refused += summary.refused
+        self.unlogged += summary.unlogged
+        self.limited += summary.limited
+        self.first_at = min(self.first_at, summary.first_at)
+        self.last_at = max(self.last_at, summary.last_at)
+
+
+@dataclass
+class UnauthenticatedLimiter:
+    """A token bucket per client address for requests refused for a missing or unknown key, and
+    the plan for logging them: the first `logged_per_window` refusals of an address in a window
+    get their own audit entry, the rest are counted and logged as one summary when the window
+    closes (on the address's next refusal, or from `due_summaries` on a timer). At most
+    `tracked_addresses` are remembered; the least recently seen is forgotten first."""
+
+    per_minute: float = 30.0
+    burst: int = 30
+    window_s: float = 60.0
+    logged_per_window: int = 5
+    tracked_addresses: int = 10_000
+    _addresses: OrderedDict[str, _Address] = field(default_factory=OrderedDict, init=False, repr=False)
+    _overflow: _Overflow = field(default_factory=_Overflow, init=False, repr=False)
+
+    def take(self, address: str, now: float) -> Verdict:
+        """Count one refusal from `address` at `now` (epoch seconds)."""
+        state = self._addresses.get(address)
+        if state is None:
+            state = self._track(address, now)
+        else:
+            self._addresses.move_to_end(address)
+        summary = None
+        if now - state.window_start >= self.window_s:
+            summary = state.summary(address, self.logged_per_window)
+            state.window_start, state.refused, state.limited = now, 0, 0
+        self._refill(state, now)
+        allowed = state.tokens >= 1.0
+        retry_after_s = 0
+        if allowed:
+            state.tokens -= 1.0
+        else:
+            state.limited += 1
+            retry_after_s = max(1, math.ceil((1.0 - state.tokens) * 60.0 / self.per_minute))
+        if state.refused == 0:
+            state.first_at = now
+        state.refused += 1
+        state.last_at = now
+        return Verdict(allowed, retry_after_s, state.refused <= self.logged_per_window, summary)
+
+    def due_summaries(self, now: float) -> list[FloodSummary]:
+        """Summaries of windows that have closed with refusals not yet logged, and of forgotten
+        addresses: for a periodic task, so a flood that stops is still logged."""
+        due = []
+        for address, state in self._addresses.items():
+            if now - state.window_start >= self.window_s:
+                summary = state.summary(address, self.logged_per_window)
+                if summary is not None:
+                    due.append(summary)
+                # Closed and summarised: the next refusal opens a fresh window.
+                state.window_start, state.refused, state.limited = now, 0, 0
+        if self._overflow.refused:
+            o = self._overflow
+            due.append(FloodSummary(OVERFLOW_ADDRESS, o.unlogged, o.refused, o.limited, o.first_at, o.last_at))
+            self._overflow = _Overflow()
+        return due
+
+    def _track(self, address: str, now: float) -> _Address:
+        while len(self._addresses) >= self.tracked_addresses:
+            forgotten, old = self._addresses.popitem(last=False)
+            summary = old.summary(forgotten, self.logged_per_window)
+            if summary is not None:
+                self._overflow.add(summary)
+        state = _Address(tokens=float(self.burst), refilled_at=now, window_start=now)
+        self._addresses[address] = state
+        return state
+
+    def _refill(self, state: _Address, now: float) -> None:
+        elapsed = max(0.0, now - state.refilled_at)  # a wall clock set back never drains tokens
+        state.tokens = min(float(self.burst), state.tokens + elapsed * self.per_minute / 60.0)
+        state.refilled_at = now
