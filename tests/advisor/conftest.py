@@ -123,6 +123,7 @@ class GatewayStack:
 
     http: httpx.Client
     payments: TestClient  # payments' own port: no gateway, no participant
+    advisors_payments: PaymentsClient  # the advisor's client, pointed at the gateway
 
     def balance(self, account_id: str) -> str:
         return self.payments.get(f"/accounts/{account_id}/balance").json()["available"]["amount"]
@@ -178,5 +179,5 @@ def gateway_stack(tmp_path: Path) -> Iterator[GatewayStack]:
     )
     with serve(gateway) as base, TestClient(payments) as direct, httpx.Client(base_url=base, timeout=30) as http:
         client.base_url = base
-        yield GatewayStack(http, direct)
+        yield GatewayStack(http, direct, client)
     client.close()

@@ -78,6 +78,20 @@ def test_demo_robo_funds_li_weis_account_under_the_demo_mandate_as_itself(stack:
     assert (transfer["participant_id"], transfer["via"], transfer["status"]) == (DEMO_ROBO, ADVISOR_SERVICE, 201)
 
 
+def test_a_deposit_retried_later_is_still_the_robo_firms_debit(stack: GatewayStack) -> None:
+    account_id = robo_account(stack)
+    gateway = stack.advisors_payments.base_url
+    stack.advisors_payments.base_url = "http://127.0.0.1:9"  # the gateway unreachable: left pending
+    pending = robo_deposit(stack, account_id, "800.00").json()
+    assert pending["status"] == "pending" and stack.balance(LI_WEI) == "5000.00"
+    stack.advisors_payments.base_url = gateway
+    retried = stack.http.post(f"{A}/deposits/{pending['id']}/retry", headers={**ROBO, "X-Request-ID": "req-retry"})
+    assert retried.status_code == 200 and retried.json()["status"] == "completed", retried.text
+    assert stack.balance(LI_WEI) == "4200.00"
+    transfer = next(e for e in stack.audit("req-retry") if e["path"] == "/payments/transfers")
+    assert (transfer["participant_id"], transfer["via"], transfer["status"]) == (DEMO_ROBO, ADVISOR_SERVICE, 201)
+
+
 def test_the_mandates_caps_hold_through_the_advisor(stack: GatewayStack) -> None:
     account_id = robo_account(stack)
     response = robo_deposit(stack, account_id, "5000.01")  # the demo mandate allows 5,000.00 a debit
