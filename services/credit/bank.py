@@ -93,9 +93,13 @@ class SandboxBank:
                     raise
         raise AssertionError("unreachable")
 
-    def redeem_code(self, code: str) -> dict[str, Any]:
-        """The authorization_code grant: the PSU's access token, bound to one consent."""
-        return self._token_request({"grant_type": "authorization_code", "code": code})
+    def redeem_code(self, code: str, code_verifier: str | None) -> dict[str, Any]:
+        """The authorization_code grant, with the PKCE verifier of the consent's challenge: the
+        PSU's access token, bound to one consent."""
+        form = {"grant_type": "authorization_code", "code": code}
+        if code_verifier:
+            form["code_verifier"] = code_verifier
+        return self._token_request(form)
 
     # --- consents -------------------------------------------------------------------------------
 
@@ -110,6 +114,10 @@ class SandboxBank:
 
     def consent(self, consent_id: str) -> dict[str, Any]:
         return self._as_client("GET", f"{CONSENTS}/{consent_id}")["Data"]
+
+    def authorise(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The bank's headless authorise step: credit's authorisation request with the PSU's decision."""
+        return self.gateway.send("POST", f"{PREFIX}/authorize", json=request, headers=self.gateway.headers())
 
     # --- the PSU's data -------------------------------------------------------------------------
 

@@ -27,6 +27,8 @@ from services.credit.schemas import (
     FairnessReport,
     LoanPublic,
     ModelPublic,
+    PsuDecision,
+    PsuDecisionPublic,
     RepaymentCreate,
     RepaymentPublic,
     ScorecardPublic,
@@ -139,6 +141,8 @@ def public_gateway(request: Request) -> str:
 BANK_CONSENT_LINKS: dict[str, Any] = {
     "GetBankConsent": {"operationId": "get_bank_consent",
                        "parameters": {"consent_id": "$response.body#/consent_id"}},
+    "AuthoriseBankConsent": {"operationId": "authorise_bank_consent",
+                             "parameters": {"consent_id": "$response.body#/consent_id"}},
 }
 
 
@@ -168,6 +172,23 @@ def get_bank_consent(
 ) -> BankConsentPublic:
     """A consent credit created for you, with its status as the bank reports it now."""
     return service.get_bank_consent(session, bank, consent_id, public_gateway(request), caller)
+
+
+@router.post(
+    "/open-banking/consents/{consent_id}/authorisation", tags=["open banking"],
+    operation_id="authorise_bank_consent", response_model=PsuDecisionPublic,
+    responses=problem_responses(404, 409, 422, 503),
+)
+def authorise_bank_consent(
+    consent_id: BankConsentId, body: PsuDecision, session: SessionDep, bank: BankDep, caller: CallerDep
+) -> PsuDecisionPublic:
+    """The applicant logs in at the bank and decides; credit relays it with its PKCE challenge.
+
+    The sandbox's headless stand-in for the applicant's browser at the bank: the answer carries
+    the bank's authorisation code for the application. Refusals by the bank (a wrong one-time
+    code, an account the applicant does not hold, a consent already decided) are
+    `409 psu-authorisation-refused` with the bank's answer in `bank_error`."""
+    return service.authorise_bank_consent(session, bank, consent_id, body, caller)
 
 
 @router.get(

@@ -17,7 +17,6 @@ from services.credit.bank import SandboxBank
 from services.credit.endpoints import router
 from services.credit.gateway import Gateway
 from services.credit.models import CreditModel
-from services.credit.repository import upgrade_schema
 from services.credit.scorecard import DEFAULT_ARTIFACT, load_scorecard
 
 
@@ -68,7 +67,6 @@ def create_app(
     clock = clock or Clock()
     db = Database(database_url(settings.database_url, settings.data_dir, "credit"), CreditModel.metadata)
     db.create_tables()
-    upgrade_schema(db.engine)
     client = payments_client or httpx.Client(
         base_url=settings.gateway_url, timeout=settings.gateway_timeout_seconds
     )

@@ -106,11 +106,13 @@ class Repayment(CreditModel, table=True):
     created_at: datetime = Field(sa_type=DateTime(timezone=True))
 
 
-# Which participant asked credit to create a consent at Sandbox Bank: the bank sees only credit's
-# own registration, so telling one lender's consents from another's is credit's job.
+# A consent credit created at Sandbox Bank: which participant asked for it (the bank sees only
+# credit's own registration, so telling one lender's consents from another's is credit's job),
+# and the PKCE verifier credit sends with the applicant's code (the bank has only its digest).
 class BankConsentLink(CreditModel, table=True):
     __tablename__ = "bank_consents"
 
     consent_id: str = Field(primary_key=True, max_length=64)
     participant_id: str | None = Field(default=None, max_length=40)
+    code_verifier: str = Field(max_length=128)
     created_at: datetime = Field(sa_type=DateTime(timezone=True))

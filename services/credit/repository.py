@@ -4,26 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Engine, inspect, or_, select, text, update
+from sqlalchemy import or_, select, update
 from sqlmodel import Session
 
 from services.credit.models import Application, BankConsentLink, Instalment, Loan, Repayment
-
-# Columns added after a credit database was first created (create_all only makes missing tables).
-ADDED_COLUMNS: dict[str, dict[str, str]] = {
-    "applications": {"participant_id": "VARCHAR(40)"},
-    "loans": {"participant_id": "VARCHAR(40)", "repayment_mandate_id": "VARCHAR(40)"},
-}
-
-
-def upgrade_schema(engine: Engine) -> None:
-    """Add the columns a database from before ownership lacks, empty: its rows stay open to all."""
-    for table, columns in ADDED_COLUMNS.items():
-        existing = {c["name"] for c in inspect(engine).get_columns(table)}
-        with engine.begin() as conn:
-            for name, ddl in columns.items():
-                if name not in existing:
-                    conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}"))
 
 
 class ApplicationsRepository:

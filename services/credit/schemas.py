@@ -164,13 +164,44 @@ ConsentStatus = Literal["AwaitingAuthorisation", "Authorised", "Rejected", "Revo
 
 
 class PsuAuthorisation(BaseModel):
-    """What the applicant (the PSU) does next, at the bank, not at the lender: log in and
-    authorise the consent. Sandbox Bank's authorise step is headless: a POST of this body with the
-    PSU's login (`psu_id`) and the test one-time code `123456`."""
+    """What the applicant (the PSU) does next: log in at Sandbox Bank and decide. The sandbox's
+    step is headless: a POST of this body with the PSU's login (`psu_id`) and the test one-time
+    code `123456`. Credit relays it to the bank as the TPP's authorisation request, with the PKCE
+    challenge of a verifier only credit holds, so the bank's code is worth nothing to anyone else."""
 
-    url: str = Field(description="The bank's authorise endpoint, at the gateway.",
-                     examples=["http://127.0.0.1:8000/open-banking/authorize"])
+    url: str = Field(description="Credit's relay to the bank's authorise step, at the gateway.",
+                     examples=["http://127.0.0.1:8000/credit/open-banking/consents/"
+                               "aac_01jd3k8m9q2w4e6r8t0y2u4i6o/authorisation"])
     body: dict[str, Any] = Field(description="The request body; the PSU fills in `psu_id` and `otp`.")
+
+
+class PsuDecision(BaseModel):
+    """The applicant's login at Sandbox Bank and decision on the consent."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"psu_id": "wangfang", "otp": "123456", "decision": "Authorise",
+         "account_ids": ["acc_00000000000000000000000008"]}]})
+
+    psu_id: str = Field(pattern=r"^[a-z0-9-]{1,40}$", description="The applicant's bank login. Magic: "
+                        "`psu-reject` rejects, `psu-expire` authorises for 60 seconds.", examples=["wangfang"])
+    otp: str = Field(pattern=r"^[0-9]{6}$", description="The one-time code; in the sandbox always 123456.",
+                     examples=["123456"])
+    decision: Literal["Authorise", "Reject"] = "Authorise"
+    account_ids: list[Annotated[str, IdField(ACCOUNT_PREFIX)]] | None = Field(
+        default=None, max_length=20, description="The accounts to share (default: all the applicant's).")
+    state: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
+                              description="Echoed on the redirect to the lender's callback.")
+
+
+class PsuDecisionPublic(BaseModel):
+    """The bank's answer: where the applicant's browser returns to, with the code for the application."""
+
+    consent_id: str
+    status: ConsentStatus = Field(description="The consent's status after the decision.")
+    code: str | None = Field(default=None, description="The authorisation code, when authorised: send it as "
+                             "`cash_flow.authorization_code` (single use, 10 minutes).")
+    state: str | None = None
+    redirect_uri: str = Field(description="The lender's callback, with the code.")
 
 
 class BankConsentPublic(BaseModel):

@@ -7,11 +7,14 @@ our own row, so a retry can never pay twice; the database is never locked during
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from statistics import mean, pstdev
 from typing import Any
 
+from authlib.common.security import generate_token
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from sqlmodel import Session
 
 from services.common.caller import Caller
@@ -46,6 +49,8 @@ from services.credit.schemas import (
     PointsLine,
     PsiBin,
     PsuAuthorisation,
+    PsuDecision,
+    PsuDecisionPublic,
     ReasonPublic,
     Records,
     RepaymentCreate,
@@ -152,17 +157,21 @@ def flow_from_transactions(transactions: list[dict[str, Any]], now: datetime, cu
     return int(average), int(volatility)
 
 
-def _cash_flow(card: Scorecard, bank: SandboxBank, body: ApplicationCreate, now: datetime) -> tuple[int, int]:
+def _cash_flow(
+    session: Session, card: Scorecard, bank: SandboxBank, body: ApplicationCreate, now: datetime, caller: Caller
+) -> tuple[int, int]:
     flow = body.cash_flow
     if isinstance(flow, InlineCashFlow):
         return flow.monthly_inflow.minor, flow.inflow_volatility_pct
-    transactions = pull_transactions(bank, flow, now)
+    link = _consent_link(session, flow.consent_id, caller, _no_such_consent)
+    transactions = pull_transactions(bank, flow, now, link.code_verifier if link else None)
     return flow_from_transactions(transactions, now, card.policy["currency"])
 
 
 # --- open banking: credit as a TPP ------------------------------------------------------------
 
 CONSENT_TTL = timedelta(days=1)  # long enough for the applicant to authorise, no standing access
+PKCE_VERIFIER_LENGTH = 64  # RFC 7636 allows 43-128 characters
 OB_PROBLEM = "urn:fintech-sandbox:problem:"  # problem types the gateway itself answers with
 
 
@@ -278,24 +287,22 @@ def _own_consent(bank: SandboxBank, consent_id: str) -> dict[str, Any]:
     try:
         return _bank_call(bank.consent, consent_id)
     except Refused as refused:
-        if refused.status == 404:
+        if refused.status == 404:  # the bank does not disclose another TPP's consents either
             raise _no_such_consent(consent_id) from None
-        if _bank_error_code(refused.problem) == "UK.OBIE.Resource.ConsentMismatch":
-            raise _consent_problem("consent-of-another-tpp", "The consent belongs to another TPP",
-                                   f"Consent {consent_id} was created by another TPP. Credit reads only with "
-                                   "consents it created itself (POST /open-banking/consents).",
-                                   consent_id) from None
         raise _refused_read(refused, consent_id) from None
 
 
-def pull_transactions(bank: SandboxBank, flow: OpenBankingCashFlow, now: datetime) -> list[dict[str, Any]]:
-    """The OBIE AISP journey's last leg, as a TPP makes it: check the consent, swap the code for
-    the PSU's token with credit's own client credentials, check the token is for this consent,
-    check the account was shared, read its credits. The token is dropped afterwards."""
+def pull_transactions(
+    bank: SandboxBank, flow: OpenBankingCashFlow, now: datetime, code_verifier: str | None
+) -> list[dict[str, Any]]:
+    """The OBIE AISP journey's last leg, as a TPP makes it: check the consent, swap the code (and
+    the consent's PKCE verifier) for the PSU's token with credit's own client credentials, check
+    the token is for this consent, check the account was shared, read its credits. The token is
+    dropped afterwards."""
     consent_id = flow.consent_id
     _check_consent(_own_consent(bank, consent_id), consent_id, now)
     try:
-        granted = _bank_call(bank.redeem_code, flow.authorization_code)
+        granted = _bank_call(bank.redeem_code, flow.authorization_code, code_verifier)
     except Refused as refused:
         raise _consent_problem(
             "authorization-code-invalid", "The authorisation code was not accepted",
@@ -321,13 +328,16 @@ def pull_transactions(bank: SandboxBank, flow: OpenBankingCashFlow, now: datetim
         raise _refused_read(refused, consent_id) from None
 
 
-def _authorize_url(public_base: str) -> str:
-    return f"{public_base.rstrip('/')}/open-banking/authorize"
+def _authorisation_url(public_base: str, consent_id: str) -> str:
+    return f"{public_base.rstrip('/')}/credit/open-banking/consents/{consent_id}/authorisation"
 
 
-def bank_consent_public(consent: dict[str, Any], client_id: str, public_base: str) -> BankConsentPublic:
+def bank_consent_public(
+    consent: dict[str, Any], client_id: str, public_base: str, link: BankConsentLink | None
+) -> BankConsentPublic:
     status = consent["Status"]
-    waiting = status == "AwaitingAuthorisation"
+    # Only a consent credit holds the PKCE verifier of can be authorised through credit.
+    waiting = status == "AwaitingAuthorisation" and link is not None
     steps = {
         "AwaitingAuthorisation": "The applicant authorises the consent at the bank (psu_authorisation). Then apply "
                                  "with cash_flow {source: open_banking, consent_id, authorization_code: the "
@@ -346,41 +356,47 @@ def bank_consent_public(consent: dict[str, Any], client_id: str, public_base: st
         expires_at=_aware_iso(consent.get("ExpirationDateTime")),
         created_at=_aware_iso(consent["CreationDateTime"]),  # type: ignore[arg-type]
         status_updated_at=_aware_iso(consent["StatusUpdateDateTime"]),  # type: ignore[arg-type]
-        psu_authorisation=PsuAuthorisation(url=_authorize_url(public_base), body={
-            "consent_id": consent["ConsentId"], "client_id": client_id, "psu_id": "<the applicant's bank login>",
-            "otp": "<one-time code: 123456 in the sandbox>", "decision": "Authorise",
+        psu_authorisation=PsuAuthorisation(url=_authorisation_url(public_base, consent["ConsentId"]), body={
+            "psu_id": "<the applicant's bank login>", "otp": "<one-time code: 123456 in the sandbox>",
+            "decision": "Authorise",
         }) if waiting else None,
         next_step=steps.get(status, ""),
     )
 
 
-def _may_use_consent(session: Session, consent_id: str, caller: Caller) -> bool:
-    """Whether this caller asked for the consent (one credit has no record of stays open to all)."""
+def _consent_link(
+    session: Session, consent_id: str, caller: Caller, not_yours: Callable[[str], Problem]
+) -> BankConsentLink | None:
+    """Credit's record of a consent it created (None: credit has none, the bank will answer);
+    another participant's is refused with `not_yours`, as the bank refuses another TPP's."""
     link = BankConsentLinksRepository(session).get(consent_id)
-    return link is None or caller.may_use(link.participant_id)
+    if link is not None and not caller.may_use(link.participant_id):
+        raise not_yours(consent_id)
+    return link
 
 
 def create_bank_consent(
     session: Session, bank: SandboxBank, now: datetime, public_base: str, caller: Caller
 ) -> BankConsentPublic:
     """Credit creates the account-access consent itself, with its own client-credentials token,
-    and remembers which participant asked for it."""
+    and keeps which participant asked for it and a fresh PKCE verifier for its code."""
     owner = owner_of(caller)
     try:
         consent = _bank_call(bank.acting_for(owner).create_consent, now - timedelta(days=365), now + CONSENT_TTL)
     except Refused as refused:
         raise _bank_down(Exception(f"the bank refused the consent: {_bank_message(refused.problem)}")) from None
-    BankConsentLinksRepository(session).add(
-        BankConsentLink(consent_id=consent["ConsentId"], participant_id=owner, created_at=now))
+    link = BankConsentLink(consent_id=consent["ConsentId"], participant_id=owner,
+                           code_verifier=generate_token(PKCE_VERIFIER_LENGTH), created_at=now)
+    BankConsentLinksRepository(session).add(link)
     session.commit()
-    return bank_consent_public(consent, bank.client_id, public_base)
+    return bank_consent_public(consent, bank.client_id, public_base, link)
 
 
 def get_bank_consent(
     session: Session, bank: SandboxBank, consent_id: str, public_base: str, caller: Caller
 ) -> BankConsentPublic:
-    if not _may_use_consent(session, consent_id, caller):
-        raise not_found("Consent", consent_id)  # as for another TPP's, below
+    # Another lender's consent is a 404, as another TPP's is below.
+    link = _consent_link(session, consent_id, caller, lambda cid: not_found("Consent", cid))
     try:
         consent = _bank_call(bank.acting_for(owner_of(caller)).consent, consent_id)
     except Refused as refused:
@@ -388,7 +404,30 @@ def get_bank_consent(
             raise not_found("Consent", consent_id) from None
         raise _bank_down(Exception(f"the bank answered {refused.status} {_bank_message(refused.problem)}")) \
             from None
-    return bank_consent_public(consent, bank.client_id, public_base)
+    return bank_consent_public(consent, bank.client_id, public_base, link)
+
+
+def authorise_bank_consent(
+    session: Session, bank: SandboxBank, consent_id: str, decision: PsuDecision, caller: Caller
+) -> PsuDecisionPublic:
+    """Relay the applicant's decision to the bank as credit's authorisation request (its client,
+    the PKCE challenge of the verifier credit keeps for this consent): the sandbox's headless
+    stand-in for the applicant's browser at the bank."""
+    link = _consent_link(session, consent_id, caller, lambda cid: not_found("Consent", cid))
+    if link is None:  # not created through credit: credit holds no verifier for it
+        raise not_found("Consent", consent_id)
+    request = {"consent_id": consent_id, "client_id": bank.client_id,
+               "code_challenge": create_s256_code_challenge(link.code_verifier), "code_challenge_method": "S256",
+               **decision.model_dump(exclude_none=True)}
+    try:
+        answer = _bank_call(bank.acting_for(owner_of(caller)).authorise, request)
+    except Refused as refused:
+        if refused.status == 404:
+            raise not_found("Consent", consent_id) from None
+        raise _consent_problem("psu-authorisation-refused", "The bank refused the applicant's decision",
+                               f"Sandbox Bank says: {_bank_message(refused.problem)}.", consent_id,
+                               bank_error=refused.body) from None
+    return PsuDecisionPublic.model_validate(answer)
 
 
 # --- applications ----------------------------------------------------------------------------
@@ -400,11 +439,8 @@ def apply(
     inflow = body.cash_flow.monthly_inflow if isinstance(body.cash_flow, InlineCashFlow) else None
     _check_currency(card, body.requested_amount, inflow, body.records.existing_monthly_debt_payments)
     owner = owner_of(caller)
-    if isinstance(body.cash_flow, OpenBankingCashFlow) and not _may_use_consent(session, body.cash_flow.consent_id,
-                                                                                 caller):
-        raise _no_such_consent(body.cash_flow.consent_id)
     currency = body.requested_amount.currency
-    inflow_minor, volatility = _cash_flow(card, bank.acting_for(owner), body, received_at)
+    inflow_minor, volatility = _cash_flow(session, card, bank.acting_for(owner), body, received_at, caller)
     inputs = scorecard_inputs(inflow_minor, volatility, body.records)
     scored = card.score(inputs)
     decision = policy.decide(

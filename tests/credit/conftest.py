@@ -104,6 +104,16 @@ class Sandbox:
             response.raise_for_status()
             return response.json()["data"]
 
+    def admit(self, name: str, services: list[str]) -> tuple[str, str]:
+        """A new participant, admitted by the regulator with generous limits: (id, key)."""
+        with self.client(DEMO_REGULATOR_KEY) as regulator:
+            response = regulator.post("/sandbox/participants", json={
+                "name": name, "services": services,
+                "limits": {"max_single_transaction": "100000.00", "daily_volume": "1000000.00",
+                           "max_customers": 100, "rate_limit_per_minute": 1000}})
+            assert response.status_code == 201, response.text
+            return response.json()["id"], response.json()["api_key"]
+
 
 @contextmanager
 def sandbox_through_gateway(tmp_path: Path, clock: Clock | None = None) -> Iterator[Sandbox]:

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from services.common.demo import DEMO_PARTICIPANTS
+from services.common.demo import DEMO_PARTICIPANTS, SERVICE_PARTICIPANT_KEYS
 from services.credit.gateway import Refused
 from services.credit.service import _refused_read
 from tests.credit.conftest import (
@@ -46,11 +46,11 @@ def new_consent(lender: httpx.Client) -> dict[str, Any]:
     return response.json()
 
 
-def psu_decides(sandbox: Sandbox, consent: dict[str, Any], psu_id: str, **extra: Any) -> dict[str, Any]:
-    """(b) The applicant logs in at the bank and decides, as credit's instructions say."""
+def psu_decides(lender: httpx.Client, consent: dict[str, Any], psu_id: str, **extra: Any) -> dict[str, Any]:
+    """(b) The applicant logs in at the bank and decides, as credit's instructions say (credit
+    relays it to the bank with its PKCE challenge)."""
     step = consent["psu_authorisation"]
-    with sandbox.client(TPP_KEY) as browser:
-        response = browser.post(step["url"], json={**step["body"], "psu_id": psu_id, "otp": "123456", **extra})
+    response = lender.post(step["url"], json={**step["body"], "psu_id": psu_id, "otp": "123456", **extra})
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -85,9 +85,10 @@ def test_credit_reads_the_applicants_transactions_as_a_tpp_through_the_gateway(t
         assert consent["status"] == "AwaitingAuthorisation"
         assert consent["client_id"] == "tpp_credit"
         assert consent["permissions"] == ["ReadAccountsBasic", "ReadTransactionsBasic", "ReadTransactionsCredits"]
-        assert consent["psu_authorisation"]["url"] == f"{sandbox.base}/open-banking/authorize"
+        assert consent["psu_authorisation"]["url"] == (
+            f"{sandbox.base}/credit/open-banking/consents/{consent['consent_id']}/authorisation")
 
-        decided = psu_decides(sandbox, consent, "wangfang", account_ids=[WANG_FANG])
+        decided = psu_decides(lender, consent, "wangfang", account_ids=[WANG_FANG])
         assert decided["status"] == "Authorised"
         assert decided["redirect_uri"].startswith("https://lender.example/open-banking/callback?code=")
         shown = lender.get(f"/open-banking/consents/{consent['consent_id']}").json()
@@ -114,16 +115,16 @@ def test_credit_reads_the_applicants_transactions_as_a_tpp_through_the_gateway(t
         assert by_credit == [
             ("POST", "/open-banking/oauth2/token", 200),  # client credentials
             ("POST", "/open-banking/v3.1/aisp/account-access-consents", 201),
+            ("POST", "/open-banking/authorize", 200),  # the applicant's decision, with credit's PKCE challenge
             ("GET", f"/open-banking/v3.1/aisp/account-access-consents/{cid}", 200),  # the status shown above
             ("GET", f"/open-banking/v3.1/aisp/account-access-consents/{cid}", 200),  # checked before use
             ("POST", "/open-banking/oauth2/token", 200),  # the code swapped for the PSU's token
             ("GET", "/open-banking/v3.1/aisp/accounts", 200),
             ("GET", f"/open-banking/v3.1/aisp/accounts/{WANG_FANG}/transactions", 200),
         ]
-        # Nobody else touched the bank but the PSU's authorise step, and the lender's front end
-        # only ever called credit: it never held a token of the applicant's.
-        assert {(e["participant_id"], e["via"]) for e in entries} == {
-            (LENDER_PARTICIPANT, CREDIT_PARTICIPANT), (TPP_PARTICIPANT, None)}
+        # Nobody else touched the bank, and the lender's front end only ever called credit: it
+        # never held a token of the applicant's.
+        assert {(e["participant_id"], e["via"]) for e in entries} == {(LENDER_PARTICIPANT, CREDIT_PARTICIPANT)}
         assert all(e["path"].startswith("/credit/")
                    for e in sandbox.audit(participant_id=LENDER_PARTICIPANT) if e["via"] is None)
 
@@ -145,36 +146,38 @@ def test_every_refusal_names_its_reason_and_stores_nothing(tmp_path: Path) -> No
 
         # Rejected by the applicant (the magic PSU rejects everything).
         rejected = new_consent(lender)
-        assert psu_decides(sandbox, rejected, "psu-reject")["status"] == "Rejected"
+        assert psu_decides(lender, rejected, "psu-reject")["status"] == "Rejected"
         assert refused(ob_application(rejected["consent_id"], "sbx_code_none"))["type"].endswith(":consent-rejected")
 
         # Wrong PSU: Zhao Lei authorised it, so Wang Fang's account is not released.
         zhao = new_consent(lender)
-        code = psu_decides(sandbox, zhao, "zhaolei")["code"]
+        code = psu_decides(lender, zhao, "zhaolei")["code"]
         problem = refused(ob_application(zhao["consent_id"], code, WANG_FANG))
         assert problem["type"].endswith(":account-not-in-consent")
         assert problem["shared_account_ids"] == [ZHAO_LEI]
 
         # Revoked at the bank by the applicant after authorising.
         revoked = new_consent(lender)
-        code = psu_decides(sandbox, revoked, "wangfang")["code"]
-        with sandbox.client(TPP_KEY, "/open-banking") as browser:
-            browser.post(f"/psu/consents/{revoked['consent_id']}/revoke",
-                         json={"psu_id": "wangfang", "otp": "123456"}).raise_for_status()
+        code = psu_decides(lender, revoked, "wangfang")["code"]
+        # (The bank takes a PSU's revocation through the gateway only from its client's holder.)
+        with sandbox.client(SERVICE_PARTICIPANT_KEYS["credit"], "/open-banking") as bank_app:
+            bank_app.post(f"/psu/consents/{revoked['consent_id']}/revoke",
+                          json={"psu_id": "wangfang", "otp": "123456"}).raise_for_status()
         assert refused(ob_application(revoked["consent_id"], code))["type"].endswith(":consent-revoked")
 
         # Expired: the magic PSU's consents end 60 seconds after she authorises.
         expiring = new_consent(lender)
-        code = psu_decides(sandbox, expiring, "psu-expire")["code"]
+        code = psu_decides(lender, expiring, "psu-expire")["code"]
         sandbox.clock.advance(timedelta(seconds=61))
         assert refused(ob_application(expiring["consent_id"], code, SUN_YUE))["type"].endswith(":consent-expired")
 
-        # A code for another consent, and a code used twice.
+        # A code for another consent (the bank refuses it: credit sends the first consent's PKCE
+        # verifier, which is not the one the code was issued against), and a code used twice.
         first, second = new_consent(lender), new_consent(lender)
-        first_code = psu_decides(sandbox, first, "wangfang")["code"]
-        second_code = psu_decides(sandbox, second, "wangfang")["code"]
+        first_code = psu_decides(lender, first, "wangfang")["code"]
+        second_code = psu_decides(lender, second, "wangfang")["code"]
         problem = refused(ob_application(first["consent_id"], second_code))
-        assert problem["type"].endswith(":authorization-code-mismatch")
+        assert problem["type"].endswith(":authorization-code-invalid")
         assert lender.post("/applications", json=ob_application(first["consent_id"], first_code)).status_code == 201
         assert refused(ob_application(first["consent_id"], first_code))["type"].endswith(
             ":authorization-code-invalid")
@@ -186,7 +189,7 @@ def test_every_refusal_names_its_reason_and_stores_nothing(tmp_path: Path) -> No
             theirs = tpp.post("/v3.1/aisp/account-access-consents", headers={"Authorization": f"Bearer {token}"},
                               json={"Data": {"Permissions": ["ReadAccountsBasic"]}, "Risk": {}}).json()
         theirs_id = theirs["Data"]["ConsentId"]
-        assert refused(ob_application(theirs_id, "sbx_code_x"))["type"].endswith(":consent-of-another-tpp")
+        assert refused(ob_application(theirs_id, "sbx_code_x"))["type"].endswith(":consent-not-found")
         assert lender.get(f"/open-banking/consents/{theirs_id}").status_code == 404
         unknown = "aac_00000000000000000000000000"
         assert refused(ob_application(unknown, "sbx_code_x"))["type"].endswith(":consent-not-found")
