@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from services.common.demo import ADVISOR_SERVICE, DEMO_ROBO
@@ -156,18 +157,18 @@ def test_only_the_regulator_moves_the_shared_market(stack: GatewayStack) -> None
     assert (market["day"], market["date"], market["shocks"][0]["asset_class"]) == (20, "2026-01-25", "cn_equity")
 
 
-def _over_limit(response) -> None:
+def _over_limit(response: httpx.Response, limit: str) -> None:
+    """The gateway refused the advisor's debit as the robo firm's, over one of the firm's limits."""
     problem = response.json()
-    if response.status_code != 403 or not problem["type"].endswith(":funding-over-sandbox-limit"):
-        pytest.xfail("gateway on-behalf pending")
-    assert problem["payments_problem"]["type"].endswith(":sandbox-limit")
+    assert response.status_code == 403 and problem["type"].endswith(":funding-over-sandbox-limit"), problem
+    assert problem["payments_problem"]["type"].endswith(":sandbox-limit") and limit in problem["detail"], problem
 
 
 def test_demo_robo_cannot_move_more_than_its_single_cap_through_the_advisor(stack: GatewayStack) -> None:
     wallet, mandate = stack.wallet_with_mandate("80000.00", DEMO_ROBO)
     account_id = robo_account(stack, wallet, mandate)
     response = robo_deposit(stack, account_id, "60000.00", **{"X-Request-ID": "req-over-cap"})  # cap 50,000.00
-    _over_limit(response)
+    _over_limit(response, "50000.00")
     assert stack.balance(wallet) == "80000.00"
     refusal = next(e for e in stack.audit("req-over-cap") if e["path"] == "/payments/transfers")
     assert (refusal["participant_id"], refusal["via"], refusal["status"]) == (DEMO_ROBO, ADVISOR_SERVICE, 403)
@@ -180,5 +181,5 @@ def test_a_robo_firms_daily_volume_counts_what_the_advisor_moves_for_it(stack: G
     account_id = robo_account(stack, wallet, mandate, headers=robo)
     assert robo_deposit(stack, account_id, "2000.00", headers=robo).status_code == 201
     over_day = robo_deposit(stack, account_id, "1000.00", headers=robo)
-    _over_limit(over_day)
+    _over_limit(over_day, "2500.00")
     assert stack.balance(wallet) == "8000.00"
