@@ -27,6 +27,5 @@ def stack(request: pytest.FixtureRequest, tmp_path) -> Iterator[Stack]:
 
 @pytest.fixture
 def wallet(stack: Stack) -> Iterator[Wallet]:
-    client = Wallet(stack.gateway_url)
-    yield client
-    client.close()
+    with Wallet(stack.gateway_url) as client:
+        yield client

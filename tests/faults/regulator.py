@@ -104,6 +104,28 @@ def wait_until_reconciled(stack: Stack, timeout_s: float) -> list[dict[str, Any]
         time.sleep(0.3)
 
 
+def wait_for_intent(stack: Stack, key: str, timeout_s: float = 5) -> dict[str, Any]:
+    """The intent entry the gateway wrote ahead for this idempotency key, once it is logged."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = [e for e in audit_entries(stack) if e["phase"] == "intent" and e["idempotency_key"] == key]
+        if found:
+            return found[0]
+        assert time.monotonic() < deadline, f"no intent logged for key {key} within {timeout_s} s"
+        time.sleep(0.05)
+
+
+def entries_closing(entries: list[dict[str, Any]], intent: dict[str, Any]) -> list[dict[str, Any]]:
+    """The entries that follow an intent: its outcome or unanswered entry, its reconciliation,
+    and replays of its key."""
+    return [e for e in entries if e["intent_index"] == intent["index"]]
+
+
+def balance_minor(stack: Stack, account_id: str) -> int:
+    account = httpx.get(f"{stack.payments_url}/accounts/{account_id}", timeout=10).json()
+    return to_minor(account["balance"]["amount"], account["balance"]["currency"])
+
+
 def _describe(entry: dict[str, Any]) -> str:
     amount = (entry.get("amount") or {}).get("amount")
     return (f"#{entry['index']} {entry['phase']} {entry['status']} {amount} counts={entry['counts_toward']}"
@@ -198,7 +220,8 @@ def retries_replay(retries: list[Sent], entries: list[dict[str, Any]]) -> list[s
     for retry in retries:
         first = retry.retry_of
         assert first is not None
-        if not (retry.succeeded and retry.replayed and retry.journal_id == first.journal_id):
+        same_answer = first.journal_id is None or retry.journal_id == first.journal_id  # None: never heard
+        if not (retry.succeeded and retry.replayed and same_answer):
             findings.append(f"retry of {first} answered {retry.status} replayed={retry.replayed} "
                             f"journal {retry.journal_id}, expected the first answer ({first.journal_id}) replayed")
             continue

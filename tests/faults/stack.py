@@ -24,13 +24,12 @@ from tests.support.ports import free_port_offset
 SERVICES = ("payments", "gateway")
 # The gateway gives up on an upstream after 2 s (504) and reconciles open intents every second;
 # its deadline for a movement is then connect + read + 1 s (services.common.idempotency).
-# A claim's lease is long enough to see a retry refused within it after a restart, short enough
-# to wait out.
+# A claim's lease is long enough to see a retry refused within it, short enough to wait out.
 FAULT_ENV = {
     "GATEWAY_READ_TIMEOUT": "2",
     "GATEWAY_CONNECT_TIMEOUT": "1",
     "GATEWAY_RECONCILE_INTERVAL_S": "1",
-    "PAYMENTS_IDEMPOTENCY_LEASE_SECONDS": "6",
+    "PAYMENTS_IDEMPOTENCY_LEASE_SECONDS": "3",
     "PAYMENTS_LOG_LEVEL": "WARNING",
     "GATEWAY_LOG_LEVEL": "INFO",
 }

@@ -1,0 +1,65 @@
+"""Payments killed (-9) right after it claimed an Idempotency-Key: the key is not stuck."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+from sqlalchemy import insert
+
+from services.common.demo import WALLET_CO
+from services.common.idempotency import fingerprint
+from services.common.ids import new_id
+from services.payments.models import IdempotencyKeys
+from tests.faults.regulator import RECONCILE_TIMEOUT_S, ledger_journals, regulators_audit, report, wait_for_intent
+from tests.faults.stack import LEASE_S, Stack
+from tests.faults.traffic import LI_WEI, ZHANG_MIN, Sent, Wallet, fund_new_accounts, new_key
+
+
+def leave_claim_as_a_kill_would(stack: Stack, first: Sent) -> float:
+    """The row a payments process killed between claiming a key and finishing its work leaves:
+    the claim committed (in flight, its token, claimed now), no journal, nothing saved. Returns
+    when the lease runs out (monotonic seconds)."""
+    now = datetime.now(UTC)
+    engine = stack.database("payments")
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert(IdempotencyKeys).values(
+                id=new_id("idem"), scope=WALLET_CO, key=first.key,
+                fingerprint=fingerprint("POST", "/transfers", json.dumps(first.body).encode()),
+                state="in_flight", created_at=now, token=secrets.token_hex(16), claimed_at=now))
+    finally:
+        engine.dispose()
+    return time.monotonic() + LEASE_S
+
+
+def test_a_key_claimed_by_a_killed_payments_is_in_flight_within_its_lease_then_runs_once(
+        stack: Stack, wallet: Wallet) -> None:
+    fund_new_accounts(wallet, 0)
+    key = new_key()
+
+    # The gateway forwards a keyed transfer and payments dies holding it: the sender gets 504.
+    stack.pause("payments")
+    with ThreadPoolExecutor(1) as sender, Wallet(stack.gateway_url) as client:
+        pending = sender.submit(client.transfer, LI_WEI, ZHANG_MIN, "55.50", key)
+        wait_for_intent(stack, key)
+        stack.kill("payments")
+        first = pending.result(timeout=10)
+    assert (first.status, first.problem) == (504, "upstream-timeout"), str(first)
+    stack.start("payments")
+    lease_ends = leave_claim_as_a_kill_would(stack, first)
+
+    within = wallet.retry(first)
+    assert time.monotonic() < lease_ends, "the retry came after the lease: lengthen it"
+    assert (within.status, within.problem) == (409, "idempotency-key-in-flight"), str(within)
+    assert within.retry_after is not None and 1 <= int(within.retry_after) <= LEASE_S, within.retry_after
+
+    time.sleep(max(0.0, lease_ends - time.monotonic()))
+    after = wallet.retry_until_settled(first, RECONCILE_TIMEOUT_S)
+    assert (after.status, after.replayed) == (201, False), f"{after} (a retry after the lease runs it)"
+    assert [j.id for j in ledger_journals(stack) if j.key == key] == [after.journal_id]
+    findings = regulators_audit(stack, [first, within, after])
+    assert not findings, report(findings, stack)
