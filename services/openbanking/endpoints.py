@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, quote, urlencode
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import Headers
 
 from services.common.app import ClockDep
@@ -251,11 +251,16 @@ def _client_auth_headers(request: Request) -> Headers:
 def issue_token(request: Request, server: AuthServerDep,
                 form: Annotated[list[tuple[str, str]] | None, Depends(token_form)]) -> Any:
     """Get an access token: client_credentials (to create consents) or authorization_code (with the PKCE verifier)."""
-    grant_type = dict(form or []).get("grant_type")
-    if grant_type is None:
+    fields = dict(form or [])
+    if "grant_type" not in fields:
         return _oauth_error(400, "invalid_request", "Send a form-encoded body with grant_type.")
-    if grant_type not in GRANT_TYPES:  # answered here: Authlib would quote the value back unchecked
+    if fields["grant_type"] not in GRANT_TYPES:  # answered here: Authlib would quote the value back unchecked
         return _oauth_error(400, "unsupported_grant_type", "Use client_credentials or authorization_code.")
+    try:  # the documented field formats first, as every other operation checks its schema
+        TokenForm.model_validate(fields)
+    except ValidationError as exc:
+        where = ", ".join(str(e["loc"][0]) for e in exc.errors() if e.get("loc"))
+        return _oauth_error(400, "invalid_scope" if where == "scope" else "invalid_request", f"Invalid: {where}.")
     answer = server.token(BankRequest(request.method, str(request.url), _client_auth_headers(request), form or []))
     if answer.status == 200:
         server.session.commit()
