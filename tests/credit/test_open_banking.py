@@ -144,6 +144,12 @@ def test_every_refusal_names_its_reason_and_stores_nothing(tmp_path: Path) -> No
         assert problem["type"].endswith(":consent-not-authorised")
         assert problem["consent_status"] == "AwaitingAuthorisation"
 
+        # The bank refuses the applicant's login: credit says so, and the consent still waits.
+        wrong = lender.post(waiting["psu_authorisation"]["url"], json={"psu_id": "wangfang", "otp": "000000"})
+        assert (wrong.status_code, wrong.json()["type"]) == (409, "urn:fintech-sandbox:problem:psu-authorisation-refused")
+        assert "wrong one-time code" in wrong.json()["detail"]
+        assert lender.get(f"/open-banking/consents/{waiting['consent_id']}").json()["status"] == "AwaitingAuthorisation"
+
         # Rejected by the applicant (the magic PSU rejects everything).
         rejected = new_consent(lender)
         assert psu_decides(lender, rejected, "psu-reject")["status"] == "Rejected"

@@ -93,6 +93,10 @@ def test_another_lender_cannot_read_or_apply_with_the_first_lenders_bank_consent
     assert lender.get(f"/open-banking/consents/{consent_id}").status_code == 200
 
     assert other_lender.get(f"/open-banking/consents/{consent_id}").status_code == 404
+    decided = other_lender.post(f"/open-banking/consents/{consent_id}/authorisation",
+                                json={"psu_id": "wangfang", "otp": "123456"})
+    assert decided.status_code == 404
+    assert lender.get(f"/open-banking/consents/{consent_id}").json()["status"] == "AwaitingAuthorisation"
     applied = other_lender.post("/applications", json=application(cash_flow={
         "source": "open_banking", "consent_id": consent_id, "authorization_code": "any-code",
         "account_id": "acc_00000000000000000000000008"}))
