@@ -168,7 +168,8 @@ def score_questionnaire(session: Session, adv: Advisor, body: RiskQuestionnaire,
     )
     scored = risk.score_answers(answers)
     row = RiskProfile(
-        id=new_id("rp"), participant_id=caller.authority, answers=body.model_dump(mode="json"), score=scored.score, level=scored.level,
+        id=new_id("rp"), participant_id=caller.authority, answers=body.model_dump(mode="json"),
+        score=scored.score, level=scored.level,
         result={
             "capacity": scored.capacity, "willingness": scored.willingness, "consistency": scored.consistency,
             "raw_score": scored.raw_score,
@@ -275,7 +276,8 @@ def account_public(session: Session, adv: Advisor, account: InvestorAccount, now
                                       cost=Money.of(cost, CNY), unrealised_gain=Money.of(value - cost, CNY)))
     return InvestorAccountPublic(
         id=account.id, owner_name=account.owner_name, wallet_account_id=account.wallet_account_id,
-        funding_mandate_id=account.funding_mandate_id, risk_profile_id=account.risk_profile_id, goal=account.goal, horizon_years=account.horizon_years,
+        funding_mandate_id=account.funding_mandate_id, risk_profile_id=account.risk_profile_id,
+        goal=account.goal, horizon_years=account.horizon_years,
         years_left=years_left(account, now), status=account.status,  # type: ignore[arg-type]
         profile_level=account.profile_level, target_level=level,
         expected_return=target.expected_return, volatility=target.volatility,
@@ -463,8 +465,9 @@ def settle_deposit(session: Session, adv: Advisor, account: InvestorAccount, dep
         done = adv.payments.transfer(
             from_account=account.wallet_account_id, to_account=adv.custody_account_id,
             amount_minor=deposit.amount_minor, currency=deposit.currency, idempotency_key=deposit.id,
-            description=f"Robo-advisor deposit {deposit.id}", on_behalf_of=account.participant_id,
-            mandate_id=account.funding_mandate_id,
+            description=f"Robo-advisor deposit {deposit.id}", mandate_id=account.funding_mandate_id,
+            # The account's firm; an account opened directly (no owner) is its caller's to fund.
+            on_behalf_of=account.participant_id or caller.authority,
         )
     except PaymentsUnavailable:
         return deposit_public(session, adv, deposit)  # still pending: retry with POST …/retry
