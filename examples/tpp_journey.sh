@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole open-banking TPP journey through the gateway, against a running sandbox (`make run`):
 # token, consent, the PSU authorises, accounts and transactions, a payment, then the payment in
-# the payments ledger and in the gateway's audit log.   Usage: examples/tpp_journey.sh [gateway-url]
+# the payments ledger and in the gateway's audit log (the bank's ledger transfer is the TPP's, sent
+# via the bank's own key).   Usage: examples/tpp_journey.sh [gateway-url]
 set -euo pipefail
 G=${1:-http://127.0.0.1:8000}
 PAYMENTS=${PAYMENTS_URL:-${G%:*}:$(( ${G##*:} + 1 ))}   # the payments service's own port (8001)
@@ -9,6 +10,8 @@ OB=$G/open-banking
 KEY='X-API-Key: sbx_demo_tpp_key'
 J='Content-Type: application/json'
 field() { python3 -c "import sys, json; d = json.load(sys.stdin); print($1)"; }
+# PKCE (required): a fresh random verifier per authorisation, and its S256 challenge for /authorize.
+pkce() { python3 -c "import base64, hashlib, secrets; v = secrets.token_urlsafe(48); print(v, base64.urlsafe_b64encode(hashlib.sha256(v.encode()).digest()).rstrip(b'=').decode())"; }
 
 echo "1. client-credentials token for the demo TPP"
 TPP=$(curl -sf -H "$KEY" $OB/oauth2/token -d grant_type=client_credentials \
@@ -20,11 +23,12 @@ CONSENT=$(curl -sf -H "$KEY" -H "Authorization: Bearer $TPP" -H "$J" $OB/v3.1/ai
   | field 'd["Data"]["ConsentId"] + " " + d["Data"]["Status"]')
 echo "   $CONSENT"; CONSENT=${CONSENT%% *}
 
-echo "3. Wang Fang authorises it at the bank (headless, one-time code 123456)"
+echo "3. Wang Fang authorises it at the bank (headless, one-time code 123456; PKCE S256)"
+read -r VERIFIER CHALLENGE < <(pkce)
 CODE=$(curl -sf -H "$KEY" -H "$J" $OB/authorize \
-  -d "{\"consent_id\":\"$CONSENT\",\"client_id\":\"tpp_demo\",\"psu_id\":\"wangfang\",\"otp\":\"123456\"}" | field 'd["code"]')
+  -d "{\"consent_id\":\"$CONSENT\",\"client_id\":\"tpp_demo\",\"code_challenge\":\"$CHALLENGE\",\"code_challenge_method\":\"S256\",\"psu_id\":\"wangfang\",\"otp\":\"123456\"}" | field 'd["code"]')
 PSU=$(curl -sf -H "$KEY" -u tpp_demo:sbx_demo_tpp_secret $OB/oauth2/token \
-        -d grant_type=authorization_code -d code=$CODE | field 'd["access_token"]')
+        -d grant_type=authorization_code -d code=$CODE -d code_verifier=$VERIFIER | field 'd["access_token"]')
 
 echo "4. accounts, balance and transactions"
 curl -sf -H "$KEY" -H "Authorization: Bearer $PSU" $OB/v3.1/aisp/accounts \
@@ -39,10 +43,11 @@ INITIATION='{"InstructionIdentification":"INSTR-0001","EndToEndIdentification":"
 RISK='{"PaymentContextCode":"PartyToParty"}'
 PCONSENT=$(curl -sf -H "$KEY" -H "Authorization: Bearer $TPP" -H "$J" -H "x-idempotency-key: coffee-$$-$RANDOM" \
   $OB/v3.1/pisp/domestic-payment-consents -d "{\"Data\":{\"Initiation\":$INITIATION},\"Risk\":$RISK}" | field 'd["Data"]["ConsentId"]')
+read -r VERIFIER CHALLENGE < <(pkce)
 CODE=$(curl -sf -H "$KEY" -H "$J" $OB/authorize \
-  -d "{\"consent_id\":\"$PCONSENT\",\"client_id\":\"tpp_demo\",\"psu_id\":\"wangfang\",\"otp\":\"123456\"}" | field 'd["code"]')
+  -d "{\"consent_id\":\"$PCONSENT\",\"client_id\":\"tpp_demo\",\"code_challenge\":\"$CHALLENGE\",\"code_challenge_method\":\"S256\",\"psu_id\":\"wangfang\",\"otp\":\"123456\"}" | field 'd["code"]')
 PAY=$(curl -sf -H "$KEY" -u tpp_demo:sbx_demo_tpp_secret $OB/oauth2/token \
-        -d grant_type=authorization_code -d code=$CODE | field 'd["access_token"]')
+        -d grant_type=authorization_code -d code=$CODE -d code_verifier=$VERIFIER | field 'd["access_token"]')
 curl -sf -H "$KEY" -H "Authorization: Bearer $PAY" $OB/v3.1/pisp/domestic-payment-consents/$PCONSENT/funds-confirmation \
   | field '"   funds available: %s" % d["Data"]["FundsAvailableResult"]["FundsAvailable"]'
 PAID=$(curl -sf -H "$KEY" -H "Authorization: Bearer $PAY" -H "$J" -H "x-idempotency-key: pay-$$-$RANDOM" \
@@ -64,4 +69,4 @@ while True:  # the statement is oldest first: walk every page, keep the newest c
 print(f"   ledger: {last['id']} {last['kind']} {last['amount']['amount']} -> {last['to_account_id']} ({last['description']})")
 PY
 curl -sf -H 'X-API-Key: sbx_regulator_key' "$G/sandbox/audit/entries?request_id=req_tpp_journey_$$" \
-  | field '"\n".join("   log #%d %s %s %s %s %s" % (e["index"], e["participant_id"], e["method"], e["path"], e["status"], e["decision"]) for e in d["data"])'
+  | field '"\n".join("   log #%d %s%s %s %s %s %s" % (e["index"], e["participant_id"], " via " + e["via"] if e.get("via") else "", e["method"], e["path"], e["status"], e["decision"]) for e in d["data"])'
