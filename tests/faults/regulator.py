@@ -104,14 +104,16 @@ def wait_until_reconciled(stack: Stack, timeout_s: float) -> list[dict[str, Any]
         time.sleep(0.3)
 
 
-def wait_for_intent(stack: Stack, key: str, timeout_s: float = 5) -> dict[str, Any]:
-    """The intent entry the gateway wrote ahead for this idempotency key, once it is logged."""
+def wait_for_intent(stack: Stack, key: str | Callable[[dict[str, Any]], bool], timeout_s: float = 5) -> dict[str, Any]:
+    """The last intent entry the gateway wrote ahead for this idempotency key (or that matches),
+    once it is logged."""
+    matches = key if callable(key) else (lambda e: e["idempotency_key"] == key)
     deadline = time.monotonic() + timeout_s
     while True:
-        found = [e for e in audit_entries(stack) if e["phase"] == "intent" and e["idempotency_key"] == key]
+        found = [e for e in audit_entries(stack) if e["phase"] == "intent" and matches(e)]
         if found:
-            return found[0]
-        assert time.monotonic() < deadline, f"no intent logged for key {key} within {timeout_s} s"
+            return found[-1]
+        assert time.monotonic() < deadline, f"no intent logged for {key} within {timeout_s} s"
         time.sleep(0.05)
 
 

@@ -25,7 +25,13 @@ AMOUNT_MINOR = 77_700
 DEADLINE_AFTER_SEND_S = GATEWAY_PATIENCE_S + 1  # the gateway's deadline header: its patience + 1 s
 
 
-@pytest.mark.parametrize("resumed", ["before-the-deadline", "after-the-deadline"])
+# The deadline fence is the same code on both databases: its branch runs on SQLite only, to keep
+# the suite within its time.
+@pytest.mark.parametrize(("stack", "resumed"), [
+    ("sqlite", "before-the-deadline"),
+    pytest.param("postgres", "before-the-deadline", marks=pytest.mark.postgres),
+    ("sqlite", "after-the-deadline"),
+], indirect=["stack"])
 def test_keyed_transfer_orphaned_by_a_gateway_crash_is_debited_only_if_logged_and_counted_once(
         stack: Stack, wallet: Wallet, resumed: str) -> None:
     fund_new_accounts(wallet, 0)

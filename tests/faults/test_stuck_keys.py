@@ -7,19 +7,33 @@ import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import Any
 
+import pytest
 from sqlalchemy import insert
 
+from sandbox.gateway.proxy import ASSIGNED_KEY_PREFIX
 from services.common.demo import WALLET_CO
 from services.common.idempotency import fingerprint
 from services.common.ids import new_id
 from services.payments.models import IdempotencyKeys
-from tests.faults.regulator import RECONCILE_TIMEOUT_S, ledger_journals, regulators_audit, report, wait_for_intent
+from tests.faults.regulator import (
+    RECONCILE_TIMEOUT_S,
+    entries_closing,
+    ledger_journals,
+    regulators_audit,
+    report,
+    wait_for_intent,
+    wait_until_reconciled,
+)
 from tests.faults.stack import LEASE_S, Stack
 from tests.faults.traffic import LI_WEI, ZHANG_MIN, Sent, Wallet, fund_new_accounts, new_key
 
+# "Retry shortly": seconds (the lease, or the gateway's reconciler rounds), not the day the issue saw.
+SHORT_RETRY_AFTER_S = 10
 
-def leave_claim_as_a_kill_would(stack: Stack, first: Sent) -> float:
+
+def leave_claim_as_a_kill_would(stack: Stack, key: str, body: dict[str, Any]) -> float:
     """The row a payments process killed between claiming a key and finishing its work leaves:
     the claim committed (in flight, its token, claimed now), no journal, nothing saved. Returns
     when the lease runs out (monotonic seconds)."""
@@ -28,8 +42,8 @@ def leave_claim_as_a_kill_would(stack: Stack, first: Sent) -> float:
     try:
         with engine.begin() as conn:
             conn.execute(insert(IdempotencyKeys).values(
-                id=new_id("idem"), scope=WALLET_CO, key=first.key,
-                fingerprint=fingerprint("POST", "/transfers", json.dumps(first.body).encode()),
+                id=new_id("idem"), scope=WALLET_CO, key=key,
+                fingerprint=fingerprint("POST", "/transfers", json.dumps(body).encode()),
                 state="in_flight", created_at=now, token=secrets.token_hex(16), claimed_at=now))
     finally:
         engine.dispose()
@@ -50,16 +64,41 @@ def test_a_key_claimed_by_a_killed_payments_is_in_flight_within_its_lease_then_r
         first = pending.result(timeout=10)
     assert (first.status, first.problem) == (504, "upstream-timeout"), str(first)
     stack.start("payments")
-    lease_ends = leave_claim_as_a_kill_would(stack, first)
+    lease_ends = leave_claim_as_a_kill_would(stack, key, first.body)
 
     within = wallet.retry(first)
     assert time.monotonic() < lease_ends, "the retry came after the lease: lengthen it"
     assert (within.status, within.problem) == (409, "idempotency-key-in-flight"), str(within)
-    assert within.retry_after is not None and 1 <= int(within.retry_after) <= LEASE_S, within.retry_after
+    assert within.retry_after is not None and 1 <= int(within.retry_after) <= SHORT_RETRY_AFTER_S, str(within)
 
     time.sleep(max(0.0, lease_ends - time.monotonic()))
     after = wallet.retry_until_settled(first, RECONCILE_TIMEOUT_S)
     assert (after.status, after.replayed) == (201, False), f"{after} (a retry after the lease runs it)"
     assert [j.id for j in ledger_journals(stack) if j.key == key] == [after.journal_id]
     findings = regulators_audit(stack, [first, within, after])
+    assert not findings, report(findings, stack)
+
+
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)  # the keyed test covers both databases
+def test_an_unkeyed_transfer_claimed_by_a_killed_payments_is_reconciled_as_not_applied_after_the_lease(
+        stack: Stack, wallet: Wallet) -> None:
+    """No sender will ever retry the key the gateway assigned: reconciliation alone must close it."""
+    fund_new_accounts(wallet, 0)  # keyed by the sender: the only key the gateway assigns is this one's
+
+    stack.pause("payments")
+    with ThreadPoolExecutor(1) as sender, Wallet(stack.gateway_url) as client:
+        pending = sender.submit(client.transfer, LI_WEI, ZHANG_MIN, "44.40")
+        intent = wait_for_intent(stack, lambda e: e["idempotency_key"].startswith(ASSIGNED_KEY_PREFIX))
+        stack.kill("payments")
+        first = pending.result(timeout=10)
+    assert (first.status, first.problem) == (504, "upstream-timeout"), str(first)
+    stack.start("payments")
+    leave_claim_as_a_kill_would(stack, intent["idempotency_key"], first.body)
+
+    entries = wait_until_reconciled(stack, LEASE_S + RECONCILE_TIMEOUT_S)
+    closing = [(e["phase"], e["status"], e["error"]) for e in entries_closing(entries, intent)]
+    assert ("reconciled", 0, "not-applied") in closing, f"intent #{intent['index']} ({intent['idempotency_key']}) " \
+        f"followed only by {closing}"
+    assert [j for j in ledger_journals(stack) if j.key == intent["idempotency_key"]] == []
+    findings = regulators_audit(stack, [first])
     assert not findings, report(findings, stack)
