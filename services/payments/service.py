@@ -121,7 +121,7 @@ def list_accounts(
     session: Session, limit: int, after: str | None, kind: str | None, currency: str | None,
     caller: Caller = DIRECT,
 ) -> list[AccountPublic]:
-    """Every account for a direct or mandated caller; a participant's own for a participant."""
+    """Every account for a direct caller (or the gateway's look-ups); a participant's own for a participant."""
     owner = caller.participant_id if caller.restricted else None
     accounts = AccountsRepository(session).list(limit, after, kind, currency, owner)
     return [account_public(a) for a in accounts]

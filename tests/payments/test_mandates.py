@@ -8,16 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from services.common.clock import frozen_clock
 from services.common.demo import ADVISOR_SERVICE, DEMO_MANDATES, DEMO_ROBO, WALLET_CO
 from services.payments.main import PaymentsSettings, create_app
+from services.payments.models import Mandate
 from tests.payments.factories import as_, cny, grant_mandate, open_funded
 from tests.support.ledger import assert_problem, snapshot
 from tests.support.servers import serve
@@ -243,12 +245,29 @@ def test_only_the_owner_grants_and_only_the_parties_see_a_mandate(client: TestCl
     assert client.get(f"/mandates/{mine['id']}").status_code == 200
 
 
-def test_invariants_check_every_mandated_debit(client: TestClient, wallet: str, shop: str) -> None:
-    mandate = grant_mandate(client, OWNER, wallet, GRANTEE)
+def test_invariants_check_every_mandated_debit_against_its_mandate(
+        app: FastAPI, client: TestClient, wallet: str, shop: str) -> None:
+    mandate = grant_mandate(client, OWNER, wallet, GRANTEE, per_debit="50.00", per_period="80.00")
+    paid = debit(client, as_(GRANTEE), wallet, shop, "40.00", mandate["id"]).json()
     assert debit(client, as_(GRANTEE), wallet, shop, "40.00", mandate["id"]).status_code == 201
-    report = client.get("/invariants").json()
-    check = next(c for c in report["checks"] if c["name"] == "mandated_debits_within_mandate")
-    assert report["ok"] and check["ok"] and check["violations"] == []
+
+    def mandate_check() -> dict[str, object]:
+        report = client.get("/invariants").json()
+        return next(c for c in report["checks"] if c["name"] == "mandated_debits_within_mandate")
+
+    assert mandate_check()["ok"] is True and client.get("/invariants").json()["ok"] is True
+    # Were the rows ever to disagree (here: the caps rewritten under the journals, and the
+    # mandate revoked before the first debit), the check names each journal that broke them.
+    with app.state.db.session() as session:
+        session.execute(update(Mandate).where(Mandate.id == mandate["id"]).values(
+            max_per_debit_minor=3000, max_per_period_minor=7000,
+            revoked_at=datetime.fromisoformat(paid["created_at"]) - timedelta(seconds=1)))
+        session.commit()
+    check = mandate_check()
+    assert check["ok"] is False
+    violations = " ".join(check["violations"])  # type: ignore[arg-type]
+    assert f"{paid['id']}: {mandate['id']} was not live" in violations
+    assert "over max_per_period 7000" in violations and "max_per_debit 3000" in violations
 
 
 CONCURRENT_DEBITS = 12
