@@ -721,7 +721,8 @@ def repayment_refusal(loan: Loan, status: int, problem: dict[str, Any]) -> Probl
     mandate = loan.repayment_mandate_id
     facts = {"loan_id": loan.id, "repayment_mandate_id": mandate, "payments_problem": problem}
     slug = _slug(problem)
-    if status == 404:  # payments hides another participant's account (and mandate) behind "not found"
+    payer_hidden = status == 404 and loan.lender_account_id not in str(problem.get("detail"))
+    if payer_hidden:  # payments hides another participant's account (and mandate) behind "not found"
         why = (f"mandate {mandate} is not a mandate on {loan.account_id} to {loan.participant_id}"
                if mandate else "the loan names no repayment mandate (repayment_mandate_id, set when applying)")
         return Problem(403, "repayment-not-authorised", "The lender may not debit the borrower's account",

@@ -1,9 +1,10 @@
 """The pull path through the real gateway: credit is a TPP at Sandbox Bank with its own client.
 
 Credit creates the account-access consent with its own client-credentials token, the applicant
-(the PSU) authorises it at the bank, and the application carries the consent id and the bank's
-code. Credit swaps the code with its own client credentials and reads with its own gateway key,
-so the bank's rule that a token works only for the participant that obtained it holds.
+(the PSU) authorises it at the bank (credit relays the decision with its PKCE challenge), and the
+application carries the consent id and the bank's code. Credit swaps the code with its own client
+credentials and the consent's PKCE verifier, and reads with its own gateway key, so the bank's
+rule that a token works only for the participant that obtained it holds.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from tests.credit.conftest import (
     CREDIT_PARTICIPANT,
     LENDER_KEY,
     TPP_KEY,
-    Sandbox,
     application,
     sandbox_through_gateway,
 )
@@ -35,7 +35,6 @@ ZHAO_LEI = "acc_00000000000000000000000b02"  # PSU zhaolei
 SUN_YUE = "acc_00000000000000000000000b03"  # magic PSU psu-expire: consents end 60 s after authorising
 LI_WEI = "acc_00000000000000000000000001"  # a wallet that pays Wang Fang
 WALLET_KEY = "sbx_demo_wallet_key"
-TPP_PARTICIPANT = next(p.id for p in DEMO_PARTICIPANTS if p.api_key == TPP_KEY)
 LENDER_PARTICIPANT = next(p.id for p in DEMO_PARTICIPANTS if p.api_key == LENDER_KEY)
 
 
