@@ -41,7 +41,9 @@ class IdempotencyOutcome(BaseModel):
     created_at: datetime | None = Field(description="When the key was first used (service clock).")
 
 
-KeyPath = Annotated[str, Path(min_length=1, max_length=255, description="The request's idempotency key.")]
+# Printable ASCII: what both the kit's `Idempotency-Key` and OBIE's `x-idempotency-key` allow.
+KeyPath = Annotated[str, Path(min_length=1, max_length=255, pattern=r"^[\x20-\x7e]+$",
+                              description="The request's idempotency key, percent-encoded.")]
 FingerprintQuery = Annotated[str, Query(
     pattern=r"^[0-9a-f]{64}$", description="SHA-256 (hex) of the method, service-relative path and "
     "canonical JSON body, as `services.common.idempotency.fingerprint` computes it.")]
@@ -57,7 +59,9 @@ def outcomes_router(table: Table) -> APIRouter:
         operation_id="get_idempotency_outcome",
         summary="Outcome of a request, by its idempotency key",
         response_model=IdempotencyOutcome,
-        responses=problem_responses(422),
+        responses={**problem_responses(422), 404: {
+            **problem_responses(404)[404],
+            "description": "No such route: the key cannot be a path segment (`..`, a line break)"}},
     )
     async def read_idempotency_outcome(
         key: KeyPath, fingerprint: FingerprintQuery, database: DatabaseDep, request: Request,
