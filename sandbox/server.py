@@ -7,6 +7,7 @@ client cannot hold the server's memory or connections with requests it never fin
   → 408 and closed (a connection that never sent a byte is just closed);
 - a body not finished within `body_timeout_s` of its headers → 408 (or just closed if the
   answer has begun);
+- a body larger than `max_body_bytes` → 413 and closed (or just closed if the answer has begun);
 - idle between requests for `keep_alive_s` → closed (uvicorn's keep-alive timer);
 - more than `max_client_connections` open connections, or as many requests in progress →
   503 with Retry-After, connection closed.
@@ -46,6 +47,8 @@ class ServerSettings(BaseSettings):
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
     keep_alive_s: float = 5.0
+    # The sandbox's bodies are small JSON; the gateway reads a body whole before screening it.
+    max_body_bytes: int = 1024 * 1024
     # An idle connection costs a few KiB and is closed within header_timeout_s or keep_alive_s,
     # so the cap sits well above a burst of idle sockets (2,000) and below a small fd limit's reach.
     max_client_connections: int = 4096
@@ -118,6 +121,7 @@ class DoorProtocol(HttpToolsProtocol):
         self.reading_body = False  # from the headers' end to the message's end
         self.header_bytes = 0  # this request's header bytes in the reads before the current one
         self.read_size = 0  # the current read's
+        self.body_bytes = 0
 
     # -- the connection ------------------------------------------------------------------------
 
@@ -154,6 +158,7 @@ class DoorProtocol(HttpToolsProtocol):
             return  # refused earlier in this read: parse the rest, start nothing
         self.reading_headers = False
         self.reading_body = True
+        self.body_bytes = 0
         self._cancel_read_deadline()
         # Headers that ended within this read may have come whole in it: measure them then only.
         limit = self.limits.max_header_bytes
@@ -171,8 +176,14 @@ class DoorProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
-        if not self.transport.is_closing():  # a refused request has no cycle to take its body
-            super().on_body(body)
+        if self.transport.is_closing():
+            return  # a refused request has no cycle to take its body
+        self.body_bytes += len(body)
+        if self.body_bytes > self.limits.max_body_bytes:
+            self._refuse_request(413, "payload-too-large", "Request body too large",
+                                 f"A request body may take {self.limits.max_body_bytes} bytes.")
+            return
+        super().on_body(body)
 
     def on_message_complete(self) -> None:
         self.reading_body = False
@@ -198,15 +209,10 @@ class DoorProtocol(HttpToolsProtocol):
         if self.reading_headers and self.header_bytes == 0:
             self.transport.close()  # connected and never sent a byte: nothing to answer
             return
-        if self.reading_body and self.cycle is not None and self.cycle.response_started:
-            self.transport.close()  # the answer has begun: a status can no longer be sent
-            return
-        if self.cycle is not None and self.reading_body:
-            self.cycle.disconnected = True  # the application's receive() ends; its answer is dropped
         part, limit = (("headers", self.limits.header_timeout_s) if self.reading_headers
                        else ("body", self.limits.body_timeout_s))
-        self._refuse(408, "request-timeout", "Request not received in time",
-                     f"The request's {part} did not arrive within {limit:g} s.")
+        self._refuse_request(408, "request-timeout", "Request not received in time",
+                             f"The request's {part} did not arrive within {limit:g} s.")
 
     def _parsed_header_bytes(self) -> int:
         # The request line's method and version, and each header's ": " and CRLF, are about 4 bytes.
@@ -215,6 +221,15 @@ class DoorProtocol(HttpToolsProtocol):
     def _refuse_headers_too_large(self) -> None:
         self._refuse(431, "headers-too-large", "Request header fields too large",
                      f"The request line and headers may take {self.limits.max_header_bytes} bytes.")
+
+    def _refuse_request(self, status: int, slug: str, title: str, detail: str) -> None:
+        """Refuse the request being read; once its headers are in, the application has it too."""
+        if self.reading_body and self.cycle is not None:
+            if self.cycle.response_started:
+                self.transport.close()  # the answer has begun: a status can no longer be sent
+                return
+            self.cycle.disconnected = True  # the application's receive() ends; its answer is dropped
+        self._refuse(status, slug, title, detail)
 
     def _refuse(self, status: int, slug: str, title: str, detail: str) -> None:
         self.logger.warning("%s - %d %s", self._peer(), status, slug)

@@ -22,7 +22,8 @@ HEADER_TIMEOUT_S = 1.0
 BODY_TIMEOUT_S = 1.0
 KEEP_ALIVE_S = 0.5
 MAX_CONNECTIONS = 20
-MAX_HEADER_BYTES = 16 * 1024  # the default
+MAX_HEADER_BYTES = 16 * 1024  # the defaults
+MAX_BODY_BYTES = 1024 * 1024
 SLACK_S = 0.75  # the event loop's timer granularity plus a busy test machine
 
 
@@ -184,6 +185,15 @@ def test_a_body_that_stops_arriving_gets_408_within_the_body_timeout(gateway) ->
         waited = time.monotonic() - started
     assert status == 408 and "body" in problem["detail"]
     assert waited <= BODY_TIMEOUT_S + SLACK_S
+
+
+def test_a_body_over_the_limit_gets_413(gateway) -> None:
+    body = b"[" + b" " * MAX_BODY_BYTES + b"]"  # all of it read by the server: no reset loses the answer
+    with connect(gateway) as sock:
+        sock.sendall(b"POST /payments/transfers HTTP/1.1\r\nHost: door\r\nX-API-Key: " + WALLET_KEY.encode()
+                     + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        status, problem = status_and_problem(read_until_closed(sock))
+    assert status == 413 and problem["type"].endswith(":payload-too-large")
 
 
 def test_a_request_in_several_reads_within_the_timeouts_is_served(gateway) -> None:
