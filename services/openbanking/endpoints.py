@@ -118,7 +118,8 @@ async def _idempotency(request: Request, token: AccessToken, key: str | None) ->
     # Keys are the TPP's own: scoped per client, as OBIE scopes them per TPP.
     return Idempotency(request.app.state.idempotency_table, request.app.state.clock, key,
                        scope=f"tpp:{token.client_id}",
-                       fingerprint=fingerprint(request.method, request.url.path, body))
+                       fingerprint=fingerprint(request.method, request.url.path, body),
+                       lease=request.app.state.idempotency_lease)
 
 
 async def optional_idempotency(
