@@ -124,6 +124,8 @@ def check_the_310_loan_lands_in_the_merchants_wallet(gateway: str) -> None:
     before, after = re.findall(r"holds ([\d.]+) CNY", out)
     assert float(after) - float(before) == 20000.00
     assert "decision_ms" in out
+    # The lender collects under the wallet owner's mandate to it, not on a key that may debit anything.
+    assert "debited under the loan's mandate mdt_00000000000000000000000002" in out
 
 
 def test_every_readme_walkthrough_runs_against_a_fresh_sandbox(gateway: str) -> None:
