@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole open-banking TPP journey through the gateway, against a running sandbox (`make run`):
 # token, consent, the PSU authorises, accounts and transactions, a payment, then the payment in
-# the payments ledger and in the gateway's audit log (the bank's ledger transfer is the TPP's, sent
-# via the bank's own key).   Usage: examples/tpp_journey.sh [gateway-url]
+# the payments ledger and in the gateway's audit log (the bank's key sends the ledger transfer, for the
+# TPP: the entry counts it as the TPP's).   Usage: examples/tpp_journey.sh [gateway-url]
 set -euo pipefail
 G=${1:-http://127.0.0.1:8000}
 PAYMENTS=${PAYMENTS_URL:-${G%:*}:$(( ${G##*:} + 1 ))}   # the payments service's own port (8001)
@@ -69,4 +69,4 @@ while True:  # the statement is oldest first: walk every page, keep the newest c
 print(f"   ledger: {last['id']} {last['kind']} {last['amount']['amount']} -> {last['to_account_id']} ({last['description']})")
 PY
 curl -sf -H 'X-API-Key: sbx_regulator_key' "$G/sandbox/audit/entries?request_id=req_tpp_journey_$$" \
-  | field '"\n".join("   log #%d %s%s %s %s %s %s" % (e["index"], e["participant_id"], " via " + e["via"] if e.get("via") else "", e["method"], e["path"], e["status"], e["decision"]) for e in d["data"])'
+  | field '"\n".join("   log #%d %s %s %s %s %s%s" % (e["index"], e["via"] or e["participant_id"], e["method"], e["path"], e["status"], e["decision"], " (for %s)" % e["participant_id"] if e["via"] else "") for e in d["data"])'

@@ -16,14 +16,8 @@ import pytest
 from sandbox.gateway.main import GatewaySettings
 from sandbox.gateway.main import create_app as create_gateway_app
 from services.common.demo import DEMO_PARTICIPANTS, DEMO_REGULATOR_KEY, SERVICE_PARTICIPANT_KEYS
-from services.openbanking.main import OpenBankingSettings
-from services.openbanking.main import create_app as create_bank_app
-from services.openbanking.payments_client import PaymentsClient
-from services.payments.main import PaymentsSettings
-from services.payments.main import create_app as create_payments_app
 from tests.gateway.conftest import LENDER, WANG_FANG, ZHANG_MIN, Sandbox
-from tests.openbanking.factories import VERIFIER, s256
-from tests.support.servers import serve
+from tests.openbanking.factories import VERIFIER, bank_behind_gateway, s256
 
 TPP = "ptp_00000000000000000000000002"
 BANK = next(p.id for p in DEMO_PARTICIPANTS if p.api_key == SERVICE_PARTICIPANT_KEYS["openbanking"])
@@ -81,13 +75,7 @@ class World:
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    payments = create_payments_app(PaymentsSettings(data_dir=tmp_path / "payments"))
-    bank = create_bank_app(OpenBankingSettings(data_dir=tmp_path / "bank"),
-                           payments_client=PaymentsClient("http://127.0.0.1:9", None))
-    gateway = create_gateway_app(GatewaySettings(data_dir=tmp_path / "gateway"), transports={
-        "payments": httpx.ASGITransport(app=payments), "openbanking": httpx.ASGITransport(app=bank)})
-    with serve(gateway) as base:
-        bank.state.payments = PaymentsClient(base, SERVICE_PARTICIPANT_KEYS["openbanking"])
+    with bank_behind_gateway(tmp_path) as base:
         with httpx.Client(base_url=base + "/open-banking", headers={"X-API-Key": "sbx_demo_tpp_key"},
                           timeout=30) as tpp, \
                 httpx.Client(base_url=base, headers={"X-API-Key": DEMO_REGULATOR_KEY}, timeout=30) as regulator:

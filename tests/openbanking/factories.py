@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 from fastapi.testclient import TestClient
 
 from services.common.clock import Clock
+from services.common.demo import SERVICE_PARTICIPANT_KEYS
+from services.openbanking.main import OpenBankingSettings
+from services.openbanking.main import create_app as create_bank_app
+from services.openbanking.payments_client import PaymentsClient
+from services.payments.main import PaymentsSettings
+from services.payments.main import create_app as create_payments_app
+from tests.support.servers import serve
 
 DEMO = ("tpp_demo", "sbx_demo_tpp_secret")
 OTHER = ("tpp_other", "sbx_other_tpp_secret")
@@ -123,3 +133,20 @@ class Bank:
 
 def error_codes(response: httpx.Response) -> list[str]:
     return [e["ErrorCode"] for e in response.json()["Errors"]]
+
+
+@contextmanager
+def bank_behind_gateway(tmp_path: Path) -> Iterator[str]:
+    """The real gateway in front of the bank and payments, served on a loopback port (its URL);
+    the bank reaches the ledger back through it with its own service key, as in `make run`."""
+    from sandbox.gateway.main import GatewaySettings
+    from sandbox.gateway.main import create_app as create_gateway_app
+
+    payments = create_payments_app(PaymentsSettings(data_dir=tmp_path / "payments"))
+    bank = create_bank_app(OpenBankingSettings(data_dir=tmp_path / "bank"),
+                           payments_client=PaymentsClient("http://127.0.0.1:9", None))
+    gateway = create_gateway_app(GatewaySettings(data_dir=tmp_path / "gateway"), transports={
+        "payments": httpx.ASGITransport(app=payments), "openbanking": httpx.ASGITransport(app=bank)})
+    with serve(gateway) as base:
+        bank.state.payments = PaymentsClient(base, SERVICE_PARTICIPANT_KEYS["openbanking"])
+        yield base

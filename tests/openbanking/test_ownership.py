@@ -16,14 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from services.common.demo import DEMO_REGULATOR_KEY, DEMO_TPP, SERVICE_PARTICIPANT_KEYS
-from services.openbanking.main import OpenBankingSettings
-from services.openbanking.main import create_app as create_bank_app
-from services.openbanking.payments_client import PaymentsClient
-from services.payments.main import PaymentsSettings
-from services.payments.main import create_app as create_payments_app
-from tests.openbanking.factories import ALL_AIS, VERIFIER, WALLET, Bank, bearer, error_codes, s256
-from tests.support.servers import serve
+from services.common.demo import DEMO_REGULATOR_KEY, DEMO_TPP
+from tests.openbanking.factories import ALL_AIS, VERIFIER, WALLET, Bank, bank_behind_gateway, bearer, error_codes, s256
 
 AAC = "/v3.1/aisp/account-access-consents"
 DEMO_SECRET = ("tpp_demo", "sbx_demo_tpp_secret")
@@ -63,16 +57,7 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("sandbox.gateway") is N
 
 @pytest.fixture
 def door(tmp_path: Path) -> Iterator[Door]:
-    from sandbox.gateway.main import GatewaySettings
-    from sandbox.gateway.main import create_app as create_gateway_app
-
-    payments = create_payments_app(PaymentsSettings(data_dir=tmp_path / "payments"))
-    bank = create_bank_app(OpenBankingSettings(data_dir=tmp_path / "bank"),
-                           payments_client=PaymentsClient("http://127.0.0.1:9", None))
-    gateway = create_gateway_app(GatewaySettings(data_dir=tmp_path / "gateway"), transports={
-        "payments": httpx.ASGITransport(app=payments), "openbanking": httpx.ASGITransport(app=bank)})
-    with serve(gateway) as base:
-        bank.state.payments = PaymentsClient(base, SERVICE_PARTICIPANT_KEYS["openbanking"])
+    with bank_behind_gateway(tmp_path) as base:
         with httpx.Client(base_url=base, headers={"X-API-Key": DEMO_REGULATOR_KEY}, timeout=30) as regulator:
             admitted = regulator.post("/sandbox/participants", json={
                 "name": "Rival TPP", "services": ["open-banking"],

@@ -9,13 +9,7 @@ import httpx
 import pytest
 
 from services.common.demo import DEMO_PARTICIPANTS, DEMO_REGULATOR_KEY, SERVICE_PARTICIPANT_KEYS
-from services.openbanking.main import OpenBankingSettings
-from services.openbanking.main import create_app as create_bank_app
-from services.openbanking.payments_client import PaymentsClient
-from services.payments.main import PaymentsSettings
-from services.payments.main import create_app as create_payments_app
-from tests.openbanking.factories import COFFEE, VERIFIER, WALLET, s256
-from tests.support.servers import serve
+from tests.openbanking.factories import COFFEE, VERIFIER, WALLET, bank_behind_gateway, s256
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("sandbox.gateway") is None, reason="gateway not built")
 
@@ -25,16 +19,7 @@ TPP_PARTICIPANT = next(p.id for p in DEMO_PARTICIPANTS if p.api_key == TPP_KEY["
 
 
 def test_a_tpp_journey_through_the_gateway_ends_in_the_ledger_and_the_audit_log(tmp_path: Path) -> None:
-    from sandbox.gateway.main import GatewaySettings
-    from sandbox.gateway.main import create_app as create_gateway_app
-
-    payments = create_payments_app(PaymentsSettings(data_dir=tmp_path / "payments"))
-    bank = create_bank_app(OpenBankingSettings(data_dir=tmp_path / "bank"),
-                           payments_client=PaymentsClient("http://127.0.0.1:9", None))
-    gateway = create_gateway_app(GatewaySettings(data_dir=tmp_path / "gateway"), transports={
-        "payments": httpx.ASGITransport(app=payments), "openbanking": httpx.ASGITransport(app=bank)})
-    with serve(gateway) as base:
-        bank.state.payments = PaymentsClient(base, SERVICE_PARTICIPANT_KEYS["openbanking"])
+    with bank_behind_gateway(tmp_path) as base:
         tpp = httpx.Client(base_url=base + "/open-banking", headers=TPP_KEY, timeout=30)
         token = tpp.post("/oauth2/token", data={"grant_type": "client_credentials", "client_id": "tpp_demo",
                                                 "client_secret": "sbx_demo_tpp_secret"})
