@@ -213,6 +213,11 @@ def withdraw(session: Session, body: WithdrawalCreate, now: datetime, idem_id: s
     wallet = AccountsRepository(session).get(body.account_id)
     mandate = _debit_mandate(session, body.account_id, wallet, body.mandate_id, caller)
     assert wallet is not None  # _debit_mandate found it, or a mandate names it
+    if wallet.kind == "internal":
+        # Nobody owns them, so the owner rule would let anyone pay them out: they move only
+        # through the ledger's own rules.
+        raise Problem(409, "internal-account", "Internal accounts cannot be used directly",
+                      "Card funding, fee and payout accounts cannot be withdrawn from.")
     _check_currency(wallet, body.amount)
     _check_within_mandate(session, mandate, body.amount.minor, now)
     payouts = AccountsRepository(session).system_account(BANK_PAYOUTS, wallet.currency, now)

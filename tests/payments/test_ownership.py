@@ -115,3 +115,15 @@ def test_the_gateways_look_ups_read_but_never_debit(payments: TestClient) -> Non
     ):
         assert payments.post(path, headers=as_(GATEWAY_LOOKUPS), json=body).status_code == 404, path
     assert payments.get(f"/accounts/{alice}").json()["balance"] == cny("100.00")
+
+
+def test_nobody_withdraws_from_an_internal_account(payments: TestClient) -> None:
+    shopper = open_funded(payments, FIRM_A, "Shopper")
+    shop = open_funded(payments, FIRM_B, "Shop", kind="merchant")
+    paid = payments.post("/transfers", headers=as_(FIRM_A), json={
+        "from_account_id": shopper, "to_account_id": shop, "amount": cny("100.00")}).json()
+    # The fee account shows on the payment's postings; it has no owner, yet cannot be paid out.
+    fees = next(p["account_id"] for p in paid["postings"] if p["account_id"] not in (shopper, shop))
+    for headers in (as_(FIRM_A), {}):
+        refused = payments.post("/withdrawals", headers=headers, json={"account_id": fees, "amount": cny("0.60")})
+        assert refused.status_code == 409 and refused.json()["type"].endswith(":internal-account")
