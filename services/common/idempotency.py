@@ -266,8 +266,8 @@ class Idempotency:
         # Lost a race for the claim: answer from whatever the winner left.
         record = self._record(session)
         session.rollback()
-        if record is None:  # the winner failed and forgot the key a moment ago: in flight, retry
-            raise self._in_flight(self.lease)
+        if record is None:  # the winner failed and forgot the key a moment ago: retry at once
+            raise self._in_flight(timedelta(0))
         return self._answer_from(record)
 
     def _record(self, session: Session) -> Row[Any] | None:
