@@ -49,8 +49,8 @@ class ServerSettings(BaseSettings):
     keep_alive_s: float = 5.0
     # The sandbox's bodies are small JSON; the gateway reads a body whole before screening it.
     max_body_bytes: int = 1024 * 1024
-    # An idle connection costs a few KiB and is closed within header_timeout_s or keep_alive_s,
-    # so the cap sits well above a burst of idle sockets (2,000) and below a small fd limit's reach.
+    # An idle connection costs about 6 KiB and lives header_timeout_s or keep_alive_s at most:
+    # 4,096 (~25 MiB) leaves room for a burst of 2,000 idle sockets and the clients' own.
     max_client_connections: int = 4096
 
 
