@@ -18,6 +18,7 @@ OPENBANKING_SERVICE = "ptp_00000000000000000000000013"
 DEMO_TPP = "ptp_00000000000000000000000002"
 DEMO_LENDER = "ptp_00000000000000000000000003"
 DEMO_ROBO = "ptp_00000000000000000000000004"
+OTHER_TPP = "ptp_00000000000000000000000005"
 GATEWAY_LOOKUPS = "gateway"  # the gateway's own name look-ups for sanctions screening (read-only)
 
 
@@ -91,6 +92,8 @@ DEMO_PARTICIPANTS: tuple[DemoParticipant, ...] = (
                     ("credit",), "a lender's front end calling the credit service"),
     DemoParticipant(DEMO_ROBO, "Demo Robo", "sbx_demo_robo_key",
                     ("advisor",), "a robo-advice app"),
+    DemoParticipant(OTHER_TPP, "Other TPP Ltd", "sbx_other_tpp_key",
+                    ("open-banking",), "a second TPP: it may not use Demo TPP's client, consents or payments"),
     # The services themselves move money through the gateway, with keys of their own (never
     # printed: each service reads its key from its environment). They act for the participant
     # that called them, which the gateway counts, limits and screens; a debit of an account the
@@ -174,18 +177,22 @@ class DemoTppClient:
     name: str
     redirect_uri: str
     role: str
+    # The participant whose key alone may use this client through the gateway.
+    participant_id: str
 
 
 DEMO_TPP_CLIENTS: tuple[DemoTppClient, ...] = (
     DemoTppClient("tpp_demo", "sbx_demo_tpp_secret", "Demo TPP Ltd",
-                  "https://tpp.example/callback", "the TPP of the README walkthrough"),
+                  "https://tpp.example/callback", "the TPP of the README walkthrough", DEMO_TPP),
     DemoTppClient("tpp_other", "sbx_other_tpp_secret", "Other TPP Ltd",
-                  "https://other-tpp.example/callback", "a second TPP: it may not use the first's consents"),
+                  "https://other-tpp.example/callback", "a second TPP: it may not use the first's consents",
+                  OTHER_TPP),
     # The credit service is a TPP in its own right: it creates account-access consents and reads
     # applicants' transactions with this registration (and its own gateway key, sbx_svc_credit_key).
     DemoTppClient("tpp_credit", "sbx_credit_tpp_secret", "Sandbox Microloans (credit service)",
                   "https://lender.example/open-banking/callback",
-                  "the credit service: reads a loan applicant's transactions with the applicant's consent"),
+                  "the credit service: reads a loan applicant's transactions with the applicant's consent",
+                  CREDIT_SERVICE),
 )
 
 # Demo history the bank writes into the payments ledger once (through the gateway, idempotently):
@@ -221,6 +228,7 @@ DEMO_PARTICIPANT_LIMITS: dict[str, DemoLimits] = {
     "ptp_00000000000000000000000002": DemoLimits("10000.00", "100000.00", 20, 600),
     "ptp_00000000000000000000000003": DemoLimits("50000.00", "500000.00", 100, 600),
     "ptp_00000000000000000000000004": DemoLimits("50000.00", "500000.00", 100, 600),
+    "ptp_00000000000000000000000005": DemoLimits("10000.00", "100000.00", 20, 600),
     # The services' own keys: a lender float moves more, and seeding bursts need headroom.
     "ptp_00000000000000000000000011": DemoLimits("1000000.00", "10000000.00", 10000, 6000),
     "ptp_00000000000000000000000012": DemoLimits("1000000.00", "10000000.00", 10000, 6000),

@@ -14,10 +14,8 @@ from sqlmodel import Session
 
 from services.common.caller import Caller
 from services.common.demo import (
-    CREDIT_SERVICE,
     DEMO_ACCOUNTS,
     DEMO_PSUS,
-    DEMO_TPP,
     DEMO_TPP_CLIENTS,
     OPENBANKING_DEMO_TRANSFERS,
     OPENBANKING_TEST_OTP,
@@ -55,12 +53,9 @@ log = logging.getLogger("sandbox.openbanking")
 
 EXPIRING_PSU_SECONDS = 60  # the `expire` magic PSU's consents last this long after authorising
 SERVICER_BIC = "SBXBCNSHXXX"  # Sandbox Bank's made-up BIC
-# `tpp_other`'s own participant, for "another TPP" lessons through the gateway (the gateway seeds
-# it when it admits a key for it; until then the client is usable on the bank's own port only).
-OTHER_TPP = "ptp_00000000000000000000000005"
 # Which sandbox participant each demo client belongs to: through the gateway, only that one's key
 # may authenticate as the client (the credit service's registration is the service's own).
-DEMO_CLIENT_PARTICIPANTS = {"tpp_demo": DEMO_TPP, "tpp_other": OTHER_TPP, "tpp_credit": CREDIT_SERVICE}
+DEMO_CLIENT_PARTICIPANTS = {client.client_id: client.participant_id for client in DEMO_TPP_CLIENTS}
 
 
 # --- seeding ----------------------------------------------------------------------------------
