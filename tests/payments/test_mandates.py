@@ -245,6 +245,21 @@ def test_only_the_owner_grants_and_only_the_parties_see_a_mandate(client: TestCl
     assert client.get(f"/mandates/{mine['id']}").status_code == 200
 
 
+def test_granting_and_revoking_are_safe_to_retry_with_a_key(client: TestClient, wallet: str) -> None:
+    body = {"debtor_account_id": wallet, "grantee_participant_id": GRANTEE, "max_per_debit": cny("1.00"),
+            "max_per_period": cny("2.00"), "period": "day", "expires_at": "2026-02-01T00:00:00Z",
+            "purpose": "daily round-ups"}
+    headers = {**as_(OWNER), "Idempotency-Key": "grant-1"}
+    first = client.post("/mandates", headers=headers, json=body)
+    again = client.post("/mandates", headers=headers, json=body)
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json() and again.headers["Idempotent-Replayed"] == "true"
+    assert len(client.get("/mandates", headers=as_(OWNER)).json()["data"]) == 1
+    revoke = {**as_(OWNER), "Idempotency-Key": "revoke-1"}
+    revoked = client.post(f"/mandates/{first.json()['id']}/revoke", headers=revoke)
+    assert client.post(f"/mandates/{first.json()['id']}/revoke", headers=revoke).json() == revoked.json()
+
+
 def test_invariants_check_every_mandated_debit_against_its_mandate(
         app: FastAPI, client: TestClient, wallet: str, shop: str) -> None:
     mandate = grant_mandate(client, OWNER, wallet, GRANTEE, per_debit="50.00", per_period="80.00")
