@@ -15,6 +15,7 @@ from fastapi.responses import Response
 from pydantic_settings import SettingsConfigDict
 
 from sandbox.gateway import repository, service
+from sandbox.gateway.door import UnauthenticatedLimiter
 from sandbox.gateway.endpoints import clock_router, receipts, router
 from sandbox.gateway.models import GatewayModel
 from sandbox.gateway.proxy import Gateway
@@ -47,6 +48,15 @@ class GatewaySettings(ServiceSettings):
     max_connections: int = 200
     # Intents left open (a timeout, a crash) are reconciled at start-up and then this often.
     reconcile_interval_s: float = 5.0
+    # Money-moving bodies nested deeper than this are refused (422) before they are parsed.
+    max_json_depth: int = 32
+    # Requests without a valid key, per client address (docs/door.md): a token bucket, and a flood
+    # logged as a few entries and one summary per window rather than one entry per request.
+    unauthenticated_per_minute: float = 30.0
+    unauthenticated_burst: int = 30
+    unauthenticated_window_s: float = 60.0
+    unauthenticated_logged_per_window: int = 5
+    unauthenticated_tracked_addresses: int = 10_000
     # Which participant each service calls the gateway as (gateway prefix → participant id), as
     # JSON. A screened request's second hop (open banking's ledger transfer, same X-Request-ID,
     # same amount) made by that participant is the same payment, counted once. Default: the
@@ -103,6 +113,11 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
         service_participants=settings.service_participants if settings.service_participants is not None
         else demo_service_participants(),
     )
+    gateway.max_json_depth = settings.max_json_depth
+    gateway.door = UnauthenticatedLimiter(
+        per_minute=settings.unauthenticated_per_minute, burst=settings.unauthenticated_burst,
+        window_s=settings.unauthenticated_window_s, logged_per_window=settings.unauthenticated_logged_per_window,
+        tracked_addresses=settings.unauthenticated_tracked_addresses)
     gateway.load()
 
     app = build_service_app(

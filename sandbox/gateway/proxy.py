@@ -23,6 +23,7 @@ from starlette.responses import Response, StreamingResponse
 
 from sandbox.gateway import repository
 from sandbox.gateway.auditlog import ChainHead
+from sandbox.gateway.door import FloodSummary, UnauthenticatedLimiter, json_depth_exceeds
 from sandbox.gateway.limits import (
     AllowedOperation,
     Breach,
@@ -180,18 +181,6 @@ class Hop:
     linked: bool = False
 
 
-def json_depth_exceeds(body: bytes, max_depth: int) -> bool:  # replaced by the door's scanner
-    depth = 0
-    for byte in body:
-        if byte in (0x5B, 0x7B):
-            depth += 1
-            if depth > max_depth:
-                return True
-        elif byte in (0x5D, 0x7D):
-            depth -= 1
-    return False
-
-
 def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -258,7 +247,7 @@ class Gateway:
         self.hops: dict[str, Hop] = {}  # request id → screened request in flight
         self.open_intents: dict[int, OpenIntent] = {}  # intent index → movement awaiting reconciliation
         self.max_json_depth = MAX_JSON_DEPTH
-        self.door: Any = None
+        self.door: UnauthenticatedLimiter | None = None  # unauthenticated requests per address
         self.head = ChainHead()
         self._audit_lock = threading.Lock()  # regulator handlers append from worker threads
         self.upstreams: dict[str, str] = {}
@@ -790,9 +779,12 @@ class Gateway:
                     del self.keys[scoped]
 
     async def run_reconciler(self, interval_s: float) -> None:
-        """Reconcile open intents every `interval_s` until cancelled."""
+        """Reconcile open intents every `interval_s` until cancelled; log floods that stopped."""
         while True:
             await asyncio.sleep(interval_s)
+            if self.door is not None:
+                for summary in self.door.due_summaries(time.time()):
+                    self._log_flood(summary, {"at": iso(self.clock.now()), "request_id": new_id("req")})
             if self.open_intents:
                 try:
                     await self.reconcile_open()
@@ -828,12 +820,12 @@ class Gateway:
                             "this address, not logged one by one.)", instance=request.url.path)
         return Response(json.dumps(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
-    def _log_flood(self, summary: Any, entry: dict[str, Any]) -> None:
+    def _log_flood(self, summary: FloodSummary, entry: dict[str, Any]) -> None:
+        """One entry for the refusals of one address in one window that were not logged one by one."""
         self.audit({"at": entry["at"], "request_id": entry["request_id"], "participant_id": None,
-                    "method": "-", "path": f"flood from {summary.address}"[:500], "service": None,
-                    "status": 429 if summary.limited else 401, "latency_us": 0, "limit_name": "unauthenticated_rate",
-                    "error": f"{summary.unlogged} unlogged"[:40],
-                    "operation": f"{summary.unlogged} requests {summary.first_iso}..{summary.last_iso}"[:200]})
+                    "method": "-", "path": summary.describe()[:500], "service": None,
+                    "status": 429 if summary.limited else 401, "latency_us": 0,
+                    "limit_name": "unauthenticated_rate", "error": "flood-summary"})
 
 
     # -- holds, idempotency keys and linked hops --------------------------------------------

@@ -1,0 +1,51 @@
+"""The door stays open for everyone: requests without a valid key are rate-limited per client
+address and a flood leaves a bounded number of entries in the hash chain; a body nested too
+deep is refused before screening, and logged."""
+
+from __future__ import annotations
+
+from tests.gateway.conftest import LI_WEI, REGULATOR, WALLET_KEY, ZHANG_MIN, Sandbox
+
+
+def test_a_flood_without_keys_is_limited_and_summarised_not_logged_per_request(sandbox: Sandbox) -> None:
+    statuses = [sandbox.client.get("/payments/accounts", headers={"X-API-Key": f"sbx_guess_{i}"}).status_code
+                for i in range(400)]
+    assert statuses[:30] == [401] * 30  # the burst
+    assert set(statuses[30:]) == {429}
+    limited = sandbox.client.get("/payments/accounts")
+    assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+    assert limited.headers["content-type"] == "application/problem+json"
+    logged = sandbox.entries(with_intents=True)
+    assert len(logged) == 5  # the first few refusals of the window, one by one
+    # The window's summary is written when it closes (the reconciler's timer flushes it).
+    gateway = sandbox.client.app.state.gateway
+    [summary] = gateway.door.due_summaries(10**10)
+    assert (summary.refused, summary.unlogged) == (401, 396)
+    # A participant with a key is not affected by the flood from the same address.
+    assert sandbox.transfer(WALLET_KEY, "1.00", source=LI_WEI, target=ZHANG_MIN).status_code == 201
+    assert sandbox.client.get("/sandbox/audit/verify", headers=REGULATOR).json()["ok"] is True
+
+
+def test_the_flood_summary_is_one_chained_entry(sandbox: Sandbox) -> None:
+    for _ in range(50):
+        sandbox.client.get("/payments/accounts")
+    gateway = sandbox.client.app.state.gateway
+    for summary in gateway.door.due_summaries(10**10):
+        gateway._log_flood(summary, {"at": "2026-12-06T00:00:00.000000Z", "request_id": "req_flood"})
+    entries = sandbox.entries()
+    assert len(entries) == 6
+    assert entries[-1]["error"] == "flood-summary" and "45 not logged one by one" in entries[-1]["path"]
+    assert sandbox.client.get("/sandbox/audit/verify", headers=REGULATOR).json()["ok"] is True
+
+
+def test_json_nested_too_deep_is_refused_before_screening_and_logged(sandbox: Sandbox) -> None:
+    deep = "[" * 1000 + "]" * 1000
+    body = ('{"from_account_id":"' + LI_WEI + '","to_account_id":"' + ZHANG_MIN
+            + '","amount":{"amount":"1.00","currency":"CNY"},"description":' + deep + "}")
+    response = sandbox.client.post("/payments/transfers", content=body,
+                                   headers={"X-API-Key": WALLET_KEY, "Content-Type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["type"].endswith(":json-too-deep")
+    [entry] = sandbox.entries()
+    assert (entry["status"], entry["error"]) == (422, "json-too-deep")
+    assert sandbox.balance(LI_WEI) == "5000.00"
