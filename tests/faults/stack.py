@@ -77,7 +77,8 @@ class Stack:
                 spec = by_name(name)
                 if name in self.database_urls:
                     env.setenv(f"{spec.env_prefix}DATABASE_URL", self.database_urls[name])
-                started.append(self.running.setdefault(name, launcher.start(spec, self.data_dir, self.port_offset)))
+                self.running[name] = launcher.start(spec, self.data_dir, self.port_offset)
+                started.append(self.running[name])
         failed = launcher.wait_ready(started)
         if failed:
             raise RuntimeError(f"{failed[0].spec.name} did not become ready:\n{self.log_tail(failed[0].spec.name)}")
