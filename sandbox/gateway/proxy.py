@@ -210,6 +210,13 @@ async def _small_body(response: httpx.Response) -> bytes | None:
         await response.aclose()
 
 
+def _lease_over(expires_at: str | None) -> bool:
+    """Whether a claim's lease (an ISO time from the service; None: it has none) has run out."""
+    if expires_at is None:
+        return True
+    return datetime.fromisoformat(expires_at.replace("Z", "+00:00")) <= datetime.now(UTC)
+
+
 def _parse_iso(at: str) -> datetime:
     return datetime.strptime(at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
@@ -752,23 +759,32 @@ class Gateway:
         return tally
 
     async def _outcome_of(self, intent: OpenIntent) -> tuple[str, int] | None:
-        """(state, status) of the intent's key at the service, or None when it cannot say."""
+        """(state, status) of the intent's key at the service, or None when it cannot say. A claim
+        whose lease ran out (its process died or is stopped) is released first: its request can
+        then never commit, and the key reads `absent`."""
         if intent.key is None:
             # No key (a service that requires one refused it unread): nothing can have moved.
             return ("absent", 0) if time.time() * 1000 >= intent.deadline_ms + ABSENT_AFTER_MS else None
         url = f"{self.upstreams[intent.service]}/_sandbox/idempotency-keys/{quote(intent.key, safe='')}"
+        data = await self._ask(intent, "GET", url)
+        if data is not None and data.get("state") == "in_flight" and _lease_over(data.get("lease_expires_at")):
+            data = await self._ask(intent, "POST", url + "/release")
+        if data is None:
+            return None
+        return data.get("state", ""), int(data.get("status_code") or 0)
+
+    async def _ask(self, intent: OpenIntent, method: str, url: str) -> dict[str, Any] | None:
         try:
-            response = await self.client.get(url, params={"fingerprint": intent.fingerprint},
-                                             headers={"x-request-id": intent.fields["request_id"]},
-                                             timeout=RECONCILE_TIMEOUT_S)
+            response = await self.client.request(method, url, params={"fingerprint": intent.fingerprint},
+                                                 headers={"x-request-id": intent.fields["request_id"]},
+                                                 timeout=RECONCILE_TIMEOUT_S)
         except httpx.HTTPError as exc:
             log.warning("reconciling intent %s: %s unreachable: %r", intent.idx, intent.service, exc)
             return None
         if response.status_code != 200:
             log.warning("reconciling intent %s: %s answered %s", intent.idx, intent.service, response.status_code)
             return None
-        data = response.json()
-        return data.get("state", ""), int(data.get("status_code") or 0)
+        return response.json()
 
     def _close_key(self, intent: OpenIntent, applied: bool) -> None:
         for scoped, record in list(self.keys.items()):

@@ -10,15 +10,15 @@ forwarded only with the regulator's key; on the service's own port it is open, l
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
-from sqlalchemy import Table, select
+from sqlalchemy import Table, delete, select
 from sqlmodel import Session
 
 from services.common.db import DatabaseDep
-from services.common.idempotency import lease_expires_at
+from services.common.idempotency import lease_expires_at, wall_clock
 from services.common.problems import problem_responses
 
 
@@ -71,23 +71,63 @@ def outcomes_router(table: Table) -> APIRouter:
         lease: timedelta = request.app.state.idempotency_lease
 
         def read(session: Session) -> IdempotencyOutcome:
-            t = table
-            query = select(t).where(t.c.key == key, t.c.fingerprint == fingerprint)
-            if scope is not None:
-                query = query.where(t.c.scope == scope)
-            record = session.execute(query.order_by(t.c.created_at.desc()).limit(1)).first()
-            if record is None:
-                return IdempotencyOutcome(key=key, scope=scope, fingerprint=fingerprint, state="absent",
-                                          status_code=None, lease_expires_at=None, created_at=None)
-            in_flight = record.state != "done"
-            return IdempotencyOutcome(
-                key=key, scope=record.scope, fingerprint=fingerprint,
-                state="in_flight" if in_flight else "done",
-                status_code=record.status_code,
-                lease_expires_at=lease_expires_at(record, lease) if in_flight else None,
-                created_at=record.created_at,
-            )
+            return _outcome(session, table, key, fingerprint, scope, lease)
 
         return await database.read(read)
 
+    @router.post(
+        "/idempotency-keys/{key:path}/release",
+        operation_id="release_idempotency_claim",
+        summary="Fence a claim whose lease ran out, so its request can never commit",
+        response_model=IdempotencyOutcome,
+        responses={**problem_responses(422), 404: {
+            **problem_responses(404)[404],
+            "description": "No such route: the key cannot be a path segment (`..`, a line break)"}},
+    )
+    async def release_idempotency_claim(
+        key: KeyPath, fingerprint: FingerprintQuery, database: DatabaseDep, request: Request,
+        scope: ScopeQuery = None,
+    ) -> IdempotencyOutcome:
+        """Delete an in-flight claim past its lease (a process that died or stopped holding it).
+        The claim's token goes with it, so its request, if it ever resumes, cannot finish: its
+        work rolls back. Answers the key's state afterwards (`absent` once released); a live
+        claim or a finished request is left as it is. The gateway calls it when it reconciles a
+        movement whose service never answered."""
+        lease: timedelta = request.app.state.idempotency_lease
+
+        def release(session: Session) -> IdempotencyOutcome:
+            found = _record(session, table, key, fingerprint, scope)
+            if found is not None and found.state != "done":
+                expires = lease_expires_at(found, lease)
+                if expires is None or expires <= wall_clock():
+                    holder = table.c.token.is_(None) if found.token is None else table.c.token == found.token
+                    session.execute(delete(table).where(table.c.id == found.id, table.c.state == "in_flight", holder))
+                    session.commit()
+            return _outcome(session, table, key, fingerprint, scope, lease)
+
+        return await database.run(release)
+
     return router
+
+
+def _record(session: Session, table: Table, key: str, fingerprint: str, scope: str | None) -> Any:
+    query = select(table).where(table.c.key == key, table.c.fingerprint == fingerprint)
+    if scope is not None:
+        query = query.where(table.c.scope == scope)
+    return session.execute(query.order_by(table.c.created_at.desc()).limit(1)).first()
+
+
+def _outcome(session: Session, table: Table, key: str, fingerprint: str, scope: str | None,
+             lease: timedelta) -> IdempotencyOutcome:
+    record = _record(session, table, key, fingerprint, scope)
+    if record is None:
+        return IdempotencyOutcome(key=key, scope=scope, fingerprint=fingerprint, state="absent",
+                                  status_code=None, lease_expires_at=None, created_at=None)
+    in_flight = record.state != "done"
+    return IdempotencyOutcome(
+        key=key, scope=record.scope, fingerprint=fingerprint,
+        state="in_flight" if in_flight else "done",
+        status_code=record.status_code,
+        lease_expires_at=lease_expires_at(record, lease) if in_flight else None,
+        created_at=record.created_at,
+    )

@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, insert
 
 from sandbox.gateway import proxy
 from services.common.clock import frozen_clock
+from services.common.idempotency import fingerprint
+from services.payments.models import IdempotencyKeys
 from tests.gateway.conftest import LI_WEI, REGULATOR, WALLET_KEY, ZHANG_MIN, build_gateway
 
 WALLET = "ptp_00000000000000000000000001"
@@ -159,3 +163,59 @@ def test_an_open_intent_holds_its_usage_again_after_a_restart(tmp_path: Path, le
         gateway = client.app.state.gateway
         assert list(gateway.open_intents) == [0]
         assert gateway.usage[WALLET].day_volume == 7770
+
+
+def _claim_left_by_a_dead_process(payments_dir: Path, request: httpx.Request, claimed: datetime) -> None:
+    """The row a payments process leaves when it dies right after claiming the request's key."""
+    engine = create_engine(f"sqlite:///{payments_dir / 'payments.sqlite3'}")
+    with engine.begin() as conn:
+        conn.execute(insert(IdempotencyKeys).values(
+            id="idem_dead", scope=request.headers["x-sandbox-participant"], key=request.headers["idempotency-key"],
+            fingerprint=fingerprint("POST", "/transfers", request.content), state="in_flight",
+            created_at=claimed, token="dead-process", claimed_at=claimed))
+    engine.dispose()
+
+
+class DiesAfterClaiming(Ledger):
+    def __init__(self, app: Any, gateway_db: Path, payments_dir: Path, claimed: datetime) -> None:
+        super().__init__(app, gateway_db)
+        self.payments_dir, self.claimed = payments_dir, claimed
+        self.died = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and request.url.path == "/transfers" and not self.died:
+            self.died = True
+            _claim_left_by_a_dead_process(self.payments_dir, request, self.claimed)
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request)
+        return await super().handle_async_request(request)
+
+
+def test_a_claim_left_by_a_dead_service_is_released_once_its_lease_is_over(
+        tmp_path: Path, payments_app, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(proxy, "ABSENT_AFTER_MS", 0)
+    monkeypatch.setattr(proxy, "DEADLINE_GRACE_S", 0.0)
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    wire = DiesAfterClaiming(payments_app, tmp_path / "gateway" / "gateway.sqlite3", tmp_path / "payments", an_hour_ago)
+    with _gateway(tmp_path, wire, read_timeout=0.05, connect_timeout=0.05) as client, TestClient(payments_app):
+        gateway = client.app.state.gateway
+        keyed = {"X-API-Key": WALLET_KEY, "Idempotency-Key": "died-1"}
+        assert client.post("/payments/transfers", json=BODY, headers=keyed).status_code == 504
+        time.sleep(0.15)
+        # The service still shows the dead process's claim; its lease is over, so the gateway
+        # fences it (its request can never commit now) and the key reads absent: not applied.
+        assert client.portal.call(gateway.reconcile_open) == {"not-applied": 1}
+        assert gateway.usage[WALLET].day_volume == 0
+        retry = client.post("/payments/transfers", json=BODY, headers=keyed)  # no stuck key: it runs
+        assert retry.status_code == 201, retry.text
+        assert "idempotent-replayed" not in retry.headers
+        assert _volume(client) == "77.70" and _balance(payments_app) == "4922.30"
+
+
+def test_a_live_claim_is_not_released(tmp_path: Path, payments_app) -> None:  # type: ignore[no-untyped-def]
+    request = httpx.Request("POST", "http://payments/transfers", json=BODY,
+                            headers={"x-sandbox-participant": WALLET, "idempotency-key": "live-1"})
+    with TestClient(payments_app) as payments:
+        _claim_left_by_a_dead_process(tmp_path / "payments", request, datetime.now(UTC))
+        url = "/_sandbox/idempotency-keys/live-1/release"
+        answer = payments.post(url, params={"fingerprint": fingerprint("POST", "/transfers", request.content)})
+        assert answer.status_code == 200 and answer.json()["state"] == "in_flight"
