@@ -27,7 +27,7 @@ from tests.faults.regulator import (
     wait_until_reconciled,
 )
 from tests.faults.stack import LEASE_S, Stack
-from tests.faults.traffic import LI_WEI, ZHANG_MIN, Sent, Wallet, fund_new_accounts, new_key
+from tests.faults.traffic import LI_WEI, ZHANG_MIN, Wallet, fund_new_accounts, new_key
 
 # "Retry shortly": seconds (the lease, or the gateway's reconciler rounds), not the day the issue saw.
 SHORT_RETRY_AFTER_S = 10
@@ -66,6 +66,7 @@ def test_a_key_claimed_by_a_killed_payments_is_in_flight_within_its_lease_then_r
         first = pending.result(timeout=10)
     assert (first.status, first.problem) == (504, "upstream-timeout"), str(first)
     stack.start("payments")
+    # Left once payments is back, so its lease runs from now whatever the restart took.
     lease_ends = leave_claim_as_a_kill_would(stack, key, first.body)
 
     within = wallet.retry(first)
