@@ -17,7 +17,8 @@ def test_transfers_that_timed_out_while_payments_was_stopped_are_reconciled_and_
     sent = send_together(stack.gateway_url, [
         (ring[n % 3], ring[(n + 1) % 3], f"{20 + n}.{n:02d}", new_key() if n % 2 else None)
         for n in range(IN_FLIGHT)])
-    # Resumed at once: the requests it holds are still within the gateway's deadline, so they run.
+    # Resumed at once, within the gateway's deadline: what payments runs now must be reconciled as
+    # applied and counted, keyed or not; what it refuses past the deadline as not applied.
     stack.resume("payments")
 
     assert [(s.status, s.problem) for s in sent] == [(504, "upstream-timeout")] * IN_FLIGHT, \
