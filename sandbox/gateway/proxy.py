@@ -765,10 +765,10 @@ class Gateway:
         if intent.key is None:
             # No key (a service that requires one refused it unread): nothing can have moved.
             return ("absent", 0) if time.time() * 1000 >= intent.deadline_ms + ABSENT_AFTER_MS else None
-        url = f"{self.upstreams[intent.service]}/_sandbox/idempotency-keys/{quote(intent.key, safe='')}"
-        data = await self._ask(intent, "GET", url)
+        base, key = self.upstreams[intent.service], quote(intent.key, safe="")
+        data = await self._ask(intent, "GET", f"{base}/_sandbox/idempotency-keys/{key}")
         if data is not None and data.get("state") == "in_flight" and _lease_over(data.get("lease_expires_at")):
-            data = await self._ask(intent, "POST", url + "/release")
+            data = await self._ask(intent, "POST", f"{base}/_sandbox/idempotency-releases/{key}")
         if data is None:
             return None
         return data.get("state", ""), int(data.get("status_code") or 0)

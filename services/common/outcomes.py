@@ -76,7 +76,7 @@ def outcomes_router(table: Table) -> APIRouter:
         return await database.read(read)
 
     @router.post(
-        "/idempotency-keys/{key:path}/release",
+        "/idempotency-releases/{key:path}",
         operation_id="release_idempotency_claim",
         summary="Fence a claim whose lease ran out, so its request can never commit",
         response_model=IdempotencyOutcome,

@@ -216,6 +216,6 @@ def test_a_live_claim_is_not_released(tmp_path: Path, payments_app) -> None:  # 
                             headers={"x-sandbox-participant": WALLET, "idempotency-key": "live-1"})
     with TestClient(payments_app) as payments:
         _claim_left_by_a_dead_process(tmp_path / "payments", request, datetime.now(UTC))
-        url = "/_sandbox/idempotency-keys/live-1/release"
+        url = "/_sandbox/idempotency-releases/live-1"
         answer = payments.post(url, params={"fingerprint": fingerprint("POST", "/transfers", request.content)})
         assert answer.status_code == 200 and answer.json()["state"] == "in_flight"
