@@ -81,6 +81,7 @@ def stop(processes: list[subprocess.Popen], timeout: float = 15) -> None:
 # --- load generation ------------------------------------------------------------------------
 
 _WorkerArgs = tuple[str, int, str, dict[str, str], list[bytes], float, float, int, int]
+UNIQUE = "<unique>"  # a header with this value gets a new value on every request (Idempotency-Key)
 
 
 def _worker(args: _WorkerArgs) -> tuple[list[float], int, int, float]:
@@ -88,6 +89,8 @@ def _worker(args: _WorkerArgs) -> tuple[list[float], int, int, float]:
     host, port, path, headers, bodies, start_at, stop_at, seed, expect = args
     rng = random.Random(seed)
     headers = {**headers, "Content-Type": "application/json"}
+    unique = [name for name, value in headers.items() if value == UNIQUE]
+    sent = 0
     conn = http.client.HTTPConnection(host, port, timeout=30)
     latencies: list[float] = []
     ok = errors = 0
@@ -97,6 +100,9 @@ def _worker(args: _WorkerArgs) -> tuple[list[float], int, int, float]:
         t0 = time.perf_counter()
         if time.time() >= stop_at:
             break
+        for name in unique:
+            sent += 1
+            headers[name] = f"bench-{seed}-{sent}-{rng.random()}"
         try:
             conn.request("POST", path, body=rng.choice(bodies), headers=headers)
             response = conn.getresponse()

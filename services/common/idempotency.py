@@ -48,6 +48,7 @@ import secrets
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request, Response
@@ -55,6 +56,7 @@ from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel
 from sqlalchemy import (
     Column,
+    bindparam,
     Integer,
     MetaData,
     Row,
@@ -74,6 +76,7 @@ from services.common.caller import DIRECT_CALLER, Caller, caller_of
 from services.common.clock import Clock
 from services.common.db import Database, UTCDateTime
 from services.common.ids import new_id
+from services.common.prepared import Prepared
 from services.common.problems import PROBLEM_MEDIA_TYPE, Problem
 from services.common.requestctx import current_deadline
 
@@ -131,6 +134,26 @@ def fingerprint(method: str, path: str, body: bytes) -> str:
 
 def wall_clock() -> datetime:
     return datetime.now(UTC)
+
+
+class _Statements:
+    """The key store's statements on every keyed request (look up, claim, finish), compiled once
+    per table and run on the driver's cursor: through SQLAlchemy's execution layer they cost
+    more than the transfer they guard (`fintech-sandbox bench gateway`, "direct, keyed")."""
+
+    def __init__(self, t: Table) -> None:
+        self.exists = Prepared(select(t.c.id).where(t.c.scope == bindparam("p_scope"), t.c.key == bindparam("p_key")))
+        self.claim = Prepared(insert(t).inline(), ["id", "scope", "key", "fingerprint", "state", "created_at",
+                                                   "token", "claimed_at"])
+        self.finish = Prepared(
+            update(t).where(t.c.id == bindparam("p_id"), t.c.token == bindparam("p_token"))
+            .values(state="done", status_code=bindparam("p_status"), media_type=bindparam("p_media_type"),
+                    body=bindparam("p_body")))
+
+
+@lru_cache(maxsize=16)
+def _statements(table: Table) -> _Statements:
+    return _Statements(table)
 
 
 def lease_expires_at(record: Row[Any], lease: timedelta) -> datetime | None:
@@ -272,7 +295,10 @@ class Idempotency:
 
     def _record(self, session: Session) -> Row[Any] | None:
         t = self.table
-        return session.execute(select(t).where(t.c.scope == self.scope, t.c.key == self.key)).first()
+        found = _statements(t).exists.execute(session, {"p_scope": self.scope, "p_key": self.key}).fetchone()
+        if found is None:  # a new key: the common case, answered without building a typed row
+            return None
+        return session.execute(select(t).where(t.c.id == found[0])).first()
 
     def _claim_is_stale(self, record: Row[Any]) -> bool:
         """An in-flight claim, for this same request, whose lease has run out."""
@@ -284,18 +310,10 @@ class Idempotency:
         self._refuse_after_deadline(session)
         self.record_id, self.token = new_id("idem"), secrets.token_hex(16)
         try:
-            session.execute(
-                insert(self.table).values(
-                    id=self.record_id,
-                    scope=self.scope,
-                    key=self.key,
-                    fingerprint=self.fingerprint,
-                    state="in_flight",
-                    created_at=self.clock.now(),
-                    token=self.token,
-                    claimed_at=self.wall_clock(),
-                )
-            )
+            _statements(self.table).claim.execute(session, {
+                "id": self.record_id, "scope": self.scope, "key": self.key, "fingerprint": self.fingerprint,
+                "state": "in_flight", "created_at": self.clock.now(), "token": self.token,
+                "claimed_at": self.wall_clock()}).close()
             session.commit()  # visible at once, so a concurrent duplicate sees it in flight
         except IntegrityError:
             session.rollback()
@@ -362,12 +380,11 @@ class Idempotency:
     def _finish(self, session: Session, status: int, media_type: str, body: str) -> bool:
         """Save the response and commit it with the work, if the claim is still ours; else roll
         the work back (the request that took the claim over is the one that counts)."""
-        t = self.table
-        saved = session.execute(
-            update(t)
-            .where(t.c.id == self.record_id, t.c.token == self.token)
-            .values(state="done", status_code=status, media_type=media_type, body=body)
-        ).rowcount
+        cursor = _statements(self.table).finish.execute(session, {
+            "p_id": self.record_id, "p_token": self.token, "p_status": status, "p_media_type": media_type,
+            "p_body": body})
+        saved = cursor.rowcount
+        cursor.close()
         if saved != 1:
             session.rollback()
             return False
