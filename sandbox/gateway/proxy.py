@@ -73,7 +73,10 @@ LOOKUP_PARTICIPANT = "gateway"  # how the gateway's own name look-ups appear to 
 
 
 # Idempotency-Key (payments, credit, advisor) and OBIE's x-idempotency-key (open banking).
-IDEMPOTENCY_HEADERS = ("idempotency-key", "x-idempotency-key")
+# The idempotency header each service honours: the kit's Idempotency-Key, OBIE's x-idempotency-key.
+# Only that one is read as the key: a header the service ignores would log a key it never saw.
+KEY_HEADER = {"open-banking": "x-idempotency-key"}
+DEFAULT_KEY_HEADER = "idempotency-key"
 KEY_MEMORY = 100_000  # idempotency keys remembered at most (each for RETENTION)
 ON_BEHALF_HEADER = "X-Sandbox-On-Behalf-Of"
 # Services whose money-moving requests take an optional key: the gateway assigns one when the
@@ -84,8 +87,8 @@ ASSIGNED_KEY_PREFIX = "sbx-gw-"
 # The deadline sent with a movement: the gateway's own patience plus a little. A service claims
 # no idempotency key after it, so a request that sat in a stopped service never moves unseen.
 DEADLINE_GRACE_S = 1.0
-# An intent whose key the service has no record of is "not applied" once this long past its
-# deadline (covers clock skew between the gateway and a service on another host).
+# An intent forwarded without a key (a service that requires one refuses it unread) is "not
+# applied" once this long past its deadline. Keyed intents are fenced instead: no clock involved.
 ABSENT_AFTER_MS = 2_000
 RECONCILE_TIMEOUT_S = 5.0
 # Raised before a single byte of the request left the gateway: certainly not applied.
@@ -121,6 +124,7 @@ class OpenIntent:
     idx: int
     fields: dict[str, Any]  # the intent entry as logged
     service: str
+    scope: str  # whose key it is at the service: the participant whose key sent the request
     key: str | None
     fingerprint: str
     deadline_ms: int
@@ -346,8 +350,8 @@ class Gateway:
                             self.history.record(tx, moment.timestamp())
                             if fields["counts"] in repository.COUNTS_FOR_HISTORY else None)
                 intent = self.open_intents[fields["idx"]] = OpenIntent(
-                    fields["idx"], fields, fields["service"], fields["idempotency_key"], fields["fingerprint"],
-                    fields["deadline_ms"], hold)
+                    fields["idx"], fields, fields["service"], key_holder, fields["idempotency_key"],
+                    fields["fingerprint"], fields["deadline_ms"], hold)
             if fields["idempotency_key"] is None or fields["at"] < since:
                 continue
             state = "open" if intent is not None else ("counted" if 200 <= closed_status < 300 else None)
@@ -511,7 +515,7 @@ class Gateway:
 
         # Idempotency keys are scoped to the key that sent them, as the services scope them.
         fp = fingerprint(request.method, call.path, call.body)
-        key_value = self._idempotency_key_value(request)
+        key_value = self._idempotency_key_value(request, call.service)
         known = self._known_key((call.policy.id, call.service, key_value), fp, now.timestamp()) \
             if key_value else None
         if known is not None and known[0].state == "open":
@@ -524,7 +528,7 @@ class Gateway:
                               "reconciled with the service. Retry shortly with the same key.",
                               headers={**rate_headers, "Retry-After": "5"})
         if known is not None and known[1] is not None:
-            return await self._forward_replay(call, usage, tx, known[1], key_value)  # type: ignore[arg-type]
+            return await self._retry(call, usage, tx, known[1], key_value)  # type: ignore[arg-type]
 
         breach = check_amounts(counted, usage, tx, now, self.rules.money)
         if breach is not None:
@@ -542,6 +546,11 @@ class Gateway:
             await self._fill_owner_names(tx, request_id)
         except Exception as exc:
             return unavailable(exc)
+        if key_value is not None and known is None:
+            # A duplicate sent at the same moment may have been forwarded during that look-up.
+            known = self._known_key((call.policy.id, call.service, key_value), fp, now.timestamp())
+            if known is not None and known[1] is not None:
+                return await self._retry(call, usage, tx, known[1], key_value)
 
         # From here until the request is on its way there is no await: the limits are checked
         # again (others may have held usage meanwhile), the transaction is screened and its
@@ -587,20 +596,18 @@ class Gateway:
             key_value = assigned = f"{ASSIGNED_KEY_PREFIX}{uuid.uuid4().hex}"
         deadline_ms = int((time.time() + self.timeout.connect + self.timeout.read + DEADLINE_GRACE_S) * 1000)
         try:
-            intent = self._write_intent(entry, alert, hold, call.service, key_value, fp, deadline_ms,
-                                        counts="history" if link is not None else None)
+            intent = self._write_intent(entry, alert, hold, call.service, call.policy.id, key_value, fp,
+                                        deadline_ms, counts="history" if link is not None else None)
         except BaseException:
             self._settle(hold, False)
             raise
-        prior = known[0] if known is not None else None
         record: KeyRecord | None = None
-        if key_value is not None:
-            scoped = (call.policy.id, call.service, key_value)
-            self.keys.pop(scoped, None)  # re-inserted at the end: the dict stays oldest first
-            record = self.keys[scoped] = KeyRecord(fp, "in_flight", now.timestamp(), decision,
-                                                   entry.get("alert_id"), intent)
+        record_key = (call.policy.id, call.service, key_value)
+        if key_value is not None and known is None:
+            # (A remembered key with another body is not replaced: the service refuses it, 409.)
+            record = self.keys[record_key] = KeyRecord(fp, "in_flight", now.timestamp(), decision,
+                                                       entry.get("alert_id"), intent)
             self._prune_keys(now.timestamp())
-        del prior
         hop: Hop | None = None
         if link is None and call.service in self.service_participants:
             hop = self.hops[request_id] = Hop(counted.id, call.service, tx.value, hold, decision, entry.get("alert_id"))
@@ -617,8 +624,12 @@ class Gateway:
                     record.state = "open"
                 return
             ok = response is not None and 200 <= response.status_code < 300
-            self._settle(hold, ok)
-            if ok and hop is not None and hop.linked:
+            # A replay moved nothing now: the first answer is already counted (or is an intent's).
+            replayed = ok and response.headers.get(REPLAY_HEADER, "").lower() == "true"  # type: ignore[union-attr]
+            self._settle(hold, ok and not replayed)
+            if replayed:
+                entry["counts"] = "none"
+            elif ok and hop is not None and hop.linked:
                 entry["counts"] = "limits"
             elif ok and link is not None:
                 entry["counts"] = "history"
@@ -628,7 +639,6 @@ class Gateway:
                 else:
                     del self.keys[record_key]
 
-        record_key = (call.policy.id, call.service, key_value)
         upstream = self._upstream_request(request, call.service, call.path, call.body, call.policy.id,
                                           call.originator.id if call.originator else None, request_id,
                                           key_value if assigned else None, deadline_ms)
@@ -636,14 +646,25 @@ class Gateway:
                                    decision, settle)
 
     def _write_intent(self, entry: dict[str, Any], alert: dict[str, Any] | None, hold: Hold, service: str,
-                      key: str | None, fp: str, deadline_ms: int, counts: str | None) -> OpenIntent:
+                      scope: str, key: str | None, fp: str, deadline_ms: int, counts: str | None) -> OpenIntent:
         """Append the movement's intent (and the alert its screening opened) before forwarding it;
         the entry that follows (`entry`, now the outcome) points back to it."""
         fields = {**entry, "phase": "intent", "status": 0, "latency_us": 0, "idempotency_key": key,
                   "fingerprint": fp, "deadline_ms": deadline_ms, "counts": counts}
         idx, _ = self.audit(fields, alert)
         entry.update(phase="outcome", intent_idx=idx, idempotency_key=key)
-        return OpenIntent(idx, fields, service, key, fp, deadline_ms, hold)
+        return OpenIntent(idx, fields, service, scope, key, fp, deadline_ms, hold)
+
+    async def _retry(self, call: Call, usage: Usage, tx: Transaction, record: KeyRecord,
+                     key_value: str) -> Response:
+        """A retry of a key the gateway forwarded: while the first attempt is still on its way it
+        is refused here (as the service would: 409), so only one attempt is ever in flight;
+        once the first was answered, the service replays its answer."""
+        if record.state == "in_flight":
+            return call.refuse(409, "idempotency-key-in-flight", "A request with this idempotency key is still running",
+                               f"Retry after the first request with key {key_value!r} has finished.",
+                               headers={**call.rate_headers, "Retry-After": "1"})
+        return await self._forward_replay(call, usage, tx, record, key_value)
 
     async def _forward_replay(self, call: Call, usage: Usage, tx: Transaction, record: KeyRecord,
                               key_value: str) -> Response:
@@ -733,7 +754,7 @@ class Gateway:
         if outcome is None or intent.idx not in self.open_intents:
             return "pending"
         state, status = outcome
-        if state == "in_flight" or (state == "absent" and time.time() * 1000 < intent.deadline_ms + ABSENT_AFTER_MS):
+        if state == "in_flight":
             return "pending"
         applied = state == "done" and 200 <= status < 300
         fields = {k: v for k, v in intent.fields.items()
@@ -759,23 +780,29 @@ class Gateway:
         return tally
 
     async def _outcome_of(self, intent: OpenIntent) -> tuple[str, int] | None:
-        """(state, status) of the intent's key at the service, or None when it cannot say. A claim
-        whose lease ran out (its process died or is stopped) is released first: its request can
-        then never commit, and the key reads `absent`."""
+        """(state, status) of the intent's key at the service, or None when it cannot say.
+        Unless the request is done or still running within its lease, the gateway fences the
+        key (`POST /_sandbox/idempotency-fences/…`): the attempt it gave up on can then never be
+        applied, so "fenced" is a safe "not applied", whatever the clocks say."""
         if intent.key is None:
             # No key (a service that requires one refused it unread): nothing can have moved.
             return ("absent", 0) if time.time() * 1000 >= intent.deadline_ms + ABSENT_AFTER_MS else None
         base, key = self.upstreams[intent.service], quote(intent.key, safe="")
-        data = await self._ask(intent, "GET", f"{base}/_sandbox/idempotency-keys/{key}")
-        if data is not None and data.get("state") == "in_flight" and _lease_over(data.get("lease_expires_at")):
-            data = await self._ask(intent, "POST", f"{base}/_sandbox/idempotency-releases/{key}")
+        params = {"fingerprint": intent.fingerprint, "scope": intent.scope}
+        data = await self._ask(intent, "GET", f"{base}/_sandbox/idempotency-keys/{key}", params)
         if data is None:
             return None
+        state = data.get("state")
+        if state not in ("done", "fenced") and not (state == "in_flight" and not _lease_over(data.get("lease_expires_at"))):
+            data = await self._ask(intent, "POST", f"{base}/_sandbox/idempotency-fences/{key}",
+                                   {**params, "deadline": f"{intent.deadline_ms / 1000:.3f}"})
+            if data is None:
+                return None
         return data.get("state", ""), int(data.get("status_code") or 0)
 
-    async def _ask(self, intent: OpenIntent, method: str, url: str) -> dict[str, Any] | None:
+    async def _ask(self, intent: OpenIntent, method: str, url: str, params: dict[str, str]) -> dict[str, Any] | None:
         try:
-            response = await self.client.request(method, url, params={"fingerprint": intent.fingerprint},
+            response = await self.client.request(method, url, params=params,
                                                  headers={"x-request-id": intent.fields["request_id"]},
                                                  timeout=RECONCILE_TIMEOUT_S)
         except httpx.HTTPError as exc:
@@ -872,12 +899,8 @@ class Gateway:
         return usage
 
     @staticmethod
-    def _idempotency_key_value(request: Request) -> str | None:
-        for name in IDEMPOTENCY_HEADERS:
-            value = request.headers.get(name)
-            if value:
-                return value
-        return None
+    def _idempotency_key_value(request: Request, service: str) -> str | None:
+        return request.headers.get(KEY_HEADER.get(service, DEFAULT_KEY_HEADER)) or None
 
     def _known_key(self, scoped: tuple[str, str, str], fp: str, now_s: float) -> tuple[KeyRecord, KeyRecord | None] | None:
         """(the record, itself again when this request retries it) for a remembered key."""

@@ -30,7 +30,15 @@ the row once it commits (read committed); on SQLite write transactions run one a
 Work that collides with the other execution's rows before its finish (payments' journals are
 unique per key record) fails, finds its claim gone, and answers the same way.
 
-**Deadline fence.** The gateway sends `X-Sandbox-Deadline` (unix seconds) with a money-moving
+**The gateway's fence.** When the gateway never heard a request's answer, it closes the key
+itself (`POST /_sandbox/idempotency-fences/{key}`, services/common/outcomes.py): no record → a
+`fenced` row with the request's deadline; a claim past its lease → the same row in its place
+(its token is gone, so its work can never commit). The request the gateway gave up on carries
+that deadline or an earlier one and is refused (504 `deadline-passed`) if it ever arrives; a
+retry through the gateway carries a later deadline and takes the fenced row over. Only the
+gateway's own deadlines are compared, so no clocks need to agree.
+
+**Deadline check.** The gateway sends `X-Sandbox-Deadline` (unix seconds) with a money-moving
 request: the moment it stops waiting and answers 504. Past it, a key is neither claimed nor
 taken over: the answer is 504 `deadline-passed` and nothing is saved. The deadline is checked
 again right after the claim commits, and a claim that committed too late (the process paused
@@ -56,6 +64,7 @@ from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel
 from sqlalchemy import (
     Column,
+    Float,
     bindparam,
     Integer,
     MetaData,
@@ -119,6 +128,9 @@ def idempotency_table(metadata: MetaData) -> Table:
         # before leases existed: such a claim counts as expired.
         Column("token", String(40)),
         Column("claimed_at", UTCDateTime()),
+        # A `fenced` row: the gateway gave up on the request with this key and deadline (unix
+        # seconds) and closed it as not applied; that request can never claim the key now.
+        Column("fenced_deadline", Float),
         UniqueConstraint("scope", "key", name="uq_idempotency_scope_key"),
     )
 
@@ -179,6 +191,13 @@ def deadline_passed(deadline: float) -> Problem:
         "Retry with the same Idempotency-Key.",
         deadline=moment,
     )
+
+
+def _fenced_out(record: Row[Any]) -> bool:
+    """Whether this request is the attempt (or an older one) that a fence closed: its deadline
+    is the fenced one or earlier. Deadlines are compared with each other, not with a clock."""
+    deadline = current_deadline()
+    return deadline is not None and record.fenced_deadline is not None and deadline <= record.fenced_deadline
 
 
 def refuse_after_deadline() -> None:
@@ -280,7 +299,7 @@ class Idempotency:
         if record is None:
             if self._insert_claim(session):
                 return None
-        elif self._claim_is_stale(record):
+        elif self._may_take_over(record):
             if self._take_over(session, record):
                 return None
         else:
@@ -300,11 +319,15 @@ class Idempotency:
             return None
         return session.execute(select(t).where(t.c.id == found[0])).first()
 
-    def _claim_is_stale(self, record: Row[Any]) -> bool:
-        """An in-flight claim, for this same request, whose lease has run out."""
+    def _may_take_over(self, record: Row[Any]) -> bool:
+        """For this same request: an in-flight claim whose lease has run out, or a fence that a
+        newer attempt (a later deadline, or none: a direct call) may lift."""
+        if record.fingerprint != self.fingerprint:
+            return False
+        if record.state == "fenced":
+            return not _fenced_out(record)
         expires = lease_expires_at(record, self.lease)
-        return (record.state == "in_flight" and record.fingerprint == self.fingerprint
-                and (expires is None or expires <= self.wall_clock()))
+        return record.state == "in_flight" and (expires is None or expires <= self.wall_clock())
 
     def _insert_claim(self, session: Session) -> bool:
         self._refuse_after_deadline(session)
@@ -329,8 +352,8 @@ class Idempotency:
         held_by = t.c.token.is_(None) if record.token is None else t.c.token == record.token
         taken = session.execute(
             update(t)
-            .where(t.c.id == record.id, t.c.state == "in_flight", held_by)
-            .values(token=token, claimed_at=self.wall_clock())
+            .where(t.c.id == record.id, t.c.state == record.state, held_by)
+            .values(state="in_flight", token=token, claimed_at=self.wall_clock(), fenced_deadline=None)
         ).rowcount
         session.commit()
         if taken != 1:
@@ -365,6 +388,8 @@ class Idempotency:
                 f"The key {self.key!r} was first used with a different method, path or body. "
                 "Use a new key for a new request.",
             )
+        if record.state == "fenced":  # this very attempt was given up on and closed
+            raise deadline_passed(record.fenced_deadline)
         if record.state != "done":
             expires = lease_expires_at(record, self.lease)
             raise self._in_flight(expires - self.wall_clock() if expires is not None else self.lease)

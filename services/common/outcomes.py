@@ -14,11 +14,13 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
-from sqlalchemy import Table, delete, select
+from sqlalchemy import Table, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from services.common.db import DatabaseDep
 from services.common.idempotency import lease_expires_at, wall_clock
+from services.common.ids import new_id
 from services.common.problems import problem_responses
 
 
@@ -29,10 +31,11 @@ class IdempotencyOutcome(BaseModel):
     scope: str | None = Field(description="Whose key it is: the participant, `direct`, or the "
                               "service's own scope (open banking: `tpp:<client id>`); null when absent.")
     fingerprint: str
-    state: Literal["done", "in_flight", "absent"] = Field(
+    state: Literal["done", "in_flight", "fenced", "absent"] = Field(
         description="`done`: applied (or refused) once, with `status_code` saved; `in_flight`: "
-        "claimed and still running, until `lease_expires_at` at the latest; `absent`: no record, "
-        "so nothing was applied under this key."
+        "claimed and still running, until `lease_expires_at` at the latest; `fenced`: the gateway "
+        "closed the key after giving up on an attempt, which was never applied and never will be; "
+        "`absent`: no record, so nothing was applied under this key."
     )
     status_code: int | None = Field(description="The saved response's status, once `done`.")
     lease_expires_at: datetime | None = Field(
@@ -48,6 +51,10 @@ FingerprintQuery = Annotated[str, Query(
     pattern=r"^[0-9a-f]{64}$", description="SHA-256 (hex) of the method, service-relative path and "
     "canonical JSON body, as `services.common.idempotency.fingerprint` computes it.")]
 ScopeQuery = Annotated[str | None, Query(max_length=200, description="Only this scope's record.")]
+FenceScopeQuery = Annotated[str, Query(min_length=1, max_length=200, description=(
+    "Whose key it is: the participant the gateway forwarded the request for (the service's scope)."))]
+DeadlineQuery = Annotated[float, Query(gt=0, lt=1e11, description=(
+    "The `X-Sandbox-Deadline` the gateway sent with the attempt it gave up on (unix seconds)."))]
 
 
 def outcomes_router(table: Table) -> APIRouter:
@@ -76,36 +83,57 @@ def outcomes_router(table: Table) -> APIRouter:
         return await database.read(read)
 
     @router.post(
-        "/idempotency-releases/{key:path}",
-        operation_id="release_idempotency_claim",
-        summary="Fence a claim whose lease ran out, so its request can never commit",
+        "/idempotency-fences/{key:path}",
+        operation_id="fence_idempotency_key",
+        summary="Close a key the gateway gave up on, so that attempt can never apply",
         response_model=IdempotencyOutcome,
         responses={**problem_responses(422), 404: {
             **problem_responses(404)[404],
             "description": "No such route: the key cannot be a path segment (`..`, a line break)"}},
     )
-    async def release_idempotency_claim(
-        key: KeyPath, fingerprint: FingerprintQuery, database: DatabaseDep, request: Request,
-        scope: ScopeQuery = None,
+    async def fence_idempotency_key(
+        key: KeyPath, fingerprint: FingerprintQuery, scope: FenceScopeQuery, deadline: DeadlineQuery,
+        database: DatabaseDep, request: Request,
     ) -> IdempotencyOutcome:
-        """Delete an in-flight claim past its lease (a process that died or stopped holding it).
-        The claim's token goes with it, so its request, if it ever resumes, cannot finish: its
-        work rolls back. Answers the key's state afterwards (`absent` once released); a live
-        claim or a finished request is left as it is. The gateway calls it when it reconciles a
-        movement whose service never answered."""
+        """The gateway's fence for a request whose answer it never heard. No record for the key:
+        a `fenced` row takes its place. A claim past its lease (its process died or is stopped):
+        the row becomes `fenced` and its token goes, so that work can never commit. Either way
+        the attempt with this deadline (or an earlier one) is refused if it ever arrives, and a
+        later attempt (a retry through the gateway, with a later deadline) takes the key over.
+        A live claim or a finished request is left as it is. Answers the key's state afterwards."""
         lease: timedelta = request.app.state.idempotency_lease
+        clock = request.app.state.clock
 
-        def release(session: Session) -> IdempotencyOutcome:
-            found = _record(session, table, key, fingerprint, scope)
-            if found is not None and found.state != "done":
-                expires = lease_expires_at(found, lease)
-                if expires is None or expires <= wall_clock():
-                    holder = table.c.token.is_(None) if found.token is None else table.c.token == found.token
-                    session.execute(delete(table).where(table.c.id == found.id, table.c.state == "in_flight", holder))
+        def fence(session: Session) -> IdempotencyOutcome:
+            t = table
+            for _ in range(2):  # a claim may win the race for the key's row: then read it again
+                found = session.execute(select(t).where(t.c.scope == scope, t.c.key == key)).first()
+                if found is None:
+                    try:
+                        session.execute(insert(t).values(
+                            id=new_id("idem"), scope=scope, key=key, fingerprint=fingerprint, state="fenced",
+                            created_at=clock.now(), fenced_deadline=deadline))
+                        session.commit()
+                    except IntegrityError:
+                        session.rollback()
+                        continue
+                elif found.fingerprint == fingerprint and found.state == "in_flight":
+                    expires = lease_expires_at(found, lease)
+                    if expires is None or expires <= wall_clock():
+                        holder = t.c.token.is_(None) if found.token is None else t.c.token == found.token
+                        session.execute(update(t).where(t.c.id == found.id, t.c.state == "in_flight", holder)
+                                        .values(state="fenced", token=None, claimed_at=None,
+                                                fenced_deadline=deadline))
+                        session.commit()
+                elif found.fingerprint == fingerprint and found.state == "fenced" \
+                        and (found.fenced_deadline or 0) < deadline:
+                    session.execute(update(t).where(t.c.id == found.id, t.c.state == "fenced")
+                                    .values(fenced_deadline=deadline))
                     session.commit()
+                break
             return _outcome(session, table, key, fingerprint, scope, lease)
 
-        return await database.run(release)
+        return await database.run(fence)
 
     return router
 
@@ -123,10 +151,10 @@ def _outcome(session: Session, table: Table, key: str, fingerprint: str, scope: 
     if record is None:
         return IdempotencyOutcome(key=key, scope=scope, fingerprint=fingerprint, state="absent",
                                   status_code=None, lease_expires_at=None, created_at=None)
-    in_flight = record.state != "done"
+    in_flight = record.state == "in_flight"
     return IdempotencyOutcome(
         key=key, scope=record.scope, fingerprint=fingerprint,
-        state="in_flight" if in_flight else "done",
+        state=record.state,
         status_code=record.status_code,
         lease_expires_at=lease_expires_at(record, lease) if in_flight else None,
         created_at=record.created_at,

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import Headers
 
 from services.common.app import ClockDep
-from services.common.caller import CallerDep
+from services.common.caller import CallerDep, caller_of
 from services.common.db import SessionDep
 from services.common.fields import IdPath
 from services.common.idempotency import Idempotency, fingerprint
@@ -115,9 +115,10 @@ IDEMPOTENCY_DOC = ("Every request is processed once per key for 24 hours: a retr
 
 async def _idempotency(request: Request, token: AccessToken, key: str | None) -> Idempotency:
     body = await request.body()
-    # Keys are the TPP's own: scoped per client, as OBIE scopes them per TPP.
+    # Keys are the TPP's own, as OBIE scopes them per TPP: through the gateway the participant
+    # (each client belongs to one), so the gateway can reconcile by it; on the bank's port the client.
     return Idempotency(request.app.state.idempotency_table, request.app.state.clock, key,
-                       scope=f"tpp:{token.client_id}",
+                       scope=caller_of(request).participant_id or f"tpp:{token.client_id}",
                        fingerprint=fingerprint(request.method, request.url.path, body),
                        lease=request.app.state.idempotency_lease)
 

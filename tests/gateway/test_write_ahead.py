@@ -15,7 +15,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, insert
 
-from sandbox.gateway import proxy
 from services.common.clock import frozen_clock
 from services.common.idempotency import fingerprint
 from services.payments.models import IdempotencyKeys
@@ -33,15 +32,20 @@ class Ledger(httpx.AsyncBaseTransport):
         self.inner = httpx.ASGITransport(app=app)
         self.gateway_db = gateway_db
         self.lose: str | None = None
+        self.down = False  # payments unreachable: every request refused at connect
         self.seen: list[tuple[dict[str, str], list[tuple[Any, ...]]]] = []
+        self.lost: list[httpx.Request] = []
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.down:
+            raise httpx.ConnectError("connection refused", request=request)
         if request.method == "POST" and request.url.path == "/transfers":
             with sqlite3.connect(self.gateway_db) as conn:  # what the log held when the service got it
                 logged = conn.execute("SELECT idx, phase, idempotency_key FROM audit_log ORDER BY idx").fetchall()
             self.seen.append((dict(request.headers), logged))
             lose, self.lose = self.lose, None
             if lose == "before":
+                self.lost.append(request)
                 raise httpx.ReadTimeout("lost on the way", request=request)
             response = await self.inner.handle_async_request(request)
             if lose == "after":
@@ -108,31 +112,30 @@ def test_an_answer_lost_after_the_ledger_moved_is_reconciled_and_counted_once(
         assert client.portal.call(gateway.reconcile_open) == {}  # closed: nothing left to ask
 
 
-def test_a_request_lost_before_the_ledger_is_released_after_its_deadline(
-        tmp_path: Path, ledger: Ledger, payments_app, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(proxy, "DEADLINE_GRACE_S", 0.0)
-    monkeypatch.setattr(proxy, "ABSENT_AFTER_MS", 0)
-    with _gateway(tmp_path, ledger, read_timeout=0.05, connect_timeout=0.05) as client:
+def test_a_request_lost_before_the_ledger_is_fenced_and_released(
+        tmp_path: Path, ledger: Ledger, payments_app) -> None:  # type: ignore[no-untyped-def]
+    with _gateway(tmp_path, ledger) as client:
         gateway = client.app.state.gateway
         ledger.lose = "before"
-        assert client.post("/payments/transfers", json=BODY, headers={"X-API-Key": WALLET_KEY}).status_code == 504
-        time.sleep(0.15)  # past the deadline: the service can no longer claim the key
+        keyed = {"X-API-Key": WALLET_KEY, "Idempotency-Key": "lost-1"}
+        assert client.post("/payments/transfers", json=BODY, headers=keyed).status_code == 504
+        # No record at payments: the gateway fences the key, so the attempt it gave up on can
+        # never apply, and closes the intent at once (no waiting for clocks to pass a deadline).
         assert client.portal.call(gateway.reconcile_open) == {"not-applied": 1}
         reconciled = _entries(client)[-1]
         assert (reconciled["phase"], reconciled["status"], reconciled["error"]) == ("reconciled", 0, "not-applied")
         assert reconciled["counts_toward"] is None
         assert gateway.usage[WALLET].day_volume == 0
+        # The lost request turns up at payments after all (it sat in a stopped process's socket).
+        [late] = ledger.lost
+        with TestClient(payments_app) as payments:
+            arrived = payments.post("/transfers", content=late.content, headers=dict(late.headers))
+            assert arrived.status_code == 504 and arrived.json()["type"].endswith(":deadline-passed")
         assert _balance(payments_app) == "5000.00"
-
-
-def test_an_absent_key_is_not_judged_before_its_deadline(tmp_path: Path, ledger: Ledger) -> None:
-    with _gateway(tmp_path, ledger) as client:
-        gateway = client.app.state.gateway
-        ledger.lose = "before"
-        assert client.post("/payments/transfers", json=BODY, headers={"X-API-Key": WALLET_KEY}).status_code == 504
-        # The request could still be sitting in the service's socket: ask again later.
-        assert client.portal.call(gateway.reconcile_open) == {"pending": 1}
-        assert gateway.usage[WALLET].day_volume == 7770
+        # The participant's retry (a later attempt) takes the fenced key over and moves the money once.
+        retry = client.post("/payments/transfers", json=BODY, headers=keyed)
+        assert retry.status_code == 201 and "idempotent-replayed" not in retry.headers
+        assert _volume(client) == "77.70" and _balance(payments_app) == "4922.30"
 
 
 def test_an_intent_left_open_by_a_crash_is_reconciled_at_start_up(
@@ -157,12 +160,16 @@ def test_an_intent_left_open_by_a_crash_is_reconciled_at_start_up(
 def test_an_open_intent_holds_its_usage_again_after_a_restart(tmp_path: Path, ledger: Ledger) -> None:
     """Until it is reconciled, a movement of unknown outcome still counts against the limits."""
     with _gateway(tmp_path, ledger) as client:
-        ledger.lose = "before"
+        ledger.lose = "after"
         assert client.post("/payments/transfers", json=BODY, headers={"X-API-Key": WALLET_KEY}).status_code == 504
-    with _gateway(tmp_path, ledger) as client:  # start-up reconciliation finds it too recent to judge
+    ledger.down = True  # payments cannot be asked when the new gateway starts
+    with _gateway(tmp_path, ledger) as client:
         gateway = client.app.state.gateway
         assert list(gateway.open_intents) == [0]
         assert gateway.usage[WALLET].day_volume == 7770
+        ledger.down = False
+        assert client.portal.call(gateway.reconcile_open) == {"applied": 1}
+        assert gateway.usage[WALLET].day_volume == 7770 and _volume(client) == "77.70"
 
 
 def _claim_left_by_a_dead_process(payments_dir: Path, request: httpx.Request, claimed: datetime) -> None:
@@ -191,18 +198,15 @@ class DiesAfterClaiming(Ledger):
 
 
 def test_a_claim_left_by_a_dead_service_is_released_once_its_lease_is_over(
-        tmp_path: Path, payments_app, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(proxy, "ABSENT_AFTER_MS", 0)
-    monkeypatch.setattr(proxy, "DEADLINE_GRACE_S", 0.0)
+        tmp_path: Path, payments_app) -> None:  # type: ignore[no-untyped-def]
     an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
     wire = DiesAfterClaiming(payments_app, tmp_path / "gateway" / "gateway.sqlite3", tmp_path / "payments", an_hour_ago)
     with _gateway(tmp_path, wire, read_timeout=0.05, connect_timeout=0.05) as client, TestClient(payments_app):
         gateway = client.app.state.gateway
         keyed = {"X-API-Key": WALLET_KEY, "Idempotency-Key": "died-1"}
         assert client.post("/payments/transfers", json=BODY, headers=keyed).status_code == 504
-        time.sleep(0.15)
         # The service still shows the dead process's claim; its lease is over, so the gateway
-        # fences it (its request can never commit now) and the key reads absent: not applied.
+        # fences it (its request can never commit now): not applied.
         assert client.portal.call(gateway.reconcile_open) == {"not-applied": 1}
         assert gateway.usage[WALLET].day_volume == 0
         retry = client.post("/payments/transfers", json=BODY, headers=keyed)  # no stuck key: it runs
@@ -216,6 +220,50 @@ def test_a_live_claim_is_not_released(tmp_path: Path, payments_app) -> None:  # 
                             headers={"x-sandbox-participant": WALLET, "idempotency-key": "live-1"})
     with TestClient(payments_app) as payments:
         _claim_left_by_a_dead_process(tmp_path / "payments", request, datetime.now(UTC))
-        url = "/_sandbox/idempotency-releases/live-1"
-        answer = payments.post(url, params={"fingerprint": fingerprint("POST", "/transfers", request.content)})
+        url = "/_sandbox/idempotency-fences/live-1"
+        answer = payments.post(url, params={"fingerprint": fingerprint("POST", "/transfers", request.content),
+                                            "scope": WALLET, "deadline": time.time()})
         assert answer.status_code == 200 and answer.json()["state"] == "in_flight"
+
+
+def test_another_participant_s_request_under_the_same_key_does_not_decide_mine(
+        tmp_path: Path, ledger: Ledger, payments_app) -> None:  # type: ignore[no-untyped-def]
+    """Keys are per participant: reconciliation asks about the key in the sender's scope only."""
+    with _gateway(tmp_path, ledger) as client:
+        gateway = client.app.state.gateway
+        ledger.lose = "after"
+        assert client.post("/payments/transfers", json=BODY,
+                           headers={"X-API-Key": WALLET_KEY, "Idempotency-Key": "order-1"}).status_code == 504
+        other = client.post("/sandbox/participants", headers=REGULATOR, json={
+            "name": "Other Firm", "services": ["payments"], "limits": {
+                "max_single_transaction": "1000.00", "daily_volume": "1000.00", "max_customers": 5,
+                "rate_limit_per_minute": 100}}).json()["api_key"]
+        refused = client.post("/payments/transfers", json=BODY, headers={"X-API-Key": other, "Idempotency-Key": "order-1"})
+        assert refused.status_code == 404  # not its wallet; saved under its own scope
+        assert client.portal.call(gateway.reconcile_open) == {"applied": 1}
+        assert _volume(client) == "77.70"
+
+
+def test_a_replay_never_counts_and_another_body_does_not_displace_the_key(tmp_path: Path, ledger: Ledger) -> None:
+    with _gateway(tmp_path, ledger) as client:
+        keyed = {"X-API-Key": WALLET_KEY, "Idempotency-Key": "k-1"}
+        assert client.post("/payments/transfers", json=BODY, headers=keyed).status_code == 201
+        other_body = {**BODY, "amount": {"amount": "200.00", "currency": "CNY"}}
+        assert client.post("/payments/transfers", json=other_body, headers=keyed).status_code == 409
+        replay = client.post("/payments/transfers", json=BODY, headers=keyed)
+        assert replay.status_code == 201 and replay.headers["idempotent-replayed"] == "true"
+        assert _entries(client)[-1]["counts_toward"] == []
+        assert _volume(client) == "77.70"
+        assert client.app.state.gateway.usage[WALLET].day_volume == 7770
+
+
+def test_only_the_header_the_service_honours_is_its_key(tmp_path: Path, ledger: Ledger) -> None:
+    """Payments reads Idempotency-Key; OBIE's x-idempotency-key sent to it is not a key there, so
+    the gateway assigns one of its own and reconciles by that."""
+    with _gateway(tmp_path, ledger) as client:
+        response = client.post("/payments/transfers", json=BODY,
+                               headers={"X-API-Key": WALLET_KEY, "x-idempotency-key": "obie-style"})
+        assert response.status_code == 201
+        [(headers, _)] = ledger.seen
+        assert headers["idempotency-key"].startswith("sbx-gw-")
+        assert _entries(client)[0]["idempotency_key"] == headers["idempotency-key"]
