@@ -41,6 +41,7 @@ from sandbox.gateway.limits import (
 )
 from sandbox.gateway.models import Participant
 from sandbox.gateway.screening import (
+    LOOKUP,
     Decision,
     History,
     Recorded,
@@ -48,6 +49,7 @@ from sandbox.gateway.screening import (
     RuleSet,
     Transaction,
     Unscreenable,
+    lookup_path,
 )
 from services.common.clock import Clock
 from services.common.db import Database
@@ -504,7 +506,18 @@ class Gateway:
                           f"JSON nested deeper than {self.max_json_depth} levels is refused before "
                           "screening; money-moving bodies are a few levels deep.", headers=rate_headers)
         try:
-            tx = self.rules.transaction(operation, json.loads(call.body or b"null"), counted.id)
+            document = json.loads(call.body or b"null")
+            if operation.lookup is not None:
+                looked_up = await self._look_up(operation.lookup, document, call.service, request_id)
+                if looked_up is None:  # nothing to move: no such quote or journal; the service says so
+                    return await self._forward(self._upstream_request(
+                        request, call.service, call.path, call.body, call.policy.id,
+                        call.originator.id if call.originator else None, request_id), entry, call.started,
+                        refuse, call.service, rate_headers, None, lambda _response, _sent: None)
+                document = {**document, LOOKUP: looked_up}  # the gateway's, never the sender's
+            tx = self.rules.transaction(operation, document, counted.id)
+        except ScreeningUnavailable as exc:
+            return self._screening_unavailable(refuse, entry, rate_headers, exc)
         except (Unscreenable, ValueError, RecursionError) as exc:
             entry["error"] = "unscreenable"
             return refuse(422, "unscreenable-request", "The gateway cannot screen this request",
@@ -535,12 +548,8 @@ class Gateway:
             entry["limit_name"] = breach.limit
             return self._breach(refuse, breach, counted, rate_headers)
 
-        def unavailable(exc: Exception) -> Response:  # fail closed: money never moves unscreened
-            log.warning("screening failed for %s: %r", request_id, exc)
-            entry["error"] = "screening-failed"
-            return refuse(503, "screening-unavailable", "Screening is unavailable",
-                          "The transaction could not be screened, so it was not forwarded. "
-                          "Nothing moved; retry later.", headers={**rate_headers, "Retry-After": "5"})
+        def unavailable(exc: Exception) -> Response:
+            return self._screening_unavailable(refuse, entry, rate_headers, exc)
 
         try:
             await self._fill_owner_names(tx, request_id)
@@ -1011,6 +1020,35 @@ class Gateway:
             url += "?" + query
         return httpx.Request(request.method, url, headers=headers, content=body,
                              extensions={"timeout": self.timeout.as_dict()})
+
+    @staticmethod
+    def _screening_unavailable(refuse: Any, entry: dict[str, Any], rate_headers: dict[str, str],
+                               exc: Exception) -> Response:
+        """Fail closed: money never moves unscreened."""
+        log.warning("screening failed for %s: %r", entry["request_id"], exc)
+        entry["error"] = "screening-failed"
+        return refuse(503, "screening-unavailable", "Screening is unavailable",
+                      "The transaction could not be screened, so it was not forwarded. "
+                      "Nothing moved; retry later.", headers={**rate_headers, "Retry-After": "5"})
+
+    async def _look_up(self, template: str, body: Any, service: str, request_id: str) -> dict[str, Any] | None:
+        """The resource an operation's amount or parties come from (a quote, a journal), read on
+        the service's own port as the gateway's look-up participant; None when the body names
+        none the service has (it will refuse the request itself: nothing can move)."""
+        path = lookup_path(template, body)
+        if path is None:
+            return None
+        try:
+            response = await self.client.get(f"{self.upstreams[service]}{path}", headers={
+                "x-request-id": request_id, PARTICIPANT_HEADER: LOOKUP_PARTICIPANT})
+        except httpx.HTTPError as exc:
+            raise ScreeningUnavailable(f"look-up of {path} failed: {exc!r}") from exc
+        if response.status_code in (404, 422):
+            return None
+        if response.status_code != 200:
+            raise ScreeningUnavailable(f"look-up of {path} answered {response.status_code}")
+        found = response.json()
+        return found if isinstance(found, dict) else None
 
     async def _fill_owner_names(self, tx: Transaction, request_id: str) -> None:
         """Names of payments accounts for the sanctions rule, looked up once and cached."""

@@ -26,23 +26,50 @@ class Unscreenable(ValueError):
     """The request names a money-moving operation but its amount cannot be read."""
 
 
-def _pointer(text: str | None) -> tuple[str, ...] | None:
+# A JSON pointer into the request body, or alternatives tried in order ("/amount/amount |
+# /_lookup/amount/amount"): each alternative is a tuple of path segments.
+Pointer = tuple[tuple[str, ...], ...]
+LOOKUP = "_lookup"  # where the gateway puts a resource it looked up for the operation (`lookup:`)
+
+
+def _pointer(text: str | None) -> Pointer | None:
     if not text:
         return None
-    return tuple(part.replace("~1", "/").replace("~0", "~") for part in text.lstrip("/").split("/"))
+    return tuple(tuple(part.replace("~1", "/").replace("~0", "~") for part in alt.strip().lstrip("/").split("/"))
+                 for alt in text.split("|"))
 
 
-def _resolve(body: Any, pointer: tuple[str, ...] | None) -> Any:
-    if pointer is None:
+def _describe(pointer: Pointer) -> str:
+    return " or ".join("/" + "/".join(alt) for alt in pointer)
+
+
+def _resolve(body: Any, pointer: Pointer | None) -> Any:
+    for alternative in pointer or ():
+        node = body
+        for part in alternative:
+            if not isinstance(node, dict):
+                node = None
+                break
+            node = node.get(part)
+            if node is None:
+                break
+        if node is not None:
+            return node
+    return None
+
+
+def lookup_path(template: str, body: Any) -> str | None:
+    """The service path of the resource an operation's amount or parties come from:
+    "/fx/quotes/{/quote_id}" with the body's quote id; None when the body lacks it."""
+    def value(match: re.Match[str]) -> str:
+        found = _resolve(body, _pointer(match.group(1)))
+        if not isinstance(found, str) or not re.fullmatch(r"[A-Za-z0-9_\-]{1,64}", found):
+            raise LookupError(match.group(1))
+        return found
+    try:
+        return re.sub(r"\{(/[^}]+)\}", value, template)
+    except LookupError:
         return None
-    node = body
-    for part in pointer:
-        if not isinstance(node, dict):
-            return None
-        node = node.get(part)
-        if node is None:
-            return None
-    return node
 
 
 def path_regex(template: str) -> re.Pattern[str]:
@@ -53,9 +80,9 @@ def path_regex(template: str) -> re.Pattern[str]:
 
 @dataclass(frozen=True)
 class Party:
-    account: tuple[str, ...] | None = None  # a payments account id: the owner's name is looked up
-    ident: tuple[str, ...] | None = None
-    name: tuple[str, ...] | None = None
+    account: Pointer | None = None  # a payments account id: the owner's name is looked up
+    ident: Pointer | None = None
+    name: Pointer | None = None
 
     @classmethod
     def parse(cls, spec: dict | None) -> Party | None:
@@ -73,13 +100,16 @@ class ScreenedOperation:
     path: str
     kind: str
     pattern: re.Pattern[str]
-    amount: tuple[str, ...]
-    currency: tuple[str, ...]
+    amount: Pointer
+    currency: Pointer
     payer: Party | None
     payee: Party | None
-    customer: tuple[str, ...] | None
-    country: tuple[str, ...] | None
-    card_number: tuple[str, ...] | None
+    customer: Pointer | None
+    country: Pointer | None
+    card_number: Pointer | None
+    # A resource of the same service to read before screening (its path, with {/pointer}s into
+    # the body): a cross-border payment's quote, a refund's journal. Under `_lookup` to pointers.
+    lookup: str | None = None
 
     @property
     def label(self) -> str:
@@ -246,7 +276,7 @@ class RuleSet:
             currency=_pointer(op["currency"]),  # type: ignore[arg-type]
             payer=Party.parse(op.get("payer")), payee=Party.parse(op.get("payee")),
             customer=_pointer(op.get("customer")), country=_pointer(op.get("country")),
-            card_number=_pointer(op.get("card_number")),
+            card_number=_pointer(op.get("card_number")), lookup=op.get("lookup"),
         )
 
     def screened_operation(self, service: str, method: str, path: str) -> ScreenedOperation | None:
@@ -265,9 +295,9 @@ class RuleSet:
         amount = _resolve(body, op.amount)
         currency = _resolve(body, op.currency)
         if not isinstance(amount, str) or not _AMOUNT.match(amount):
-            raise Unscreenable(f"the amount at /{'/'.join(op.amount)} is missing or not a decimal string")
+            raise Unscreenable(f"the amount at {_describe(op.amount)} is missing or not a decimal string")
         if not isinstance(currency, str) or not re.fullmatch(r"[A-Z]{3}", currency):
-            raise Unscreenable(f"the currency at /{'/'.join(op.currency)} is missing or not an ISO 4217 code")
+            raise Unscreenable(f"the currency at {_describe(op.currency)} is missing or not an ISO 4217 code")
         try:
             decimal_amount = Decimal(amount)
         except InvalidOperation as exc:  # pragma: no cover - the regex already refused it
