@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -93,6 +94,7 @@ DEADLINE_GRACE_S = 1.0
 # applied" once this long past its deadline. Keyed intents are fenced instead: no clock involved.
 ABSENT_AFTER_MS = 2_000
 RECONCILE_TIMEOUT_S = 5.0
+RETRY_RECONCILE_S = 2.0  # how long a retry of an open intent waits for its reconciliation
 # Raised before a single byte of the request left the gateway: certainly not applied.
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 MAX_JSON_DEPTH = 32  # money-moving bodies are three or four levels deep
@@ -532,8 +534,10 @@ class Gateway:
         known = self._known_key((call.policy.id, call.service, key_value), fp, now.timestamp()) \
             if key_value else None
         if known is not None and known[0].state == "open":
-            # The first attempt's outcome was never heard (timeout, crash): find it out first.
-            await self.reconcile(known[0].intent)  # type: ignore[arg-type]
+            # The first attempt's outcome was never heard (timeout, crash): find it out first,
+            # within a short bound (the retry itself should not wait out a slow service).
+            with suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.reconcile(known[0].intent)), RETRY_RECONCILE_S)
             known = self._known_key((call.policy.id, call.service, key_value), fp, now.timestamp())  # type: ignore[arg-type]
             if known is not None and known[0].state == "open":
                 return refuse(409, "idempotency-key-in-flight", "The first attempt's outcome is not known yet",
@@ -823,12 +827,13 @@ class Gateway:
         return response.json()
 
     def _close_key(self, intent: OpenIntent, applied: bool) -> None:
-        for scoped, record in list(self.keys.items()):
-            if record.intent is intent:
-                if applied:
-                    record.state = "counted"
-                else:
-                    del self.keys[scoped]
+        scoped = (intent.scope, intent.service, intent.key)
+        record = self.keys.get(scoped)  # type: ignore[arg-type]
+        if record is not None and record.intent is intent:
+            if applied:
+                record.state = "counted"
+            else:
+                del self.keys[scoped]  # type: ignore[arg-type]
 
     async def run_reconciler(self, interval_s: float) -> None:
         """Reconcile open intents every `interval_s` until cancelled; log floods that stopped."""
@@ -858,7 +863,6 @@ class Gateway:
         verdict = self.door.take(address, time.time())
         if verdict.summary is not None:
             self._log_flood(verdict.summary, entry)
-        headers = {"WWW-Authenticate": 'ApiKey header="X-API-Key"'}
         status = 401
         if not verdict.allowed:
             status, slug, title = 429, "rate-limited", "Too many unauthenticated requests"
@@ -924,17 +928,16 @@ class Gateway:
 
     def _prune_keys(self, now_s: float) -> None:
         """Oldest first: drop keys past the services' retention, and the oldest beyond the cap
-        (an open intent's key stays until it is reconciled)."""
+        (an open intent's key stays, moved to the back, until it is reconciled)."""
         cutoff = now_s - RETENTION.total_seconds()
-        while self.keys:
+        for _ in range(len(self.keys)):
             oldest = next(iter(self.keys))
-            if self.keys[oldest].at >= cutoff and len(self.keys) <= KEY_MEMORY:
+            record = self.keys[oldest]
+            if record.at >= cutoff and len(self.keys) <= KEY_MEMORY:
                 break
-            record = self.keys.pop(oldest)
+            del self.keys[oldest]
             if record.state == "open":
-                self.keys[oldest] = record  # to the back: kept until reconciled
-                if all(r.state == "open" for r in self.keys.values()):
-                    break
+                self.keys[oldest] = record
 
     def _continued_hop(self, request_id: str, participant_id: str, originator: Policy | None,
                        tx: Transaction) -> Hop | None:

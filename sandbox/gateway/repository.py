@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Engine, Select, Table, and_, case, func, insert, inspect, or_, select, text, true
+from sqlalchemy import Engine, Select, Table, and_, case, exists, func, insert, inspect, or_, select, text, true
 from sqlmodel import Session
 
 from sandbox.gateway.models import Alert, AuditEntry, Participant
@@ -124,20 +124,18 @@ def money_intents(engine: Engine, since_iso: str) -> list[Any]:
     """Intents logged since a time, and every intent still open whenever it was logged, each with
     the status of the entry that closed it (NULL: still open)."""
     closing = AUDIT.alias("closing")
-    closed_status = (select(closing.c.status)
-                     .where(closing.c.intent_idx == AUDIT.c.idx, closing.c.phase.in_(CLOSING_PHASES))
-                     .order_by(closing.c.idx).limit(1).scalar_subquery())
+    closed_by = and_(closing.c.intent_idx == AUDIT.c.idx, closing.c.phase.in_(CLOSING_PHASES))
+    closed_status = select(closing.c.status).where(closed_by).order_by(closing.c.idx).limit(1).scalar_subquery()
     query = (select(AUDIT.c.idx, AUDIT.c.at, AUDIT.c.request_id, AUDIT.c.participant_id, AUDIT.c.via,
                     AUDIT.c.method, AUDIT.c.path, AUDIT.c.service, AUDIT.c.operation, AUDIT.c.decision,
                     AUDIT.c.score, AUDIT.c.rules, AUDIT.c.ruleset_version, AUDIT.c.amount, AUDIT.c.currency,
                     AUDIT.c.value_minor, AUDIT.c.payer, AUDIT.c.payee, AUDIT.c.customer, AUDIT.c.card_last4,
                     AUDIT.c.alert_id, AUDIT.c.counts, AUDIT.c.idempotency_key, AUDIT.c.fingerprint,
                     AUDIT.c.deadline_ms, closed_status.label("closed_status"))
-             .where(AUDIT.c.phase == "intent")
+             .where(AUDIT.c.phase == "intent", or_(AUDIT.c.at >= since_iso, ~exists().where(closed_by)))
              .order_by(AUDIT.c.idx))
     with engine.connect() as conn:
-        rows = list(conn.execute(query))
-    return [r for r in rows if r.at >= since_iso or r.closed_status is None]
+        return list(conn.execute(query))
 
 
 def customers_by_participant(engine: Engine) -> list[Any]:

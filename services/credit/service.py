@@ -637,6 +637,11 @@ def get_loan(session: Session, loan_id: str, caller: Caller) -> LoanPublic:
     return loan_public(session, _get_loan(session, loan_id, caller))
 
 
+# Credit acts for the lender that owns the loan; a loan opened on credit's own port has no
+# owner, and then for whoever moves it (`... or caller.participant_id`), so a participant never
+# moves money on the credit service's own limits.
+
+
 def _error_of(status: int, problem: dict[str, Any]) -> dict[str, Any]:
     return {"status": status, "type": str(problem.get("type", "about:blank")),
             "title": str(problem.get("title", "")), "detail": problem.get("detail")}
@@ -657,7 +662,7 @@ def disburse(session: Session, gateway: Gateway, clock: Any, loan_id: str, calle
     session.refresh(loan)
     try:
         # For the loan's lender, whoever asked: its limits, its audit entry.
-        journal = gateway.acting_for(loan.participant_id).transfer(
+        journal = gateway.acting_for(loan.participant_id or caller.participant_id).transfer(
             from_account_id=loan.lender_account_id,
             to_account_id=loan.account_id,
             amount=Money.of(loan.principal_minor, loan.currency),
@@ -783,7 +788,7 @@ def repay(
         session.commit()  # the intent is durable before any money can move
     try:
         # The lender's debit of its borrower's account, under the mandate the account's owner gave it.
-        journal = gateway.acting_for(loan.participant_id).transfer(
+        journal = gateway.acting_for(loan.participant_id or caller.participant_id).transfer(
             from_account_id=loan.account_id, to_account_id=loan.lender_account_id,
             amount=Money.of(repayment.amount_minor, repayment.currency),
             description=f"Loan {loan.id} repayment", key=repayment.id, mandate_id=loan.repayment_mandate_id,
