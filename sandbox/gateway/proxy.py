@@ -573,6 +573,13 @@ class Gateway:
             entry["limit_name"] = breach.limit
             return self._breach(refuse, breach, counted, rate_headers)
         link = self._continued_hop(request_id, call.policy.id, call.originator, tx)
+        starts_hop = link is None and call.service in self.service_participants
+        if starts_hop and request_id in self.hops:
+            # Its service's ledger hop is linked by the request id: two at once would be confused.
+            return refuse(409, "request-id-in-flight", "A request with this X-Request-ID is in flight",
+                          f"Another payment with X-Request-ID {request_id!r} is still on its way; send each "
+                          "request with an id of its own (or none: the gateway makes one).",
+                          headers=rate_headers)
         if link is not None:
             # This is the service's ledger hop of a payment screened a moment ago: the payment's
             # history entries become this hop's (its parties are the ledger's), never both.
@@ -622,7 +629,7 @@ class Gateway:
                                                        entry.get("alert_id"), intent)
             self._prune_keys(now.timestamp())
         hop: Hop | None = None
-        if link is None and call.service in self.service_participants:
+        if starts_hop:
             hop = self.hops[request_id] = Hop(counted.id, call.service, tx.value, hold, decision, entry.get("alert_id"))
 
         def settle(response: httpx.Response | None, sent: bool) -> None:

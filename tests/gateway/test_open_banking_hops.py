@@ -132,3 +132,21 @@ def test_a_participant_reusing_a_request_id_is_counted_each_time(sandbox: Sandbo
         assert response.status_code == 201
     entries = sandbox.entries(participant_id="ptp_00000000000000000000000011")
     assert [e["counts_toward"] for e in entries] == [["limits", "history"]] * 2
+
+
+
+def test_two_payments_in_flight_with_one_request_id_are_not_confused(sandbox) -> None:  # type: ignore[no-untyped-def]
+    """The ledger hop is linked to its payment by the request id: while one payment with an id is
+    on its way, a second screened request with the same id is refused (409), not mixed up."""
+    from sandbox.gateway.proxy import Hop
+
+    gateway = sandbox.client.app.state.gateway
+    gateway.hops["req_shared"] = Hop("ptp_00000000000000000000000002", "open-banking", 2500, None, None, None)  # type: ignore[arg-type]
+    initiation = {"InstructionIdentification": "I-1", "EndToEndIdentification": "E-1",
+                  "InstructedAmount": {"Amount": "25.00", "Currency": "CNY"},
+                  "CreditorAccount": {"SchemeName": "UK.OBIE.BBAN", "Identification": COFFEE, "Name": "Hutong Coffee"}}
+    response = sandbox.client.post("/open-banking/v3.1/pisp/domestic-payments", json={
+        "Data": {"ConsentId": "sdp-1", "Initiation": initiation}, "Risk": {}}, headers={
+        "X-API-Key": "sbx_demo_tpp_key", "X-Request-ID": "req_shared", "x-idempotency-key": "pay-1"})
+    assert response.status_code == 409 and response.json()["type"].endswith(":request-id-in-flight")
+    assert sandbox.entries(with_intents=True)[-1]["status"] == 409
