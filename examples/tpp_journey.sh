@@ -69,4 +69,4 @@ while True:  # the statement is oldest first: walk every page, keep the newest c
 print(f"   ledger: {last['id']} {last['kind']} {last['amount']['amount']} -> {last['to_account_id']} ({last['description']})")
 PY
 curl -sf -H 'X-API-Key: sbx_regulator_key' "$G/sandbox/audit/entries?request_id=req_tpp_journey_$$" \
-  | field '"\n".join("   log #%d %s %s %s %s %s%s" % (e["index"], e["via"] or e["participant_id"], e["method"], e["path"], e["status"], e["decision"], " (for %s)" % e["participant_id"] if e["via"] else "") for e in d["data"])'
+  | field '"\n".join("   log #%d %s %s %s %s %s%s" % (e["index"], e["via"] or e["participant_id"], e["method"], e["path"], e["status"] or "intent", e["decision"], " (for %s)" % e["participant_id"] if e["via"] else "") for e in d["data"])'
