@@ -57,6 +57,11 @@ DeadlineQuery = Annotated[float, Query(gt=0, lt=1e11, description=(
     "The `X-Sandbox-Deadline` the gateway sent with the attempt it gave up on (unix seconds)."))]
 
 
+KEY_ROUTE_RESPONSES: dict[int | str, dict[str, Any]] = {**problem_responses(422), 404: {
+    **problem_responses(404)[404],
+    "description": "No such route: the key cannot be a path segment (`..`, a line break)"}}
+
+
 def outcomes_router(table: Table) -> APIRouter:
     router = APIRouter(prefix="/_sandbox", tags=["sandbox"])
 
@@ -66,9 +71,7 @@ def outcomes_router(table: Table) -> APIRouter:
         operation_id="get_idempotency_outcome",
         summary="Outcome of a request, by its idempotency key",
         response_model=IdempotencyOutcome,
-        responses={**problem_responses(422), 404: {
-            **problem_responses(404)[404],
-            "description": "No such route: the key cannot be a path segment (`..`, a line break)"}},
+        responses=KEY_ROUTE_RESPONSES,
     )
     async def read_idempotency_outcome(
         key: KeyPath, fingerprint: FingerprintQuery, database: DatabaseDep, request: Request,
@@ -87,9 +90,7 @@ def outcomes_router(table: Table) -> APIRouter:
         operation_id="fence_idempotency_key",
         summary="Close a key the gateway gave up on, so that attempt can never apply",
         response_model=IdempotencyOutcome,
-        responses={**problem_responses(422), 404: {
-            **problem_responses(404)[404],
-            "description": "No such route: the key cannot be a path segment (`..`, a line break)"}},
+        responses=KEY_ROUTE_RESPONSES,
     )
     async def fence_idempotency_key(
         key: KeyPath, fingerprint: FingerprintQuery, scope: FenceScopeQuery, deadline: DeadlineQuery,
