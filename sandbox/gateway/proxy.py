@@ -540,10 +540,7 @@ class Gateway:
                 await asyncio.wait_for(asyncio.shield(self.reconcile(known[0].intent)), RETRY_RECONCILE_S)
             known = self._known_key((call.policy.id, call.service, key_value), fp, now.timestamp())  # type: ignore[arg-type]
             if known is not None and known[0].state == "open":
-                return refuse(409, "idempotency-key-in-flight", "The first attempt's outcome is not known yet",
-                              f"A request with key {key_value!r} was forwarded and its outcome is still being "
-                              "reconciled with the service. Retry shortly with the same key.",
-                              headers={**rate_headers, "Retry-After": "5"})
+                return self._outcome_unknown(call, key_value)
         if known is not None and known[1] is not None:
             return await self._retry(call, usage, tx, known[1], key_value)  # type: ignore[arg-type]
 
@@ -560,8 +557,11 @@ class Gateway:
         except Exception as exc:
             return unavailable(exc)
         if key_value is not None and known is None:
-            # A duplicate sent at the same moment may have been forwarded during that look-up.
+            # A duplicate sent at the same moment may have been forwarded during that look-up
+            # (and may even have timed out meanwhile: then its outcome comes first).
             known = self._known_key((call.policy.id, call.service, key_value), fp, now.timestamp())
+            if known is not None and known[0].state == "open":
+                return self._outcome_unknown(call, key_value)
             if known is not None and known[1] is not None:
                 return await self._retry(call, usage, tx, known[1], key_value)
 
@@ -674,6 +674,13 @@ class Gateway:
         idx, _ = self.audit(fields, alert)
         entry.update(phase="outcome", intent_idx=idx, idempotency_key=key)
         return OpenIntent(idx, fields, service, scope, key, fp, deadline_ms, hold)
+
+    @staticmethod
+    def _outcome_unknown(call: Call, key_value: str) -> Response:
+        return call.refuse(409, "idempotency-key-in-flight", "The first attempt's outcome is not known yet",
+                           f"A request with key {key_value!r} was forwarded and its outcome is still being "
+                           "reconciled with the service. Retry shortly with the same key.",
+                           headers={**call.rate_headers, "Retry-After": "5"})
 
     async def _retry(self, call: Call, usage: Usage, tx: Transaction, record: KeyRecord,
                      key_value: str) -> Response:
