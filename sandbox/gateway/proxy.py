@@ -814,13 +814,15 @@ class Gateway:
         if intent.key is None:
             # No key (a service that requires one refused it unread): nothing can have moved.
             return ("absent", 0) if time.time() * 1000 >= intent.deadline_ms + ABSENT_AFTER_MS else None
-        base, key = self.upstreams[intent.service], quote(intent.key, safe="")
+        # Dots encoded too: a key "." or ".." must not read as a path segment on the way.
+        base, key = self.upstreams[intent.service], quote(intent.key, safe="").replace(".", "%2E")
         params = {"fingerprint": intent.fingerprint, "scope": intent.scope}
         data = await self._ask(intent, "GET", f"{base}/_sandbox/idempotency-keys/{key}", params)
         if data is None:
             return None
         state = data.get("state")
-        if state not in ("done", "fenced") and not (state == "in_flight" and not _lease_over(data.get("lease_expires_at"))):
+        # A fence already there may be an earlier attempt's: raise it to this one's deadline.
+        if state != "done" and not (state == "in_flight" and not _lease_over(data.get("lease_expires_at"))):
             data = await self._ask(intent, "POST", f"{base}/_sandbox/idempotency-fences/{key}",
                                    {**params, "deadline": f"{intent.deadline_ms / 1000:.3f}"})
             if data is None:

@@ -66,6 +66,7 @@ from sqlalchemy import (
     Column,
     Float,
     bindparam,
+    true,
     Integer,
     MetaData,
     Row,
@@ -227,6 +228,7 @@ class Idempotency:
         self.wall_clock = now  # leases run on real time, whatever the service clock says
         self.record_id: str | None = None
         self.token: str | None = None  # this request's claim on the record
+        self.lifted_fence: float | None = None  # the gateway's fence this attempt took over, if any
 
     async def apply(
         self,
@@ -305,8 +307,12 @@ class Idempotency:
         else:
             session.rollback()
             return self._answer_from(record)
-        # Lost a race for the claim: answer from whatever the winner left.
+        # Lost a race for the claim: answer from whatever the winner left (a fence this attempt
+        # is newer than may still be taken over).
         record = self._record(session)
+        if record is not None and record.state == "fenced" and self._may_take_over(record) \
+                and self._take_over(session, record):
+            return None
         session.rollback()
         if record is None:  # the winner failed and forgot the key a moment ago: retry at once
             raise self._in_flight(timedelta(0))
@@ -350,15 +356,19 @@ class Idempotency:
         t = self.table
         token = secrets.token_hex(16)
         held_by = t.c.token.is_(None) if record.token is None else t.c.token == record.token
+        # A fence is taken over only as it was read: one raised meanwhile (by the gateway, for an
+        # attempt as new as this one) wins.
+        unchanged = t.c.fenced_deadline == record.fenced_deadline if record.state == "fenced" else true()
         taken = session.execute(
             update(t)
-            .where(t.c.id == record.id, t.c.state == record.state, held_by)
+            .where(t.c.id == record.id, t.c.state == record.state, held_by, unchanged)
             .values(state="in_flight", token=token, claimed_at=self.wall_clock(), fenced_deadline=None)
         ).rowcount
         session.commit()
         if taken != 1:
             return False
         self.record_id, self.token = record.id, token
+        self.lifted_fence = record.fenced_deadline if record.state == "fenced" else None
         self._check_deadline_after_claim(session)
         return True
 
@@ -417,9 +427,15 @@ class Idempotency:
         return True
 
     def _release(self, session: Session) -> bool:
-        """Forget this request's claim (nothing was applied); False if it was no longer ours."""
+        """Forget this request's claim (nothing was applied); False if it was no longer ours. A
+        fence it had taken over goes back up: the attempt it held off must still be held off."""
         t = self.table
-        released = session.execute(delete(t).where(t.c.id == self.record_id, t.c.token == self.token)).rowcount
+        mine = (t.c.id == self.record_id, t.c.token == self.token)
+        if self.lifted_fence is not None:
+            released = session.execute(update(t).where(*mine).values(
+                state="fenced", token=None, claimed_at=None, fenced_deadline=self.lifted_fence)).rowcount
+        else:
+            released = session.execute(delete(t).where(*mine)).rowcount
         session.commit()
         return released == 1
 

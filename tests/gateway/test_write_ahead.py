@@ -267,3 +267,33 @@ def test_only_the_header_the_service_honours_is_its_key(tmp_path: Path, ledger: 
         [(headers, _)] = ledger.seen
         assert headers["idempotency-key"].startswith("sbx-gw-")
         assert _entries(client)[0]["idempotency_key"] == headers["idempotency-key"]
+
+
+def test_a_retry_lost_like_the_first_attempt_is_fenced_too(
+        tmp_path: Path, ledger: Ledger, payments_app) -> None:  # type: ignore[no-untyped-def]
+    """The key already holds the first attempt's fence; the retry's later deadline would lift it,
+    so the gateway raises the fence to the retry's deadline before calling it not applied."""
+    with _gateway(tmp_path, ledger) as client:
+        gateway = client.app.state.gateway
+        keyed = {"X-API-Key": WALLET_KEY, "Idempotency-Key": "lost-twice"}
+        for _ in range(2):
+            ledger.lose = "before"
+            assert client.post("/payments/transfers", json=BODY, headers=keyed).status_code == 504
+            assert client.portal.call(gateway.reconcile_open) == {"not-applied": 1}
+        with TestClient(payments_app) as payments:
+            for late in ledger.lost:  # both turn up late: neither may apply
+                arrived = payments.post("/transfers", content=late.content, headers=dict(late.headers))
+                assert arrived.status_code == 504, arrived.text
+        assert _balance(payments_app) == "5000.00"
+        third = client.post("/payments/transfers", json=BODY, headers=keyed)
+        assert third.status_code == 201 and _volume(client) == "77.70" and _balance(payments_app) == "4922.30"
+
+
+@pytest.mark.parametrize("key", [".", ".."])
+def test_a_key_made_of_dots_is_still_reconciled(tmp_path: Path, ledger: Ledger, key: str) -> None:
+    with _gateway(tmp_path, ledger) as client:
+        ledger.lose = "after"
+        keyed = {"X-API-Key": WALLET_KEY, "Idempotency-Key": key}
+        assert client.post("/payments/transfers", json=BODY, headers=keyed).status_code == 504
+        assert client.portal.call(client.app.state.gateway.reconcile_open) == {"applied": 1}
+        assert _volume(client) == "77.70"
