@@ -1,4 +1,5 @@
-"""Export every built service's OpenAPI document to openapi/<service>.json (and check drift)."""
+"""Export every built service's OpenAPI document to openapi/<service>.json, and the participant's
+contract at the gateway to openapi/sandbox.json (tests/platform check both for drift)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from sandbox.participant_contract import ServiceContract, participant_contract, screened_by_gateway
 from sandbox.topology import ServiceSpec, built_services
 
 OPENAPI_DIR = Path(__file__).resolve().parent.parent / "openapi"
+PARTICIPANT_FILE = "sandbox.json"  # what participants call at the gateway (sandbox/participant_contract.py)
 
 
 @contextmanager
@@ -50,11 +53,23 @@ def render(document: dict[str, Any]) -> str:
     return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
+def participant_document(documents: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """openapi/sandbox.json from the services' documents (by service name), as the gateway serves them."""
+    services = [ServiceContract(spec.name, spec.gateway_prefix, documents[spec.name])
+                for spec in built_services() if spec.gateway_prefix is not None]
+    return participant_contract(services, screened_by_gateway())
+
+
 def export(out_dir: Path = OPENAPI_DIR) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
+    documents = {}
     for spec in built_services():
         path = out_dir / f"{spec.name}.json"
-        path.write_text(render(build_app(spec).openapi()), encoding="utf-8")
+        documents[spec.name] = build_app(spec).openapi()
+        path.write_text(render(documents[spec.name]), encoding="utf-8")
         written.append(path)
+    path = out_dir / PARTICIPANT_FILE
+    path.write_text(render(participant_document(documents)), encoding="utf-8")
+    written.append(path)
     return written
