@@ -48,7 +48,8 @@ class Bank:
     def __init__(self, client: TestClient, clock: Clock, ledger_url: str) -> None:
         self.client = client
         self.clock = clock
-        self.ledger = httpx.Client(base_url=ledger_url + "/payments")
+        # A generous timeout: on a loaded 2-core machine a real server's answer can take seconds.
+        self.ledger = httpx.Client(base_url=ledger_url + "/payments", timeout=30)
 
     # --- tokens ---
     def client_token(self, tpp: tuple[str, str] = DEMO, scope: str = "accounts payments fundsconfirmations") -> str:
