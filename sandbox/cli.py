@@ -52,7 +52,8 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _fuzz(args: argparse.Namespace) -> int:
-    """Schemathesis against the running stack: every service's own port, every check."""
+    """Schemathesis against the running stack: every service's own port, every check; with
+    --via-gateway, also openapi/sandbox.json against the gateway as a participant admitted for the run."""
     from services.common.demo import DEMO_REGULATOR_KEY
 
     st = Path(sys.executable).with_name("schemathesis")
@@ -69,7 +70,76 @@ def _fuzz(args: argparse.Namespace) -> int:
             cmd += ["--header", f"X-API-Key: {DEMO_REGULATOR_KEY}"]
         print(f"\n=== schemathesis: {spec.name} ===", flush=True)
         status |= subprocess.call(cmd)
+    if args.via_gateway:
+        status |= _fuzz_via_gateway(args, st)
     return status
+
+
+FUZZ_LIMITS = {"max_single_transaction": "1000000000.00", "daily_volume": "1000000000000.00",
+               "max_customers": 1_000_000, "rate_limit_per_minute": 100_000}
+
+
+def _fuzz_via_gateway(args: argparse.Namespace, st: Path) -> int:
+    """openapi/sandbox.json against the running gateway, as a fuzz participant the regulator
+    admits for this run (every service, generous limits) with a Sandbox Bank TPP client of its
+    own: its key and a client-credentials token go in as schemathesis' OpenAPI-aware auth, so
+    cases that leave them out on purpose are sent without them."""
+    import json
+    import tempfile
+    import time
+
+    import httpx
+
+    from sandbox.contracts import OPENAPI_DIR
+    from sandbox.topology import GATEWAY
+    from services.common.demo import DEMO_REGULATOR_KEY
+
+    base = f"http://127.0.0.1:{GATEWAY.port + args.port_offset}"
+    print("\n=== schemathesis: openapi/sandbox.json through the gateway ===", flush=True)
+    try:
+        with httpx.Client(base_url=base, timeout=30) as http:
+            admitted = http.post("/sandbox/participants", headers={"X-API-Key": DEMO_REGULATOR_KEY}, json={
+                "name": f"Contract Fuzzer {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                "role": "schemathesis against openapi/sandbox.json (make fuzz)",
+                "services": ["payments", "credit", "advisor", "open-banking"], "limits": FUZZ_LIMITS})
+            if admitted.status_code != 201:
+                print(f"admitting the fuzz participant: {admitted.status_code} {admitted.text}", file=sys.stderr)
+                return 1
+            key = admitted.json()["api_key"]
+            print(f"fuzz participant {admitted.json()['id']} admitted for the run", flush=True)
+            registered = http.post("/open-banking/register", headers={"X-API-Key": key}, json={
+                "client_name": "Contract Fuzzer", "redirect_uri": "https://fuzzer.example/callback"})
+            if registered.status_code != 201:
+                print(f"registering its TPP client: {registered.status_code} {registered.text}", file=sys.stderr)
+                return 1
+            client = registered.json()
+            token = http.post("/open-banking/oauth2/token", headers={"X-API-Key": key}, data={
+                "grant_type": "client_credentials", "client_id": client["client_id"],
+                "client_secret": client["client_secret"], "scope": "accounts payments fundsconfirmations"})
+            if token.status_code != 200:
+                print(f"its TPP token: {token.status_code} {token.text}", file=sys.stderr)
+                return 1
+            bearer = token.json()["access_token"]
+    except httpx.HTTPError as exc:
+        print(f"the gateway at {base} is not answering ({exc}); start the stack with `make run`", file=sys.stderr)
+        return 1
+
+    # schemathesis.toml, plus this run's credentials (never written to the repository). A PSU
+    # token cannot be had without a PSU's consent; those operations get the TPP's and answer 401/403.
+    root = Path(__file__).resolve().parent.parent
+    config = (root / "schemathesis.toml").read_text(encoding="utf-8")
+    config = "\n".join([
+        f"[auth.openapi.ApiKey]\napi_key = {json.dumps(key)}",
+        *(f"[auth.openapi.{json.dumps(scheme)}]\nbearer = {json.dumps(bearer)}"
+          for scheme in ("openbanking.TPPOAuth2Security", "openbanking.PSUOAuth2Security")),
+        "", config])
+    with tempfile.TemporaryDirectory(prefix="sandbox-fuzz-") as scratch:
+        path = Path(scratch) / "schemathesis.toml"
+        path.write_text(config, encoding="utf-8")
+        cmd = [str(st), "--config-file", str(path), "run", str(OPENAPI_DIR / "sandbox.json"), "--url", base,
+               "--checks", "all", "--max-examples", str(args.max_examples),
+               "--phases", "examples,coverage,fuzzing,stateful", "--exclude-path-regex", "/_sandbox/"]
+        return subprocess.call(cmd)
 
 
 def _verify_log(args: argparse.Namespace) -> int:
@@ -103,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("fuzz", help="schemathesis against the running stack")
     p.add_argument("--port-offset", type=int, default=0)
     p.add_argument("--max-examples", type=int, default=50)
+    p.add_argument("--via-gateway", action="store_true",
+                   help="also fuzz openapi/sandbox.json through the gateway as a participant admitted for the run")
     p.set_defaults(func=_fuzz)
 
     p = sub.add_parser("verify-log", help="verify the gateway's tamper-evident audit log "
