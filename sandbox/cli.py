@@ -173,8 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("fuzz", help="schemathesis against the running stack")
     p.add_argument("--port-offset", type=int, default=0)
     p.add_argument("--max-examples", type=int, default=50)
-    p.add_argument("--via-gateway", action="store_true",
-                   help="also fuzz openapi/sandbox.json through the gateway as a participant admitted for the run")
+    p.add_argument("--via-gateway", action=argparse.BooleanOptionalAction, default=True,
+                   help="also fuzz openapi/sandbox.json through the gateway as a participant admitted for "
+                   "the run (the default, so `make fuzz` does)")
     p.set_defaults(func=_fuzz)
 
     p = sub.add_parser("verify-log", help="verify the gateway's tamper-evident audit log "
