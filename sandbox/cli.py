@@ -173,9 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("fuzz", help="schemathesis against the running stack")
     p.add_argument("--port-offset", type=int, default=0)
     p.add_argument("--max-examples", type=int, default=50)
-    p.add_argument("--via-gateway", action=argparse.BooleanOptionalAction, default=True,
+    # Opt-in until the gateway run is clean (issue 11, item 2): `make fuzz` stays the per-service run.
+    p.add_argument("--via-gateway", action=argparse.BooleanOptionalAction, default=False,
                    help="also fuzz openapi/sandbox.json through the gateway as a participant admitted for "
-                   "the run (the default, so `make fuzz` does)")
+                   "the run")
     p.set_defaults(func=_fuzz)
 
     p = sub.add_parser("verify-log", help="verify the gateway's tamper-evident audit log "
