@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.common.clock import Clock
@@ -117,7 +118,9 @@ def build_service_app(
             on_shutdown()
         database.dispose()
 
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from the installed fastapi-offline package (at
+    # /static-offline-docs, no web fonts), not a CDN: the pages work in an offline classroom.
+    app = FastAPIOffline(
         title=title,
         description=description,
         version=version,
