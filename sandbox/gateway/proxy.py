@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -216,6 +217,9 @@ async def _small_body(response: httpx.Response) -> bytes | None:
         return b"".join([chunk async for chunk in response.aiter_raw()])
     finally:
         await response.aclose()
+
+
+_LOOKUP_ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")  # what an id the gateway looks up may look like
 
 
 def _lease_over(expires_at: str | None) -> bool:
@@ -1033,6 +1037,12 @@ class Gateway:
             headers.append((b"x-forwarded-host", host.encode("latin-1")))
         if "x-forwarded-proto" not in names:
             headers.append((b"x-forwarded-proto", request.url.scheme.encode()))
+        # The path as the client sent it (still percent-encoded), so an encoded control character
+        # reaches the service, which answers for it, instead of failing the gateway's URL.
+        raw = (request.scope.get("raw_path") or b"").split(b"?", 1)[0]  # (some servers keep the query)
+        prefix = b"/" + service.encode()
+        if raw.startswith(prefix):
+            path = raw[len(prefix):].decode("latin-1") or "/"
         url = self.upstreams[service] + path
         query = request.url.query
         if query:
@@ -1079,6 +1089,8 @@ class Gateway:
         cached = self.owner_names.get(account_id)
         if cached is not None:
             return cached
+        if not _LOOKUP_ID.fullmatch(account_id):
+            return None  # no account has such an id (empty, a slash...): payments refuses it itself
         try:
             response = await self.client.get(
                 f"{self.upstreams['payments']}/accounts/{account_id}",

@@ -186,3 +186,18 @@ def test_proxied_routes_are_not_in_the_gateway_schema(tmp_path: Path) -> None:
 def test_unknown_prefix_is_404(tmp_path: Path) -> None:
     with _gateway(tmp_path) as client:
         assert client.get("/insurance/x", headers={"X-API-Key": WALLET_KEY}).status_code == 404
+
+
+def test_an_encoded_control_character_in_the_path_reaches_the_service(sandbox) -> None:  # type: ignore[no-untyped-def]
+    """Found by fuzzing through the gateway: the decoded path made an invalid upstream URL (500)."""
+    response = sandbox.client.get("/payments/journals/%11U", headers={"X-API-Key": "sbx_demo_wallet_key"})
+    assert response.status_code in (404, 422), response.text
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_an_empty_account_id_is_refused_by_payments_not_unscreened(sandbox) -> None:  # type: ignore[no-untyped-def]
+    """Found by fuzzing: the owner look-up of "" was taken for screening being down (503)."""
+    response = sandbox.client.post("/payments/transfers", headers={"X-API-Key": "sbx_demo_wallet_key"}, json={
+        "from_account_id": "acc_00000000000000000000000001", "to_account_id": "",
+        "amount": {"amount": "66.66", "currency": "CNY"}})
+    assert response.status_code == 422, response.text
