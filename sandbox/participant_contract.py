@@ -153,6 +153,11 @@ def add_gateway_answers(operation: dict[str, Any], money_moving: bool) -> None:
             declared["description"] = f"{declared.get('description', '').rstrip()}\n\nFrom the gateway: " \
                                       f"{answer.description}".lstrip()
             declared.setdefault("content", {}).setdefault(PROBLEM_MEDIA_TYPE, _fresh(problem))
+            # The gateway may give this status itself, without the service's own headers (OBIE's
+            # x-fapi-interaction-id): those can no longer be promised on it.
+            for header in declared.get("headers", {}).values():
+                if isinstance(header, dict) and "$ref" not in header:
+                    header["required"] = False
         headers = responses[status].setdefault("headers", {})
         for name in answer.headers:
             headers.setdefault(name, _header_ref(name))

@@ -6,11 +6,11 @@ import json
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, update
 
 from sandbox.gateway.proxy import ASSIGNED_KEY_PREFIX
 from services.common.demo import WALLET_CO
@@ -35,20 +35,34 @@ SHORT_RETRY_AFTER_S = 10
 SETTLED_AFTER_LEASE_S = 5
 
 
-def leave_claim_as_a_kill_would(stack: Stack, key: str, body: dict[str, Any]) -> float:
+def leave_claim_as_a_kill_would(stack: Stack, key: str, body: dict[str, Any]) -> None:
     """The row a payments process killed between claiming a key and finishing its work leaves:
-    the claim committed (in flight, its token, claimed now), no journal, nothing saved. Returns
-    when the lease runs out (monotonic seconds)."""
-    now = datetime.now(UTC)
+    the claim committed (in flight, its token), no journal, nothing saved. Written while payments
+    is down, before the gateway can ask about the key (it would fence a key with no record), with
+    its lease started only once payments is back (`start_lease`), whatever the restart takes."""
+    later = datetime.now(UTC) + timedelta(seconds=120)
     engine = stack.database("payments")
     try:
         with engine.begin() as conn:
             conn.execute(insert(IdempotencyKeys).values(
                 id=new_id("idem"), scope=WALLET_CO, key=key,
                 fingerprint=fingerprint("POST", "/transfers", json.dumps(body).encode()),
-                state="in_flight", created_at=now, token=secrets.token_hex(16), claimed_at=now))
+                state="in_flight", created_at=datetime.now(UTC), token=secrets.token_hex(16), claimed_at=later))
     finally:
         engine.dispose()
+
+
+def start_lease(stack: Stack, key: str) -> float:
+    """The claim's lease runs from now; returns when it runs out (monotonic seconds)."""
+    engine = stack.database("payments")
+    try:
+        with engine.begin() as conn:
+            t = IdempotencyKeys
+            moved = conn.execute(update(t).where(t.c.key == key, t.c.state == "in_flight")
+                                 .values(claimed_at=datetime.now(UTC))).rowcount
+    finally:
+        engine.dispose()
+    assert moved == 1, f"the claim on {key} is no longer in flight"
     return time.monotonic() + LEASE_S
 
 
@@ -65,9 +79,9 @@ def test_a_key_claimed_by_a_killed_payments_is_in_flight_within_its_lease_then_r
         stack.kill("payments")
         first = pending.result(timeout=10)
     assert (first.status, first.problem) == (504, "upstream-timeout"), str(first)
+    leave_claim_as_a_kill_would(stack, key, first.body)
     stack.start("payments")
-    # Left once payments is back, so its lease runs from now whatever the restart took.
-    lease_ends = leave_claim_as_a_kill_would(stack, key, first.body)
+    lease_ends = start_lease(stack, key)
 
     within = wallet.retry(first)
     assert time.monotonic() < lease_ends, "the retry came after the lease: lengthen it"
@@ -95,8 +109,9 @@ def test_an_unkeyed_transfer_claimed_by_a_killed_payments_is_reconciled_as_not_a
         stack.kill("payments")
         first = pending.result(timeout=10)
     assert (first.status, first.problem) == (504, "upstream-timeout"), str(first)
-    stack.start("payments")
     leave_claim_as_a_kill_would(stack, intent["idempotency_key"], first.body)
+    stack.start("payments")
+    start_lease(stack, intent["idempotency_key"])
 
     entries = wait_until_reconciled(stack, LEASE_S + RECONCILE_TIMEOUT_S)
     closing = [(e["phase"], e["status"], e["error"]) for e in entries_closing(entries, intent)]
