@@ -170,14 +170,15 @@ def add_gateway_answers(operation: dict[str, Any], money_moving: bool) -> None:
 
 # -- one service's document, renamed into the shared one ---------------------------------------
 
-def _walk(node: Any) -> Iterator[dict[str, Any]]:
+def walk(node: Any) -> Iterator[dict[str, Any]]:
+    """Every object in a JSON document, depth first."""
     if isinstance(node, dict):
         yield node
         for value in node.values():
-            yield from _walk(value)
+            yield from walk(value)
     elif isinstance(node, list):
         for value in node:
-            yield from _walk(value)
+            yield from walk(value)
 
 
 def schema_names(service: ServiceContract, shared: dict[str, dict[str, Any]]) -> dict[str, str]:
@@ -186,7 +187,7 @@ def schema_names(service: ServiceContract, shared: dict[str, dict[str, Any]]) ->
     defined = service.document.get("components", {}).get("schemas", {})
     names = {name: name if shared.get(name) == schema else f"{service.name}{SCHEME_SEPARATOR}{name}"
              for name, schema in defined.items()}
-    for node in _walk(service.document):
+    for node in walk(service.document):
         ref = node.get("$ref")
         if not isinstance(ref, str):
             continue
@@ -201,7 +202,7 @@ def schema_names(service: ServiceContract, shared: dict[str, dict[str, Any]]) ->
 
 
 def _rewrite_refs(node: Any, names: dict[str, str]) -> None:
-    for item in _walk(node):
+    for item in walk(node):
         ref = item.get("$ref")
         if isinstance(ref, str) and ref.startswith(SCHEMA_REF):
             item["$ref"] = SCHEMA_REF + names[ref.removeprefix(SCHEMA_REF)]

@@ -17,6 +17,7 @@ from sandbox.participant_contract import (
     participant_contract,
     problem_schemas,
     proxied_operations,
+    walk,
 )
 from sandbox.topology import built_services
 
@@ -39,16 +40,6 @@ def _operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]
             for method, op in item.items() if method in METHODS]
 
 
-def _walk(node: Any):  # type: ignore[no-untyped-def]
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from _walk(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _walk(value)
-
-
 def _resolve(document: dict[str, Any], ref: str) -> Any:
     assert ref.startswith("#/"), ref
     node: Any = document
@@ -67,7 +58,7 @@ def test_committed_participant_contract_matches_the_code() -> None:
 
 def test_every_reference_resolves() -> None:
     document = _committed()
-    refs = {node["$ref"] for node in _walk(document) if isinstance(node.get("$ref"), str)}
+    refs = {node["$ref"] for node in walk(document) if isinstance(node.get("$ref"), str)}
     assert refs
     unresolved = []
     for ref in sorted(refs):
