@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic_settings import SettingsConfigDict
 
-from sandbox.gateway import repository, service
+from sandbox.gateway import service
 from sandbox.gateway.door import UnauthenticatedLimiter
 from sandbox.gateway.endpoints import clock_router, receipts, router
 from sandbox.gateway.models import GatewayModel
@@ -91,7 +91,6 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
     clock = clock or Clock()
     db = Database(database_url(settings.database_url, settings.data_dir, "gateway"), GatewayModel.metadata)
     db.create_tables()
-    repository.upgrade_schema(db.engine)
     if settings.seed_demo_data:
         with db.session() as session:
             service.seed_demo_participants(session, clock.now())

@@ -86,7 +86,7 @@ ON_BEHALF_HEADER = "X-Sandbox-On-Behalf-Of"
 # Services whose money-moving requests take an optional key: the gateway assigns one when the
 # participant sent none, so every forwarded movement can be reconciled. (Open banking requires
 # OBIE's x-idempotency-key and refuses a request without one before anything moves.)
-ASSIGNABLE_KEY_HEADER = {"payments": "idempotency-key"}
+ASSIGNS_KEYS = frozenset({"payments"})
 ASSIGNED_KEY_PREFIX = "sbx-gw-"
 # The deadline sent with a movement: the gateway's own patience plus a little. A service claims
 # no idempotency key after it, so a request that sat in a stopped service never moves unseen.
@@ -220,6 +220,10 @@ async def _small_body(response: httpx.Response) -> bytes | None:
 
 
 _LOOKUP_ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")  # what an id the gateway looks up may look like
+
+
+def _key_header(service: str) -> str:
+    return KEY_HEADER.get(service, DEFAULT_KEY_HEADER)
 
 
 def _lease_over(expires_at: str | None) -> bool:
@@ -553,13 +557,10 @@ class Gateway:
             entry["limit_name"] = breach.limit
             return self._breach(refuse, breach, counted, rate_headers)
 
-        def unavailable(exc: Exception) -> Response:
-            return self._screening_unavailable(refuse, entry, rate_headers, exc)
-
         try:
             await self._fill_owner_names(tx, request_id)
         except Exception as exc:
-            return unavailable(exc)
+            return self._screening_unavailable(refuse, entry, rate_headers, exc)
         if key_value is not None and known is None:
             # A duplicate sent at the same moment may have been forwarded during that look-up
             # (and may even have timed out meanwhile: then its outcome comes first).
@@ -594,7 +595,7 @@ class Gateway:
         try:
             decision = self.rules.screen(tx, self.history, now.timestamp())
         except Exception as exc:
-            return unavailable(exc)
+            return self._screening_unavailable(refuse, entry, rate_headers, exc)
         entry.update(decision=decision.outcome, score=decision.score, rules=",".join(decision.rules),
                      ruleset_version=decision.ruleset_version)
         alert: dict[str, Any] | None = None
@@ -616,7 +617,7 @@ class Gateway:
         # participant's limits (already held), not the service's own.
         hold = self._hold(usage, tx, now, limits=link is None)
         assigned = None
-        if key_value is None and call.service in ASSIGNABLE_KEY_HEADER:
+        if key_value is None and call.service in ASSIGNS_KEYS:
             key_value = assigned = f"{ASSIGNED_KEY_PREFIX}{uuid.uuid4().hex}"
         deadline_ms = int((time.time() + self.timeout.connect + self.timeout.read + DEADLINE_GRACE_S) * 1000)
         try:
@@ -933,7 +934,7 @@ class Gateway:
 
     @staticmethod
     def _idempotency_key_value(request: Request, service: str) -> str | None:
-        return request.headers.get(KEY_HEADER.get(service, DEFAULT_KEY_HEADER)) or None
+        return request.headers.get(_key_header(service)) or None
 
     def _known_key(self, scoped: tuple[str, str, str], fp: str, now_s: float) -> tuple[KeyRecord, KeyRecord | None] | None:
         """(the record, itself again when this request retries it) for a remembered key."""
@@ -1027,7 +1028,7 @@ class Gateway:
         if originator is not None:  # honoured from service keys only (checked in handle)
             headers.append((b"x-sandbox-on-behalf-of", originator.encode()))
         if assigned_key is not None:
-            headers.append((ASSIGNABLE_KEY_HEADER[service].encode(), assigned_key.encode()))
+            headers.append((_key_header(service).encode(), assigned_key.encode()))
         if deadline_ms is not None:  # the service claims no key after this (nothing moves unseen)
             headers.append((b"x-sandbox-deadline", f"{deadline_ms / 1000:.3f}".encode()))
         # So a service's links (Links.Self, Location) name the gateway the caller reached, not

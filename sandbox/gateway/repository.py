@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Engine, Select, Table, and_, case, exists, func, insert, inspect, or_, select, text, true
+from sqlalchemy import Engine, Select, Table, and_, case, exists, func, insert, or_, select, true
 from sqlmodel import Session
 
 from sandbox.gateway.models import Alert, AuditEntry, Participant
@@ -24,27 +24,6 @@ COUNTS_FOR_HISTORY = (None, "history")
 def _counts_in(allowed: tuple[str | None, ...]) -> Any:
     named = [v for v in allowed if v is not None]
     return or_(AUDIT.c.counts.is_(None), AUDIT.c.counts.in_(named)) if None in allowed else AUDIT.c.counts.in_(named)
-
-
-def upgrade_schema(engine: Engine) -> None:
-    """Columns added to the gateway's tables after a database was created (create_all only
-    makes missing tables): add them, empty, so an existing log keeps working and verifying."""
-    added = {
-        "audit_log": {"counts": "VARCHAR(8)", "phase": "VARCHAR(12)", "intent_idx": "BIGINT",
-                      "idempotency_key": "VARCHAR(255)", "fingerprint": "VARCHAR(64)",
-                      "deadline_ms": "BIGINT", "via": "VARCHAR(40)"},
-        "participants": {"kind": "VARCHAR(12) NOT NULL DEFAULT 'participant'"},
-    }
-    for table, columns in added.items():
-        existing = {c["name"] for c in inspect(engine).get_columns(table)}
-        missing = {name: ddl for name, ddl in columns.items() if name not in existing}
-        if not missing:
-            continue
-        with engine.begin() as conn:
-            for name, ddl in missing.items():
-                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}"))
-            if table == "audit_log" and "intent_idx" in missing:
-                conn.execute(text("CREATE INDEX IF NOT EXISTS ix_audit_log_intent_idx ON audit_log (intent_idx)"))
 
 
 # -- participants ------------------------------------------------------------------------------
