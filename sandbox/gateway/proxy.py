@@ -55,7 +55,7 @@ from sandbox.gateway.screening import (
 )
 from services.common.clock import Clock
 from services.common.db import Database
-from services.common.idempotency import REPLAY_HEADER, RETENTION, fingerprint
+from services.common.idempotency import REPLAY_HEADER, RETENTION, fingerprint_of
 from services.common.ids import new_id
 from services.common.problems import PROBLEM_MEDIA_TYPE, problem_body
 from services.common.requestctx import current_request_id
@@ -516,7 +516,7 @@ class Gateway:
                           f"JSON nested deeper than {self.max_json_depth} levels is refused before "
                           "screening; money-moving bodies are a few levels deep.", headers=rate_headers)
         try:
-            document = json.loads(call.body or b"null")
+            document = parsed = json.loads(call.body or b"null")
             if operation.lookup is not None:
                 looked_up = await self._look_up(operation.lookup, document, call.service, request_id)
                 if looked_up is None:  # nothing to move: no such quote or journal; the service says so
@@ -537,7 +537,7 @@ class Gateway:
                      payee=tx.payee, customer=tx.customer, card_last4=tx.card_last4)
 
         # Idempotency keys are scoped to the key that sent them, as the services scope them.
-        fp = fingerprint(request.method, call.path, call.body)
+        fp = fingerprint_of(request.method, call.path, parsed)  # the body as parsed for screening
         key_value = self._idempotency_key_value(request, call.service)
         known = self._known_key((call.policy.id, call.service, key_value), fp, now.timestamp()) \
             if key_value else None

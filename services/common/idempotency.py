@@ -139,9 +139,18 @@ def idempotency_table(metadata: MetaData) -> Table:
 def fingerprint(method: str, path: str, body: bytes) -> str:
     """Same request = same method, path and JSON body (key order and spacing ignored)."""
     try:
-        canonical = json.dumps(json.loads(body or b"null"), sort_keys=True, separators=(",", ":"))
+        parsed = json.loads(body or b"null")
     except ValueError:
-        canonical = body.decode("latin-1")
+        return _digest(method, path, body.decode("latin-1"))
+    return fingerprint_of(method, path, parsed)
+
+
+def fingerprint_of(method: str, path: str, parsed: Any) -> str:
+    """`fingerprint` of a body already parsed (the gateway parses money-moving bodies anyway)."""
+    return _digest(method, path, json.dumps(parsed, sort_keys=True, separators=(",", ":")))
+
+
+def _digest(method: str, path: str, canonical: str) -> str:
     return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
 
 
