@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -10,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from services.common.requestctx import current_request_id
 
@@ -147,16 +149,24 @@ _STATUS_SLUGS = {
 }
 
 
-def allowed_methods(request: Request) -> list[str]:
-    """Every method any route serves at this path (Starlette's 405 names only the first route's)."""
-    from starlette.routing import Match
+def _route_candidates(app: Any) -> Iterable[Any]:
+    """Every route of the app, those of included routers too: FastAPI ≥ 0.16x keeps an included
+    router whole in `app.router.routes`, so its routes are reached through `iter_route_contexts`."""
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # older FastAPI copies included routes into the app's own list
+        return app.router.routes
+    return iter_route_contexts(app.router.routes)
 
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method any route serves at this path (the router's 405 names only the first route's)."""
     methods: set[str] = set()
     scope = {**request.scope, "method": "GET"}
-    for route in request.app.router.routes:
-        match, _ = route.matches(scope)
-        if match != Match.NONE and getattr(route, "methods", None):
-            methods |= set(route.methods)
+    for route in _route_candidates(request.app):
+        route_methods = getattr(route, "methods", None)
+        if route_methods and route.matches(scope)[0] != Match.NONE:
+            methods |= set(route_methods)
     return sorted(methods)
 
 
@@ -165,8 +175,10 @@ def _http_problem(request: Request, exc: StarletteHTTPException) -> JSONResponse
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else None
     headers = dict(getattr(exc, "headers", None) or {})
     if exc.status_code == 405:
-        headers["Allow"] = ", ".join(allowed_methods(request))
-        detail = f"{request.method} is not served here; use {headers['Allow']}."
+        allowed = allowed_methods(request) or sorted(m.strip() for m in headers.get("Allow", "").split(",") if m.strip())
+        headers["Allow"] = ", ".join(allowed)
+        # No path in the words: through the gateway the service sees its own path, not the client's.
+        detail = f"{request.method} is not allowed here; this path allows {headers['Allow']}: use one of them."
     body = problem_body(exc.status_code, slug, title, detail, instance=request.url.path)
     return problem_response(exc.status_code, body, headers=headers)
 
