@@ -11,6 +11,7 @@ How a page is read (the conventions its authors follow):
 - every other block (```` ```sh ````, diagrams, listings) is not run, so a page shows commands
   like `make bench` that way. `<!-- docs-test: skip (why) -->` on the line before a bash or
   console block leaves it out too, and the test asks that no skipped block calls curl;
+- `<!-- docs-test: run by tests/….py -->` leaves out a block that test runs with checks of its own;
 - the steps of one page run in order in one bash, so a variable set by an earlier step (an id
   taken from an output) is there for the later ones. Pages start from a freshly reset sandbox.
 
@@ -44,6 +45,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SPECS = built_services()
 GATEWAY_PORT = next(s.port for s in SPECS if s.gateway_prefix is None)
 SKIP_MARK = "<!-- docs-test: skip"
+# A block a dedicated test runs, with checks of its own (the README's walkthroughs): not run
+# here, and allowed to call curl as long as that test file exists.
+ELSEWHERE_MARK = re.compile(r"<!-- docs-test: run by (\S+) -->")
 STEP_TIMEOUT_S = 180
 REGULATOR_KEY = "sbx_regulator_key"
 
@@ -66,6 +70,7 @@ class Block:
     line: int  # 1-based line of the opening fence
     body: str
     skipped: bool
+    run_elsewhere: str | None = None  # the test file that runs it
 
 
 def blocks_of(text: str) -> list[Block]:
@@ -84,8 +89,10 @@ def blocks_of(text: str) -> list[Block]:
         while i < len(lines) and lines[i].strip() != fence:
             body.append(lines[i][len(indent):] if lines[i].startswith(indent) else lines[i])
             i += 1
-        skipped = start > 0 and lines[start - 1].strip().startswith(SKIP_MARK)
-        blocks.append(Block(lang, start + 1, "\n".join(body), skipped))
+        before = lines[start - 1].strip() if start > 0 else ""
+        elsewhere = ELSEWHERE_MARK.match(before)
+        skipped = before.startswith(SKIP_MARK) or elsewhere is not None
+        blocks.append(Block(lang, start + 1, "\n".join(body), skipped, elsewhere.group(1) if elsewhere else None))
         i += 1
     return blocks
 
@@ -145,7 +152,8 @@ def skipped_curl_blocks(path: Path) -> list[int]:
     """Lines of blocks that call curl but are not run (a ```sh block, or one marked skip)."""
     return [b.line for b in blocks_of(path.read_text(encoding="utf-8"))
             if re.search(r"(^|[\s$(])curl\s", b.body)
-            and (b.skipped or b.lang not in {"bash", "console"})]
+            and (b.skipped or b.lang not in {"bash", "console"})
+            and not (b.run_elsewhere and (ROOT / b.run_elsewhere).is_file())]
 
 
 # -- comparing outputs -------------------------------------------------------------------------
