@@ -298,8 +298,8 @@ def run_page(path: Path, workdir: Path, offset: int) -> PageRun:
         parts.append(f"printf '\\n@@STEP {i} END %s@@\\n' \"$__sbx_failed\"")
     # The user's PATH, without the venv's: a page calls `.venv/bin/fintech-sandbox`, as a user must.
     venv_bin = str(Path(sys.executable).parent)
-    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p != venv_bin)
-    env = {**os.environ, "PATH": path}
+    user_path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p != venv_bin)
+    env = {**os.environ, "PATH": user_path}
     env.pop("VIRTUAL_ENV", None)
     proc = subprocess.run(["bash", "-c", "\n".join(parts)], cwd=workdir, capture_output=True, text=True,
                           timeout=STEP_TIMEOUT_S, env=env)
