@@ -15,6 +15,7 @@ from fastapi.responses import Response
 from pydantic_settings import SettingsConfigDict
 
 from sandbox.gateway import service
+from sandbox.gateway.docs import install_docs
 from sandbox.gateway.door import UnauthenticatedLimiter
 from sandbox.gateway.endpoints import clock_router, receipts, router
 from sandbox.gateway.models import GatewayModel
@@ -77,8 +78,9 @@ Participants call `/payments/…`, `/credit/…`, `/advisor/…` and `/open-bank
 `X-API-Key`; each request is checked against the participant's testing window, allow-list,
 limits and rate limit (`RateLimit-*` headers), money-moving requests are AML-screened
 (`X-Sandbox-Decision`), and every request is appended to a hash-chained audit log whose receipt
-comes back in `X-Sandbox-Receipt`. Those proxied routes are the services' own APIs and are
-documented there; this document is the regulator's API at `/sandbox/…` (regulator key).
+comes back in `X-Sandbox-Receipt`. Those proxied routes are the participant's contract, served at
+`/sandbox.json` with its pages at `/docs` and `/redoc`; this document is the regulator's API at
+`/sandbox/…` (regulator key), its pages at `/sandbox/docs` and `/sandbox/redoc`.
 """
 
 
@@ -139,6 +141,7 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
     # /_sandbox routes are the regulator's (endpoints.clock_router), not the shared open ones.
     app.router.routes[:] = [r for r in app.router.routes if not _is_shared_clock_route(r)]
     app.include_router(clock_router)
+    install_docs(app, gateway)
 
     inner_lifespan = app.router.lifespan_context
 
