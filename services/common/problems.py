@@ -170,15 +170,20 @@ def allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
+def method_not_allowed(request: Request, exc: StarletteHTTPException) -> tuple[str, str]:
+    """A 405's `Allow` header and the sentence that names the same methods."""
+    raised = [m.strip() for m in ((getattr(exc, "headers", None) or {}).get("Allow") or "").split(",")]
+    allow = ", ".join(allowed_methods(request) or sorted(m for m in raised if m))
+    # No path in the words: through the gateway the service sees its own path, not the client's.
+    return allow, f"{request.method} is not allowed here; this path allows {allow}: use one of them."
+
+
 def _http_problem(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     slug, title = _STATUS_SLUGS.get(exc.status_code, ("http-error", "HTTP error"))
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else None
     headers = dict(getattr(exc, "headers", None) or {})
     if exc.status_code == 405:
-        allowed = allowed_methods(request) or sorted(m.strip() for m in headers.get("Allow", "").split(",") if m.strip())
-        headers["Allow"] = ", ".join(allowed)
-        # No path in the words: through the gateway the service sees its own path, not the client's.
-        detail = f"{request.method} is not allowed here; this path allows {headers['Allow']}: use one of them."
+        headers["Allow"], detail = method_not_allowed(request, exc)
     body = problem_body(exc.status_code, slug, title, detail, instance=request.url.path)
     return problem_response(exc.status_code, body, headers=headers)
 

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.common.problems import PROBLEM_MEDIA_TYPE, Problem, allowed_methods
+from services.common.problems import PROBLEM_MEDIA_TYPE, Problem, method_not_allowed
 from services.common.requestctx import current_request_id
 
 INTERACTION_HEADER = "x-fapi-interaction-id"
@@ -117,8 +117,7 @@ def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return error_response(404, [("UK.OBIE.Resource.NotFound", f"Nothing is served at {request.url.path}.", None)],
                               headers)
     if exc.status_code == 405:
-        headers["Allow"] = ", ".join(allowed_methods(request))
-        message = f"{request.method} is not served here; use {headers['Allow']}."
+        headers["Allow"], message = method_not_allowed(request, exc)
         return error_response(405, [("UK.OBIE.UnexpectedError", message, None)], headers)
     detail = exc.detail if isinstance(exc.detail, str) else _code(exc.status_code)
     return error_response(exc.status_code, [("UK.OBIE.UnexpectedError", detail, None)], headers)
