@@ -4,10 +4,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-postgres openapi compose bench fuzz verify-log clean help
+.PHONY: run reset test test-postgres openapi compose bench fuzz verify-log clean help
 
 help:
 	@echo "make run       start the gateway and every service on SQLite (Ctrl-C stops them)"
+	@echo "               options: make run ARGS=\"--port-offset 100 --fresh\""
+	@echo "make reset     back to the seeded demo state, running or not (ARGS=\"--port-offset 100\", --data-dir)"
 	@echo "make test      run the whole test suite"
 	@echo "make openapi   re-export openapi/<service>.json from the code"
 	@echo "make compose   regenerate docker-compose.yml from sandbox/topology.py"
@@ -22,7 +24,10 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m sandbox run
+	$(PY) -m sandbox run $(ARGS)
+
+reset: $(STAMP)
+	$(PY) -m sandbox reset $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q

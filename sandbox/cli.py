@@ -1,4 +1,4 @@
-"""`fintech-sandbox` (also `python -m sandbox`): run, openapi, compose, bench, fuzz, verify-log."""
+"""`fintech-sandbox` (also `python -m sandbox`): run, reset, openapi, compose, bench, fuzz, verify-log."""
 
 from __future__ import annotations
 
@@ -18,7 +18,19 @@ def _run(args: argparse.Namespace) -> int:
     from sandbox.launcher import run
 
     only = args.services.split(",") if args.services else None
+    if args.fresh:
+        from sandbox.cli_reset import wipe_databases
+
+        wiped = wipe_databases(Path(args.data_dir))
+        print(f"--fresh: deleted {len(wiped)} database files in {args.data_dir}" if wiped
+              else f"--fresh: no databases in {args.data_dir} yet", flush=True)
     return run(Path(args.data_dir), args.port_offset, only, args.exit_when_ready)
+
+
+def _reset(args: argparse.Namespace) -> int:
+    from sandbox.cli_reset import reset
+
+    return reset(Path(args.data_dir), args.port_offset)
 
 
 def _openapi(_args: argparse.Namespace) -> int:
@@ -160,7 +172,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port-offset", type=int, default=0, help="add this to every port")
     p.add_argument("--services", help="comma-separated subset, e.g. gateway,payments")
     p.add_argument("--exit-when-ready", action="store_true", help="start, check, print, stop")
+    p.add_argument("--fresh", action="store_true",
+                   help="delete the data folder's databases first (the audit log too): a brand-new sandbox")
     p.set_defaults(func=_run)
+
+    p = sub.add_parser("reset", help="back to the seeded demo state: through the running gateway (the "
+                       "audit log starts a new epoch), else by deleting the services' databases")
+    p.add_argument("--data-dir", default=os.environ.get("SANDBOX_DATA_DIR", ".sandbox-data"))
+    p.add_argument("--port-offset", type=int, default=0, help="the offset the sandbox was started with")
+    p.set_defaults(func=_reset)
 
     sub.add_parser("openapi", help="export openapi/<service>.json").set_defaults(func=_openapi)
     sub.add_parser("compose", help="regenerate docker-compose.yml").set_defaults(func=_compose)

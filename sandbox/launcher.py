@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -53,6 +54,24 @@ def start(spec: ServiceSpec, data_dir: Path, port_offset: int) -> Running:
         preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,  # noqa: PLW1509
     )
     return Running(spec, port, process, log_path)
+
+
+def port_taken(port: int) -> bool:
+    """Whether something already listens on 127.0.0.1:`port` (bound as uvicorn binds it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def port_clash_message(taken: list[ServiceSpec], port_offset: int) -> str:
+    ports = ", ".join(f"{spec.port + port_offset} ({spec.name})" for spec in taken)
+    return (f"Port{'s' if len(taken) > 1 else ''} {ports} already in use: is the sandbox (or something "
+            "else) already running? Stop it with Ctrl-C in its terminal, or start this one beside it on "
+            f"other ports: make run ARGS=\"--port-offset {port_offset + 100}\"")
 
 
 def wait_ready(running: list[Running]) -> list[Running]:
@@ -116,6 +135,10 @@ def run(data_dir: Path, port_offset: int = 0, only: list[str] | None = None, exi
     def on_signal(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt  # SIGTERM stops the sandbox the way Ctrl-C does
 
+    taken = [spec for spec in specs if port_taken(spec.port + port_offset)]
+    if taken:
+        print(port_clash_message(taken, port_offset), file=sys.stderr)
+        return 1
     signal.signal(signal.SIGTERM, on_signal)
     try:
         for spec in specs:

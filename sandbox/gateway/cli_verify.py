@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         db = Database(url, GatewayModel.metadata)
         try:
+            db.create_tables()  # a log from before a column was added (epoch) reads as the gateway reads it
             result = verify_chain(repository.audit_rows(db.engine))
         finally:
             db.dispose()

@@ -13,6 +13,7 @@ from sqlmodel import Session
 from sandbox.gateway import repository, service
 from sandbox.gateway.limits import Policy
 from sandbox.gateway.proxy import Gateway, iso
+from sandbox.gateway.reset import reset_sandbox
 from sandbox.gateway.schemas import (
     ALERT_PREFIX,
     PARTICIPANT_PREFIX,
@@ -29,6 +30,7 @@ from sandbox.gateway.schemas import (
     ParticipantPublic,
     ReceiptCheck,
     RuleSetPublic,
+    SandboxReset,
     ServiceName,
     StatusChange,
     VerificationPublic,
@@ -36,6 +38,7 @@ from sandbox.gateway.schemas import (
 from services.common.app import ClockAdvance, ClockDep, ClockState, SettingsDep
 from services.common.db import SessionDep
 from services.common.fields import IdPath
+from services.common.ids import new_id
 from services.common.pagination import LimitQuery, Page, page_of
 from services.common.problems import Problem, not_found, problem_responses
 from services.common.requestctx import current_request_id
@@ -168,16 +171,21 @@ def reinstate_participant(participant_id: ParticipantId, body: StatusChange, req
 @router.get("/participants/{participant_id}/activity", tags=["participants"],
             operation_id="get_participant_activity", response_model=ActivityReport,
             responses=problem_responses(*AUTH, 404, 422))
-def get_participant_activity(participant_id: ParticipantId, session: ReadSessionDep, clock: ClockDep) -> ActivityReport:
-    """Today's traffic, decisions, volume and breaches of one participant, against its limits."""
-    return service.today_activity(session, service.get_participant(session, participant_id), clock.now())
+def get_participant_activity(participant_id: ParticipantId, session: ReadSessionDep, gateway: GatewayDep,
+                             clock: ClockDep) -> ActivityReport:
+    """Today's traffic, decisions, volume and breaches of one participant, against its limits
+    (in the current epoch: since the last `POST /sandbox/reset`)."""
+    return service.today_activity(session, gateway, service.get_participant(session, participant_id), clock.now())
 
 
 @router.get("/participants/{participant_id}/exit-report", tags=["reports"], operation_id="get_exit_report",
             response_model=ExitReport, responses=problem_responses(*AUTH, 404, 422))
 def get_exit_report(participant_id: ParticipantId, session: ReadSessionDep, gateway: GatewayDep,
                     clock: ClockDep) -> ExitReport:
-    """The testing window's volumes, decisions, alerts and limit breaches, as JSON."""
+    """The testing window's volumes, decisions, alerts and limit breaches, as JSON.
+
+    Counts the current epoch only: entries and alerts since the last `POST /sandbox/reset`
+    (`audit_head` still names the head of the whole log)."""
     return service.exit_report(session, gateway, service.get_participant(session, participant_id), clock.now())
 
 
@@ -254,9 +262,11 @@ def list_alerts(
     after: Annotated[str | None, Query(pattern=r"^[a-z0-9_]{1,40}$", description="`next_cursor` of the previous page.")] = None,
     status: Annotated[Literal["open", "assigned", "closed"] | None, Query()] = None,
     participant_id: Annotated[str | None, Query(max_length=40, pattern=r"^[a-z0-9_]+$")] = None,
+    *, gateway: GatewayDep,
 ) -> Page[AlertPublic]:
-    """Alerts opened by review and block decisions, oldest first."""
-    rows = repository.list_alerts(session, limit, after, status, participant_id)
+    """Alerts opened by review and block decisions, oldest first (the current epoch's: since the
+    last `POST /sandbox/reset`)."""
+    rows = repository.list_alerts(session, limit, after, status, participant_id, gateway.epoch_start)
     return page_of([service.alert_public(r) for r in rows], limit, lambda a: a.id)
 
 
@@ -299,6 +309,50 @@ def get_rules(gateway: GatewayDep) -> RuleSetPublic:
         screened_operations=[f"{op.service} {op.label}" for op in rules.operations],
         rules=rules.config["rules"], watch_list_version=rules.watch_list.version,
     )
+
+
+# -- the reset: back to the seeded demo state, a new epoch of the log --------------------------
+
+RESET_RESPONSES = problem_responses(*AUTH, 409, 502, 503)
+RESET_RESPONSES[409] = {**RESET_RESPONSES[409], "description": (
+    "Not reset: movements whose outcome is unknown (`movements-unresolved`), requests still on their "
+    "way (`requests-in-flight`), or another reset running (`reset-in-progress`)")}
+RESET_RESPONSES[502] = {**RESET_RESPONSES[502], "description": (
+    "A service answered its reset with an error (`service-reset-failed`, `service` names it)")}
+RESET_RESPONSES[503] = {**RESET_RESPONSES[503], "description": (
+    "A service could not be reached (`service-unreachable`, `service` names it)")}
+
+
+@router.post("/reset", tags=["sandbox"], operation_id="reset_sandbox", response_model=SandboxReset,
+             responses=RESET_RESPONSES)
+async def reset(request: Request, gateway: GatewayDep, settings: SettingsDep) -> SandboxReset:
+    """Put the whole sandbox back to its seeded demo state, without deleting its data folder.
+
+    Every service's `POST /_sandbox/reset` runs: the rows learners made are removed, each
+    service's clock goes back (real time; the advisor's market to its epoch, day 0) and the demo
+    world is seeded again (accounts and balances, mandates, Sandbox Bank's PSUs and clients).
+    The gateway's clock goes back to real time, its participants back to the seeded set
+    (participants admitted since are removed, their keys stop working), and daily volumes, rate
+    limits, customer counts, screening history and remembered idempotency keys start empty.
+
+    **The audit log is never erased.** The reset appends a hash-chained `reset` entry (by the
+    regulator, when, the new epoch's number) and starts a new epoch: exit reports, activity,
+    alerts and the limits count only the entries of the current epoch, while `GET
+    /sandbox/audit/entries` and `verify` (and `fintech-sandbox verify-log`) still cover the
+    whole chain.
+
+    **Money in flight.** While the reset runs nothing is forwarded (503 `sandbox-resetting`);
+    requests already on their way are waited for, and movements whose outcome was never heard
+    are reconciled with their service first. If one still cannot be settled the reset is
+    refused (409 `movements-unresolved`) and nothing changes. If a service's own reset fails the
+    answer is 502 or 503 naming it; the reset is safe to repeat."""
+    request_id = current_request_id() or new_id("req")
+    try:
+        return await reset_sandbox(gateway, seed=settings.seed_demo_data, request_id=request_id)
+    except Problem as refused:
+        service.record_regulator_action(gateway, "POST", request.url.path, refused.status, request_id,
+                                        gateway.clock.now())
+        raise
 
 
 # -- receipts: a participant checks its own ------------------------------------------------

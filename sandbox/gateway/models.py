@@ -108,5 +108,8 @@ class AuditEntry(GatewayModel, table=True):
     deadline_ms: int | None = Field(default=None, sa_type=BigInteger)  # wall clock, epoch ms
     # The sandbox service whose key sent this hop for `participant_id` (X-Sandbox-On-Behalf-Of).
     via: str | None = Field(default=None, max_length=40)
+    # On a `reset` entry (phase "reset"): the epoch the regulator's reset began. The regulator's
+    # counts and the gateway's limits take entries from the latest reset on. Added with resets.
+    epoch: int | None = Field(default=None)
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)

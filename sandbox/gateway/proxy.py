@@ -190,6 +190,17 @@ class Hop:
     linked: bool = False
 
 
+def complete_entry(fields: dict[str, Any]) -> dict[str, Any]:
+    """Every column of an audit entry present (unset ones None), as the hash covers them."""
+    fields.setdefault("rules", "")
+    for name in ("participant_id", "service", "operation", "decision", "score", "ruleset_version",
+                 "limit_name", "amount", "currency", "value_minor", "payer", "payee", "customer",
+                 "card_last4", "error", "alert_id", "counts", "phase", "intent_idx", "idempotency_key",
+                 "fingerprint", "deadline_ms", "via"):
+        fields.setdefault(name, None)
+    return fields
+
+
 def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -273,6 +284,13 @@ class Gateway:
         self.door: UnauthenticatedLimiter | None = None  # unauthenticated requests per address
         self.head = ChainHead()
         self._audit_lock = threading.Lock()  # regulator handlers append from worker threads
+        # The regulator's reset (sandbox/gateway/reset.py) starts a new epoch: what the gateway
+        # counts (limits, screening history, reports) starts at the epoch's `reset` entry.
+        self.epoch = 0
+        self.epoch_start = 0  # index of the current epoch's first entry (its `reset` entry)
+        self.resetting = False  # while true, nothing is forwarded (503 sandbox-resetting)
+        self.forwarding = 0  # requests sent upstream whose answer has not been read yet
+        self.reset_lock = asyncio.Lock()
         self.upstreams: dict[str, str] = {}
         self.mounts: dict[str, httpx.AsyncBaseTransport] = {}
         for service, url in upstreams.items():
@@ -328,10 +346,13 @@ class Gateway:
         head = repository.audit_head(self.db.engine)
         if head is not None:
             self.head = ChainHead(head[0] + 1, head[1])
+        reset = repository.last_reset(self.db.engine)
+        if reset is not None:
+            self.epoch_start, self.epoch = reset
         now = self.clock.now()
         day = now.astimezone(UTC).toordinal()
         since = iso(now - timedelta(seconds=self.rules.horizon_s))
-        for row in repository.accepted_money_movements(self.db.engine, since):
+        for row in repository.accepted_money_movements(self.db.engine, since, self.epoch_start):
             moment = _parse_iso(row.at)
             if row.counts in repository.COUNTS_FOR_HISTORY:
                 self.history.record(_movement_of(row), moment.timestamp())
@@ -340,7 +361,7 @@ class Gateway:
                 if usage.day != day:
                     usage.day, usage.day_volume = day, 0
                 usage.day_volume += row.value_minor
-        for row in repository.customers_by_participant(self.db.engine):
+        for row in repository.customers_by_participant(self.db.engine, self.epoch_start):
             self._usage(row.participant_id).customers.add(row.customer)
         self._load_intents(now)
 
@@ -348,7 +369,7 @@ class Gateway:
         """Open intents hold their usage again; keys of the last day are remembered again."""
         day = now.astimezone(UTC).toordinal()
         since = iso(now - RETENTION)
-        for row in repository.money_intents(self.db.engine, since):
+        for row in repository.money_intents(self.db.engine, since, self.epoch_start):
             fields = dict(row._mapping)
             closed_status = fields.pop("closed_status")
             key_holder = fields["via"] or fields["participant_id"]
@@ -376,6 +397,26 @@ class Gateway:
                 fields["fingerprint"], state, _parse_iso(fields["at"]).timestamp(), decision,
                 fields["alert_id"], intent)
 
+    def forget_activity(self, participants: list[Participant]) -> None:
+        """The reset's new epoch: only `participants` may call; usage, rate and customer counts,
+        the screening history, remembered keys and account names start empty. (Open intents
+        were reconciled before; the reset refuses while any is left.)"""
+        self.policies, self.policies_by_id = {}, {}
+        for row in participants:
+            self.remember(row)
+        self.usage = {}
+        self.history = History(self.rules.horizon_s)
+        self.keys = {}
+        self.hops = {}
+        self.owner_names = {}
+
+    def begin_epoch(self, fields: dict[str, Any]) -> int:
+        """Append the `reset` entry of the next epoch; from it on, the epoch's entries count."""
+        epoch = self.epoch + 1
+        idx, _ = self.audit({**fields, "phase": "reset", "epoch": epoch})
+        self.epoch, self.epoch_start = epoch, idx
+        return idx
+
     def remember(self, row: Participant) -> None:
         """Admission, suspension and reinstatement take effect on the next request."""
         old = self.policies_by_id.get(row.id)
@@ -395,12 +436,7 @@ class Gateway:
 
     def audit(self, fields: dict[str, Any], alert: dict[str, Any] | None = None) -> tuple[int, str]:
         """Seal and write one entry (and its alert). No await between the two: one writer."""
-        fields.setdefault("rules", "")
-        for name in ("participant_id", "service", "operation", "decision", "score", "ruleset_version",
-                     "limit_name", "amount", "currency", "value_minor", "payer", "payee", "customer",
-                     "card_last4", "error", "alert_id", "counts", "phase", "intent_idx", "idempotency_key",
-                     "fingerprint", "deadline_ms", "via"):
-            fields.setdefault(name, None)
+        complete_entry(fields)
         with self._audit_lock:
             if alert is not None:
                 alert["audit_index"] = self.head.next_idx
@@ -733,7 +769,14 @@ class Gateway:
         A small answer of known size is read whole before anything is settled or logged, so an
         answer lost half-way is an unanswered request (504, may or may not have been applied),
         as a timeout is, never a 2xx logged and then a crash."""
+        if self.resetting:  # the regulator's reset waits for what is already on its way; nothing new goes
+            settle(None, False)
+            entry["error"] = "sandbox-resetting"
+            return refuse(503, "sandbox-resetting", "The sandbox is being reset",
+                          "The regulator is putting the sandbox back to its seeded demo state; nothing "
+                          "was forwarded. Retry in a few seconds.", headers={**rate_headers, "Retry-After": "2"})
         answered = False  # the service's status line and headers arrived
+        self.forwarding += 1
         try:
             response = await self.transport(service).handle_async_request(upstream)
             answered = True
@@ -745,6 +788,8 @@ class Gateway:
         except BaseException:
             settle(None, True)
             raise
+        finally:
+            self.forwarding -= 1
         settle(response, True)
 
         entry["status"] = response.status_code

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Engine, Select, Table, and_, case, exists, func, insert, or_, select, true
+from sqlalchemy import Engine, Select, Table, and_, case, delete, exists, func, insert, or_, select, true
 from sqlmodel import Session
 
 from sandbox.gateway.models import Alert, AuditEntry, Participant
@@ -40,6 +40,11 @@ def get_participant(session: Session, participant_id: str) -> Participant | None
     return session.get(Participant, participant_id)
 
 
+def delete_participants(session: Session) -> int:
+    """Every participant gone (the sandbox's reset seeds the demo set again); how many there were."""
+    return session.execute(delete(Participant)).rowcount
+
+
 def list_participants(session: Session, limit: int, after: str | None, status: str | None) -> list[Participant]:
     query = select(Participant).order_by(Participant.id).limit(limit + 1)
     if after:
@@ -71,6 +76,14 @@ def append_audit(engine: Engine, entry: dict[str, Any], alert: dict[str, Any] | 
             _insert(ALERTS, tuple(alert)).execute(conn, alert).close()
 
 
+def last_reset(engine: Engine) -> tuple[int, int] | None:
+    """(index, epoch) of the latest `reset` entry: the current epoch counts from that index on."""
+    query = select(AUDIT.c.idx, AUDIT.c.epoch).where(AUDIT.c.phase == "reset").order_by(AUDIT.c.idx.desc()).limit(1)
+    with engine.connect() as conn:
+        row = conn.execute(query).first()
+    return (row.idx, row.epoch) if row else None
+
+
 def audit_rows(engine: Engine, batch: int = 5000) -> Iterator[dict[str, Any]]:
     """The whole log in index order, a batch at a time (for verification)."""
     after = -1
@@ -84,12 +97,13 @@ def audit_rows(engine: Engine, batch: int = 5000) -> Iterator[dict[str, Any]]:
         after = rows[-1]["idx"]
 
 
-def accepted_money_movements(engine: Engine, since_iso: str) -> list[Any]:
-    """Screened requests the services accepted since a time: to rebuild screening history and
-    today's volumes (`counts` says which of the two each one counts toward)."""
+def accepted_money_movements(engine: Engine, since_iso: str, from_idx: int = 0) -> list[Any]:
+    """Screened requests the services accepted since a time, in the epoch that starts at
+    `from_idx`: to rebuild screening history and today's volumes (`counts` says which of the
+    two each one counts toward)."""
     query = (select(AUDIT.c.at, AUDIT.c.participant_id, AUDIT.c.value_minor, AUDIT.c.payer,
                     AUDIT.c.payee, AUDIT.c.customer, AUDIT.c.counts)
-             .where(AUDIT.c.at >= since_iso, AUDIT.c.value_minor.is_not(None),
+             .where(AUDIT.c.idx >= from_idx, AUDIT.c.at >= since_iso, AUDIT.c.value_minor.is_not(None),
                     AUDIT.c.status >= 200, AUDIT.c.status < 300)
              .order_by(AUDIT.c.idx))
     with engine.connect() as conn:
@@ -99,9 +113,10 @@ def accepted_money_movements(engine: Engine, since_iso: str) -> list[Any]:
 CLOSING_PHASES = ("outcome", "reconciled")  # an intent followed by one of these is settled
 
 
-def money_intents(engine: Engine, since_iso: str) -> list[Any]:
+def money_intents(engine: Engine, since_iso: str, from_idx: int = 0) -> list[Any]:
     """Intents logged since a time, and every intent still open whenever it was logged, each with
-    the status of the entry that closed it (NULL: still open)."""
+    the status of the entry that closed it (NULL: still open); in the epoch from `from_idx` (a
+    reset waits until none is open)."""
     closing = AUDIT.alias("closing")
     closed_by = and_(closing.c.intent_idx == AUDIT.c.idx, closing.c.phase.in_(CLOSING_PHASES))
     closed_status = select(closing.c.status).where(closed_by).order_by(closing.c.idx).limit(1).scalar_subquery()
@@ -111,15 +126,16 @@ def money_intents(engine: Engine, since_iso: str) -> list[Any]:
                     AUDIT.c.value_minor, AUDIT.c.payer, AUDIT.c.payee, AUDIT.c.customer, AUDIT.c.card_last4,
                     AUDIT.c.alert_id, AUDIT.c.counts, AUDIT.c.idempotency_key, AUDIT.c.fingerprint,
                     AUDIT.c.deadline_ms, closed_status.label("closed_status"))
-             .where(AUDIT.c.phase == "intent", or_(AUDIT.c.at >= since_iso, ~exists().where(closed_by)))
+             .where(AUDIT.c.idx >= from_idx, AUDIT.c.phase == "intent",
+                    or_(AUDIT.c.at >= since_iso, ~exists().where(closed_by)))
              .order_by(AUDIT.c.idx))
     with engine.connect() as conn:
         return list(conn.execute(query))
 
 
-def customers_by_participant(engine: Engine) -> list[Any]:
+def customers_by_participant(engine: Engine, from_idx: int = 0) -> list[Any]:
     query = (select(AUDIT.c.participant_id, AUDIT.c.customer)
-             .where(AUDIT.c.customer.is_not(None), AUDIT.c.value_minor.is_not(None),
+             .where(AUDIT.c.idx >= from_idx, AUDIT.c.customer.is_not(None), AUDIT.c.value_minor.is_not(None),
                     AUDIT.c.status >= 200, AUDIT.c.status < 300, _counts_in(COUNTS_FOR_LIMITS))
              .group_by(AUDIT.c.participant_id, AUDIT.c.customer))
     with engine.connect() as conn:
@@ -141,15 +157,16 @@ def get_audit(session: Session, idx: int) -> AuditEntry | None:
 
 
 def activity_summary(session: Session, participant_id: str, since_iso: str | None = None,
-                     until_iso: str | None = None) -> dict[str, Any]:
-    """Counts and volumes of one participant's traffic over a period, in one query."""
+                     until_iso: str | None = None, from_idx: int = 0) -> dict[str, Any]:
+    """Counts and volumes of one participant's traffic over a period, in one query; only the
+    entries of the epoch that starts at `from_idx`."""
     a = AUDIT.c
     ok = and_(a.status >= 200, a.status < 300)
     counted = and_(ok, a.value_minor.is_not(None), _counts_in(COUNTS_FOR_LIMITS))  # what the limits count
     # One request is one entry: its intent (written ahead) and a later reconciliation are not
     # requests of their own, though a reconciled movement counts toward the volume.
     request = or_(a.phase.is_(None), a.phase.in_(("outcome", "unanswered")))
-    conditions = [a.participant_id == participant_id]
+    conditions = [a.participant_id == participant_id, a.idx >= from_idx]
     if since_iso:
         conditions.append(a.at >= since_iso)
     if until_iso:
@@ -185,8 +202,8 @@ def activity_summary(session: Session, participant_id: str, since_iso: str | Non
 # -- alerts --------------------------------------------------------------------------------
 
 def list_alerts(session: Session, limit: int, after: str | None, status: str | None,
-                participant_id: str | None) -> list[Alert]:
-    query = select(Alert).order_by(Alert.id).limit(limit + 1)
+                participant_id: str | None, from_idx: int = 0) -> list[Alert]:
+    query = select(Alert).where(Alert.audit_index >= from_idx).order_by(Alert.id).limit(limit + 1)
     if after:
         query = query.where(Alert.id > after)
     if status:
@@ -200,8 +217,10 @@ def get_alert(session: Session, alert_id: str) -> Alert | None:
     return session.get(Alert, alert_id)
 
 
-def alert_summary(session: Session, participant_id: str, since: Any = None, until: Any = None) -> dict[str, int]:
-    query = select(Alert.status, Alert.resolution, func.count()).where(Alert.participant_id == participant_id)
+def alert_summary(session: Session, participant_id: str, since: Any = None, until: Any = None,
+                  from_idx: int = 0) -> dict[str, int]:
+    query = select(Alert.status, Alert.resolution, func.count()).where(
+        Alert.participant_id == participant_id, Alert.audit_index >= from_idx)
     if since is not None:
         query = query.where(Alert.created_at >= since)
     if until is not None:

@@ -138,20 +138,49 @@ class AuditEntryPublic(BaseModel):
         "pass-through). An idempotent replay counts toward neither; an open-banking payment "
         "counts toward the initiating TPP's limits and, through the bank's ledger transfer, "
         "toward the history once. Null for other entries."))
-    phase: Literal["intent", "outcome", "unanswered", "reconciled"] | None = Field(description=(
+    phase: Literal["intent", "outcome", "unanswered", "reconciled", "reset"] | None = Field(description=(
         "Write-ahead entries of a money movement: `intent` is appended before the request is "
         "forwarded (status 0, its usage held); `outcome` when the service answered; `unanswered` when "
         "the gateway gave up (504) and the hold stays; `reconciled` when the service's record of the "
-        "idempotency key was read back later (status 0 with error `not-applied`: it never ran). Null "
-        "for a request that moves no money."))
+        "idempotency key was read back later (status 0 with error `not-applied`: it never ran). "
+        "`reset`: the regulator reset the sandbox here and epoch `epoch` began. Null for a request "
+        "that moves no money."))
     intent_index: int | None = Field(description="The `intent` entry this entry closes or follows.")
     idempotency_key: str | None = Field(description=(
         "The key the movement was forwarded with: the participant's, or one the gateway assigned."))
     via: str | None = Field(description=(
         "The sandbox service whose key sent this hop on `participant_id`'s behalf (advisor funding, "
         "credit collection, an open-banking payment's ledger transfer)."))
+    epoch: int | None = Field(default=None, description=(
+        "On a `reset` entry: the epoch it starts (1 for the first reset). Counts, reports and limits "
+        "take only the entries from the latest reset on; the log itself is never erased."))
     prev_hash: str
     hash: str
+
+
+class ServiceResetPublic(BaseModel):
+    """What one service's reset removed and seeded again, table by table."""
+
+    service: str
+    deleted: dict[str, int] = Field(description="Rows removed, per table.")
+    seeded: dict[str, int] = Field(description="Rows of the seeded demo state, per table.")
+    clock: datetime = Field(description="The service's time after the reset.")
+    took_ms: float
+
+
+class SandboxReset(BaseModel):
+    """The sandbox is back to its seeded demo state; a new epoch of the audit log began."""
+
+    epoch: int = Field(description="The epoch that began (1 after the first reset).")
+    audit_index: int = Field(description="The log entry that records the reset (phase `reset`).")
+    reset_at: datetime = Field(description="The gateway's time after the reset (its clock is back to real time).")
+    participants: int = Field(description="Participants now admitted: the seeded set.")
+    participants_removed: int = Field(description="Participants admitted since the last reset, now gone.")
+    intents_reconciled: dict[str, int] = Field(description=(
+        "Money movements whose outcome was still open, reconciled with their service before the "
+        "reset, by verdict (`applied`, `refused`, `not-applied`)."))
+    services: list[ServiceResetPublic]
+    took_ms: float = Field(description="The whole reset, services included, in milliseconds.")
 
 
 class AuditPage(BaseModel):

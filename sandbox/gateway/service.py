@@ -139,7 +139,7 @@ def audit_public(row: AuditEntry | dict[str, Any]) -> AuditEntryPublic:
         payer=r["payer"], payee=r["payee"], customer=r["customer"], card_last4=r["card_last4"],
         error=r["error"], alert_id=r["alert_id"], counts_toward=_counts_toward(r),
         phase=r.get("phase"), intent_index=r.get("intent_idx"), idempotency_key=r.get("idempotency_key"),
-        via=r.get("via"), prev_hash=r["prev_hash"], hash=r["hash"],
+        via=r.get("via"), epoch=r.get("epoch"), prev_hash=r["prev_hash"], hash=r["hash"],
     )
 
 
@@ -219,9 +219,12 @@ def close_alert(session: Session, alert_id: str, resolution: str, note: str | No
 
 # -- reports -----------------------------------------------------------------------------------
 
-def activity_report(session: Session, row: Participant, since: datetime, until: datetime) -> ActivityReport:
-    summary = repository.activity_summary(session, row.id, iso(since), iso(until))
-    alerts = repository.alert_summary(session, row.id, since, until)
+def activity_report(session: Session, row: Participant, since: datetime, until: datetime,
+                    from_idx: int = 0) -> ActivityReport:
+    """One participant's traffic over a period, counted from log entry `from_idx` on (the
+    current epoch's first: earlier epochs were reset away)."""
+    summary = repository.activity_summary(session, row.id, iso(since), iso(until), from_idx)
+    alerts = repository.alert_summary(session, row.id, since, until, from_idx)
     return ActivityReport(
         participant_id=row.id, name=row.name, status=row.status, period_from=since, period_to=until,
         requests=summary["requests"], succeeded=summary["succeeded"], refused=summary["refused"],
@@ -235,13 +238,13 @@ def activity_report(session: Session, row: Participant, since: datetime, until: 
     )
 
 
-def today_activity(session: Session, row: Participant, now: datetime) -> ActivityReport:
+def today_activity(session: Session, gateway: Gateway, row: Participant, now: datetime) -> ActivityReport:
     start = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    return activity_report(session, row, start, start + timedelta(days=1))
+    return activity_report(session, row, start, start + timedelta(days=1), gateway.epoch_start)
 
 
 def exit_report(session: Session, gateway: Gateway, row: Participant, now: datetime) -> ExitReport:
-    activity = activity_report(session, row, row.window_from, row.window_to)
+    activity = activity_report(session, row, row.window_from, row.window_to, gateway.epoch_start)
     return ExitReport(**activity.model_dump(), ruleset_version=gateway.rules.version, generated_at=now,
                       audit_head=audit_head(gateway))
 

@@ -18,6 +18,7 @@ from services.common.clock import Clock
 from services.common.db import Database, database_url
 from services.common.demo import demo_account
 from services.common.money import to_minor
+from services.common.reset import ResetHooks
 from services.common.settings import ServiceSettings
 
 
@@ -101,6 +102,9 @@ def create_app(settings: AdvisorSettings | None = None, clock: Clock | None = No
             {"name": "projections", "description": "Monte Carlo projections and fee drag"},
         ],
         on_shutdown=payments.close if payments_client is None else None,
+        # The market is the seed, the clock's day and the recorded shocks: the clock goes back
+        # to the epoch (day 0) and the shocks with the other rows. Nothing else is seeded.
+        reset=ResetHooks(),
     )
     app.state.idempotency_table = IdempotencyKeys
     app.state.advisor = advisor

@@ -27,6 +27,7 @@ from services.common.problems import (
     problem_responses,
 )
 from services.common.requestctx import RequestContextMiddleware, RequestIdLogFilter
+from services.common.reset import ResetHooks, install_reset
 from services.common.settings import ServiceSettings
 
 
@@ -110,6 +111,7 @@ def build_service_app(
     version: str = "1.0.0",
     openapi_tags: list[dict[str, Any]] | None = None,
     on_shutdown: Callable[[], None] | None = None,
+    reset: ResetHooks | None = None,
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI):  # type: ignore[no-untyped-def]
@@ -137,6 +139,7 @@ def build_service_app(
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     app.include_router(health_router(name, lambda request: request.app.state.db.ping()))
     app.include_router(clock_router())
+    install_reset(app, reset)  # POST /_sandbox/reset: back to the seeded demo state
     key_table = database.metadata.tables.get("idempotency_keys")
     if key_table is not None:  # the gateway reconciles its open intents through this read
         app.include_router(outcomes_router(key_table))

@@ -25,6 +25,12 @@ class Clock:
             self._offset += delta
         return self.now()
 
+    def reset(self) -> datetime:
+        """Back to where it started (its start, or real time): the sandbox's reset, the one move back."""
+        with self._lock:
+            self._offset = timedelta()
+        return self.now()
+
     @property
     def frozen(self) -> bool:
         return self._frozen is not None

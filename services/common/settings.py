@@ -25,6 +25,8 @@ class ServiceSettings(BaseSettings):
     seed_demo_data: bool = True
     # Let a teacher or a test move this service's clock over HTTP (/_sandbox/clock).
     allow_time_travel: bool = True
+    # Let a teacher or the gateway put this service back to its seeded state (/_sandbox/reset).
+    allow_reset: bool = True
     log_level: str = "INFO"
     # How long an Idempotency-Key claim is held (wall clock) before a retry may take it over.
     idempotency_lease_seconds: float = Field(default=30.0, gt=0)

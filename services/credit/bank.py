@@ -54,6 +54,11 @@ class SandboxBank:
 
     # --- tokens ---------------------------------------------------------------------------------
 
+    def forget_token(self) -> None:
+        """Drop the cached client token (the sandbox's reset: the bank no longer knows it)."""
+        with self._token.lock:
+            self._token.value = None
+
     def _token_request(self, form: dict[str, str]) -> dict[str, Any]:
         """POST /oauth2/token with client_secret_basic authentication."""
         try:

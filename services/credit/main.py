@@ -12,6 +12,7 @@ from services.common.app import build_service_app, configure_logging
 from services.common.clock import Clock
 from services.common.db import Database, database_url
 from services.common.demo import DEMO_TPP_CLIENTS, SERVICE_PARTICIPANT_KEYS, demo_account
+from services.common.reset import ResetHooks
 from services.common.settings import ServiceSettings
 from services.credit.bank import SandboxBank
 from services.credit.endpoints import router
@@ -88,6 +89,7 @@ def create_app(
             {"name": "monitoring", "description": "Fairness and population stability"},
         ],
         on_shutdown=gateway.close if payments_client is None else None,
+        reset=ResetHooks(forget=[bank.forget_token]),  # credit seeds nothing of its own
     )
     app.state.scorecard = load_scorecard(settings.scorecard_path)
     app.state.gateway = gateway

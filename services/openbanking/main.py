@@ -10,6 +10,7 @@ from pydantic_settings import SettingsConfigDict
 from services.common.app import build_service_app, configure_logging
 from services.common.clock import Clock
 from services.common.db import Database, database_url
+from services.common.reset import ResetHooks
 from services.openbanking import service
 from services.openbanking.endpoints import aisp, auth_router, cbpii, pisp
 from services.openbanking.errors import InteractionIdMiddleware, install_obie_error_handlers, install_obie_openapi
@@ -67,8 +68,12 @@ def create_app(settings: OpenBankingSettings | None = None, clock: Clock | None 
     clock = clock or Clock()
     db = Database(database_url(settings.database_url, settings.data_dir, "openbanking"), BankModel.metadata)
     db.create_tables()
-    with db.session() as session:
-        service.seed_bank(session, clock.now())
+
+    def seed() -> None:
+        with db.session() as session:
+            service.seed_bank(session, clock.now())
+
+    seed()
     payments = payments_client or PaymentsClient(settings.gateway_url, settings.participant_key)
     app = build_service_app(
         name="openbanking",
@@ -79,6 +84,7 @@ def create_app(settings: OpenBankingSettings | None = None, clock: Clock | None 
         clock=clock,
         routers=[auth_router, aisp, pisp, cbpii],
         on_shutdown=payments.close,
+        reset=ResetHooks(reseed=seed),
         openapi_tags=[
             {"name": "authorisation", "description": "OAuth2 tokens, client registration, the PSU's decision"},
             {"name": "account access", "description": "AISP account-access consents"},

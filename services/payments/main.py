@@ -13,9 +13,11 @@ from services.common.clock import Clock
 from services.common.db import Database, database_url
 from services.common.demo import DEMO_ACCOUNTS, DEMO_MANDATES
 from services.common.money import to_minor
+from services.common.reset import ResetHooks
 from services.common.settings import ServiceSettings
 from services.payments import service
 from services.payments.endpoints import router
+from services.payments.repository import forget_known_accounts
 from services.payments.models import Account, IdempotencyKeys, Mandate, PaymentsModel
 
 
@@ -84,9 +86,13 @@ def create_app(settings: PaymentsSettings | None = None, clock: Clock | None = N
     clock = clock or Clock()
     db = Database(database_url(settings.database_url, settings.data_dir, "payments"), PaymentsModel.metadata)
     db.create_tables()
-    if settings.seed_demo_data:
-        seed_demo_accounts(db, clock)
-        seed_demo_mandates(db)
+
+    def seed() -> None:
+        if settings.seed_demo_data:
+            seed_demo_accounts(db, clock)
+            seed_demo_mandates(db)
+
+    seed()
     app = build_service_app(
         name="payments",
         title="Payments",
@@ -95,6 +101,7 @@ def create_app(settings: PaymentsSettings | None = None, clock: Clock | None = N
         database=db,
         clock=clock,
         routers=[router],
+        reset=ResetHooks(reseed=seed, forget=[lambda: forget_known_accounts(db.engine)]),
         openapi_tags=[
             {"name": "accounts", "description": "Wallets and merchant accounts"},
             {"name": "movements", "description": "Top-ups, withdrawals, transfers, payments, refunds"},

@@ -124,7 +124,8 @@ class _KnownAccounts:
     read skips the look-up: on PostgreSQL, a network round trip fewer per movement. Only what
     `get_many` read from the database is remembered (no movement creates the accounts it looks
     up there). Should an entry ever be wrong, the movement's postings fail their foreign key
-    (a 500, rolled back) and the entry is forgotten. At most LIMIT accounts per database; past
+    (a 500, rolled back) and the entry is forgotten. The sandbox's reset deletes every account:
+    it forgets them all (`forget_known_accounts`). At most LIMIT accounts per database; past
     that the oldest half is dropped."""
 
     LIMIT = 100_000
@@ -140,6 +141,11 @@ class _KnownAccounts:
             with self._lock:
                 known = self._by_engine.setdefault(engine, {})  # type: ignore[arg-type]
         return known
+
+    def forget(self, engine: Engine) -> None:
+        """Everything read on this database: the sandbox's reset deletes accounts after all."""
+        with self._lock:
+            self._by_engine.pop(engine, None)
 
     def trim(self, known: dict[str, AccountRef]) -> None:
         if len(known) > self.LIMIT:
@@ -191,6 +197,11 @@ class PostingRow(NamedTuple):
 
 
 _KNOWN = _KnownAccounts()
+
+
+def forget_known_accounts(engine: Engine) -> None:
+    """After the sandbox's reset: accounts this process read may be gone."""
+    _KNOWN.forget(engine)
 
 
 class AccountsRepository:
