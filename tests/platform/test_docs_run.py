@@ -17,8 +17,8 @@ from tests.support.ports import free_port_offset
 PAGES = documented_pages()
 
 pytestmark = [
-    pytest.mark.skipif(shutil.which("curl") is None or shutil.which("jq") is None,
-                       reason="the pages' examples use curl and jq (apt-get install curl jq)"),
+    pytest.mark.skipif(any(shutil.which(tool) is None for tool in ("curl", "jq", "sqlite3")),
+                       reason="the pages' examples use curl, jq and sqlite3 (apt-get install curl jq sqlite3)"),
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the launcher's clean-up relies on Linux"),
 ]
 
