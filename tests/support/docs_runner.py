@@ -6,8 +6,8 @@ How a page is read (the conventions its authors follow):
 - a ```` ```console ```` block is a terminal session: a line starting with `$ ` is a command (it
   goes on while a line ends with a backslash), the lines after it, up to the next `$ `, are what
   it prints;
-- a ```` ```bash ```` block is a step to run; a block right after it (```` ```json ````,
-  ```` ```text ```` or a bare fence) is what the step prints;
+- a ```` ```bash ```` block is a step to run; a block right after it, with at most blank lines
+  between (```` ```json ````, ```` ```text ```` or a bare fence), is what the step prints;
 - every other block (```` ```sh ````, diagrams, listings) is not run, so a page shows commands
   like `make bench` that way. `<!-- docs-test: skip (why) -->` on the line before a bash or
   console block leaves it out too, and the test asks that no skipped block calls curl;
@@ -137,7 +137,8 @@ def steps_of(path: Path) -> list[Step]:
             expected = None
             after = blocks[n + 1] if n + 1 < len(blocks) else None
             closing = _closing_line(text_lines, block)
-            if after is not None and after.lang in OUTPUT_LANGS and after.line == closing + 1:
+            between = text_lines[closing:after.line - 1] if after is not None else []
+            if after is not None and after.lang in OUTPUT_LANGS and all(not t.strip() for t in between):
                 expected = after.body
             steps.append(Step(page, block.line + 1, block.body, expected))
     return steps
@@ -189,8 +190,8 @@ def line_pattern(line: str) -> str:
             m = pattern.search(line, pos)
             if m and (best is None or m.start() < best[0]):
                 best = (m.start(), m.end(), replacement)
-        gid = _GENERATED_ID.search(line, pos)
-        if gid and not gid.group(2).startswith("0000000") and (best is None or gid.start() < best[0]):
+        gid = next((m for m in _GENERATED_ID.finditer(line, pos) if not m.group(2).startswith("0000000")), None)
+        if gid and (best is None or gid.start() < best[0]):
             best = (gid.start(), gid.end(), re.escape(gid.group(1)) + r"_[0-9a-z]{26}")
         if best is None:
             parts.append(_literal(line[pos:]))
