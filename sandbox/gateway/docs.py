@@ -26,7 +26,10 @@ OWN_DOCS_URL = "/sandbox/docs"
 OWN_REDOC_URL = "/sandbox/redoc"
 STATIC_URL = "/static-offline-docs"  # fastapi-offline's mount, made by build_service_app
 # The key typed into Authorize survives a reload of the page (kept in the browser's localStorage).
-SWAGGER_UI_PARAMETERS = {"persistAuthorization": True, "displayRequestDuration": True, "filter": True}
+# No "Schemas" list under the operations: each operation shows its own, and drawing all of the
+# contract's hundreds of schemas doubled the time the page took to appear.
+SWAGGER_UI_PARAMETERS = {"persistAuthorization": True, "displayRequestDuration": True, "filter": True,
+                         "defaultModelsExpandDepth": -1}
 
 
 class ParticipantContract:
@@ -77,7 +80,7 @@ def served_at(contract: dict[str, Any], base_url: str) -> dict[str, Any]:
     so Swagger UI's "Try it out" calls the gateway that served the page."""
     info = dict(contract["info"])
     info["description"] = info["description"].replace(SERVER, base_url) + (
-        f"\n\nThe gateway's own regulator API (`/sandbox/…`): [{OWN_DOCS_URL}]({OWN_DOCS_URL}).")
+        f"\n\nThe regulator API's pages: [{OWN_DOCS_URL}]({OWN_DOCS_URL}), [{OWN_REDOC_URL}]({OWN_REDOC_URL}).")
     return {**contract, "info": info, "servers": [{"url": base_url, "description": "this gateway"}]}
 
 
