@@ -313,6 +313,8 @@ def participant_contract(services: Iterable[ServiceContract], money_moving: Mone
                 continue
             schema = _fresh(schema)
             _rewrite_refs(schema, names)
+            if schema.get("title") == name:  # client generators name a class after its title
+                schema["title"] = names[name]
             schemas[names[name]] = schema
         schemes.update(_security_schemes(service))
         for path, item in service_paths(service, names, money_moving).items():

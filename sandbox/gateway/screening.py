@@ -294,6 +294,9 @@ class RuleSet:
         names are filled in later by whoever can look them up."""
         amount = _resolve(body, op.amount)
         currency = _resolve(body, op.currency)
+        if isinstance(amount, str) and amount.startswith("-") and _AMOUNT.match(amount[1:]):
+            # Readable but negative: say what the service would say of it.
+            raise Unscreenable(f"the amount at {_describe(op.amount)} must be positive: {amount!r} is negative")
         if not isinstance(amount, str) or not _AMOUNT.match(amount):
             raise Unscreenable(f"the amount at {_describe(op.amount)} is missing or not a decimal string")
         if not isinstance(currency, str) or not re.fullmatch(r"[A-Z]{3}", currency):

@@ -48,18 +48,26 @@ def exponent_of(currency: str) -> int:
         raise ValueError(f"{currency!r} is not an ISO 4217 currency with minor units") from None
 
 
-def positive_amount_pattern(exponent: int) -> str:
-    """A regex for a positive decimal with at most `exponent` decimals and no lookaheads.
-
-    Written without lookaheads so contract fuzzers can generate from it.
+def positive_amount_pattern(exponent: int, whole_digits: int | None = None) -> str:
+    """A regex for a positive decimal with at most `exponent` decimals and no lookaheads:
+    by default at most 15 digits in minor units (`whole_digits` overrides the digits before the
+    point). Written without lookaheads so contract fuzzers can generate from it.
     """
-    whole = f"[1-9][0-9]{{0,{MAX_MINOR_DIGITS - exponent - 1}}}"
+    whole_digits = MAX_MINOR_DIGITS - exponent if whole_digits is None else whole_digits
+    whole = f"[1-9][0-9]{{0,{whole_digits - 1}}}"
     if exponent == 0:
         return f"^{whole}$"
     fractions = "|".join(
         f"0{{{zeros}}}[1-9][0-9]{{0,{exponent - 1 - zeros}}}" for zeros in range(exponent)
     )
     return f"^({whole}(\\.[0-9]{{1,{exponent}}})?|0\\.({fractions}))$"
+
+
+def any_positive_amount_pattern(codes: Iterable[str]) -> str:
+    """Positive amounts in any of `codes`: up to the most decimals and the most digits before the
+    point any of them allows (the per-currency bounds are the schema's `if`/`then`)."""
+    exponents = {currency_exponents()[code] for code in codes}
+    return positive_amount_pattern(max(exponents), MAX_MINOR_DIGITS - min(exponents))
 
 
 @lru_cache(maxsize=8)
@@ -140,14 +148,9 @@ class AmountIn(BaseModel):
         currency = info.data.get("currency")
         if currency is None:  # the currency error is already reported
             return value
-        exponent = exponent_of(currency)
-        if not _positive_amount(exponent).fullmatch(value):
-            places = "no decimals" if exponent == 0 else f"at most {exponent} decimals"
-            example = "12" + ("." + "3456"[:exponent] if exponent else "")
-            raise ValueError(
-                f"must be a positive decimal string with {places} for {currency} and at most "
-                f"{MAX_MINOR_DIGITS - exponent} digits before the point, e.g. {example!r}"
-            )
+        refusal = amount_refusal(value, currency)
+        if refusal is not None:
+            raise ValueError(refusal)
         return value
 
     @property
@@ -167,26 +170,58 @@ class AmountIn(BaseModel):
         )
 
 
+_DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?")  # well formed, whatever its sign or precision
+
+
+def amount_refusal(value: str, currency: str) -> str | None:
+    """Why `value` is not a positive amount in `currency`, in words a client can act on, or None.
+    The gateway says the same when it cannot screen a negative amount."""
+    exponent = exponent_of(currency)
+    if _positive_amount(exponent).fullmatch(value):
+        return None
+    if _DECIMAL.fullmatch(value) and (value.startswith("-") or not value.strip("-0.")):
+        return f"must be positive: {value!r} is {'zero' if not value.strip('-0.') else 'negative'}"
+    places = "no decimals" if exponent == 0 else f"at most {exponent} decimals"
+    example = "12" + ("." + "3456"[:exponent] if exponent else "")
+    return (f"must be a positive decimal string with {places} for {currency} and at most "
+            f"{MAX_MINOR_DIGITS - exponent} digits before the point, e.g. {example!r}")
+
+
 def amount_schema(title: str, description: str, codes: Iterable[str], example: dict[str, str]) -> JsonSchemaValue:
-    """The JSON schema of an amount object: one branch per exponent, so the contract itself says
-    12.345 CNY is invalid (a fuzzer then knows it too). CNY's branch comes first."""
+    """The JSON schema of an amount object: one object, so a generated client has one money type
+    (not one per exponent). The amount's pattern admits the most decimals any of the currencies
+    has; an `if`/`then` chain says how many each currency has, so validators and fuzzers know
+    12.345 CNY is invalid, and a generator that skips `if` still builds one model. The service
+    refuses an over-precise amount with a 422 naming `…amount.amount`, never rounding it."""
+    codes = list(codes)
     by_exponent: dict[int, list[str]] = {}
     for code in codes:
         by_exponent.setdefault(currency_exponents()[code], []).append(code)
+    # Most currencies have 2 decimals: they are the last `else`, so their codes are not repeated.
+    common = max(by_exponent, key=lambda exp: len(by_exponent[exp]))
+    precision: dict[str, Any] = {}
+    rule: dict[str, Any] = {"properties": {"amount": {"pattern": positive_amount_pattern(common)}}}
+    for exp in sorted(set(by_exponent) - {common}, reverse=True):  # JPY's rule first
+        precision = rule = {
+            "if": {"properties": {"currency": {"enum": by_exponent[exp]}}},
+            "then": {"properties": {"amount": {"pattern": positive_amount_pattern(exp)}}},
+            "else": rule,
+        }
     return {
         "title": title,
-        "description": description,
-        "anyOf": [
-            {
-                "type": "object",
-                "properties": {
-                    "amount": {"type": "string", "pattern": positive_amount_pattern(exp)},
-                    "currency": {"type": "string", "enum": by_exponent[exp]},
-                },
-                "required": ["amount", "currency"],
-                "additionalProperties": False,
-            }
-            for exp in sorted(by_exponent, key=lambda exp: (exp != 2, exp))
-        ],
+        "description": (
+            f"{description} The pattern admits the most decimals of any currency; the `if`/`then` "
+            "rules give each currency its own. An amount with more decimals than its currency has "
+            "(12.345 CNY), zero or a negative amount is answered 422 `validation-error` whose "
+            "`errors` name the amount's field (`body.amount.amount`); nothing is rounded."
+        ),
+        "type": "object",
+        "properties": {
+            "amount": {"type": "string", "pattern": any_positive_amount_pattern(codes)},
+            "currency": {"type": "string", "enum": codes},
+        },
+        "required": ["amount", "currency"],
+        "additionalProperties": False,
+        **precision,
         "examples": [example],
     }

@@ -161,3 +161,9 @@ def test_open_banking_payment_initiation_reads_obie_fields() -> None:
     assert t.payee == "08080021325698"
     assert {"large_value", "sanctions"} <= set(decision.rules)
     assert decision.outcome == "block"
+
+
+def test_a_negative_amount_is_unscreenable_and_the_refusal_says_it_must_be_positive() -> None:
+    op = RULES.screened_operation("payments", "POST", "/transfers")
+    with pytest.raises(Unscreenable, match=r"must be positive: '-1' is negative"):
+        RULES.transaction(op, {"amount": {"amount": "-1", "currency": "CNY"}}, "ptp_test")

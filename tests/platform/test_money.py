@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from sqlmodel import select
 
 from services.common.clock import frozen_clock
-from services.common.money import AmountIn, Money, currency_exponents, format_minor, to_minor
+from services.common.money import AmountIn, Money, amount_refusal, currency_exponents, format_minor, to_minor
 from services.payments.main import PaymentsSettings, create_app
 from services.payments.models import Account, Journal, Posting
 
@@ -257,3 +257,26 @@ def test_storage_is_integer_minor_units(database_url, tmp_path) -> None:
         assert sorted(p.amount_minor for p in postings) == [100, 1234]
         assert all(type(p.amount_minor) is int and type(p.balance_after_minor) is int for p in postings)
         assert client.get("/invariants").json()["ok"]
+
+
+@pytest.mark.parametrize(("amount", "says"), [("-1", "'-1' is negative"), ("-0.01", "'-0.01' is negative"),
+                                              ("0.00", "'0.00' is zero")])
+def test_a_negative_or_zero_amount_is_told_it_must_be_positive(client: TestClient, amount: str, says: str) -> None:
+    account = _open(client, "CNY")
+    error = _deposit(client, account, amount, "CNY").json()["errors"][0]
+    assert error == {"field": "body.amount.amount", "message": f"must be positive: {says}"}
+
+
+def test_the_amount_schema_is_one_object_whose_rules_know_each_currencys_decimals() -> None:
+    # One object (a generated client has one money type); `if`/`then` carry the exponents.
+    import jsonschema_rs
+
+    schema = AmountIn.model_json_schema()
+    assert schema["type"] == "object" and "anyOf" not in schema
+    assert set(schema["properties"]) == {"amount", "currency"}
+    valid = jsonschema_rs.validator_for(schema).is_valid
+    for currency, amount, ok in (("CNY", "12.34", True), ("CNY", "12.345", False), ("JPY", "100", True),
+                                 ("JPY", "100.5", False), ("KWD", "1.234", True), ("KWD", "1.2345", False),
+                                 ("JPY", "1" * 15, True), ("CNY", "1" * 15, False), ("CNY", "-1", False)):
+        assert valid({"amount": amount, "currency": currency}) is ok, (currency, amount)
+        assert (amount_refusal(amount, currency) is None) is ok, (currency, amount)
