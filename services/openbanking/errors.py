@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.common.problems import PROBLEM_MEDIA_TYPE, Problem, method_not_allowed
+from services.common.problems import Problem, method_not_allowed
 from services.common.requestctx import current_request_id
 
 INTERACTION_HEADER = "x-fapi-interaction-id"
@@ -189,8 +189,6 @@ def install_obie_openapi(app: FastAPI) -> None:
         error_schema = OBErrorResponse1.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(error_schema.pop("$defs", {}))
         components["OBErrorResponse1"] = error_schema
-        for name in ("ProblemDetails", "FieldError"):
-            components.pop(name, None)
         for path, path_item in schema.get("paths", {}).items():
             for operation in path_item.values():
                 responses = operation.get("responses", {})
@@ -203,9 +201,8 @@ def install_obie_openapi(app: FastAPI) -> None:
                     responses.pop("422")
                     responses["400"] = {"description": "Bad request: the request does not match the schema"}
                 for status, response in responses.items():
-                    if status == "413":  # refused by the kit's middleware before the bank runs
-                        response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": {"type": "object"}}}
-                    elif status[0] in "45":
+                    # 413 keeps the kit's ProblemDetails: its middleware refuses before the bank runs.
+                    if status[0] in "45" and status != "413":
                         response["content"] = {"application/json": {"schema": _ERROR_REF}}
                     response.setdefault("headers", {})[INTERACTION_HEADER] = _INTERACTION_RESPONSE_HEADER
         done.append(True)
