@@ -110,7 +110,8 @@ GATEWAY_ANSWERS: tuple[GatewayAnswer, ...] = (
                   "was forwarded.", money_moving_only=True),
     GatewayAnswer("429", "Too many requests (`rate-limited`): the participant's requests a minute, or "
                   "requests without a valid key from one address.", ("Retry-After",)),
-    GatewayAnswer("503", "The service could not be reached (`upstream-unavailable`); nothing was forwarded.",
+    GatewayAnswer("503", "The service could not be reached (`upstream-unavailable`), or the regulator is "
+                  "resetting the sandbox to its seeded state (`sandbox-resetting`); nothing was forwarded.",
                   ("Retry-After",)),
     GatewayAnswer("503", "Money-moving: the transaction could not be screened (`screening-unavailable`); "
                   "nothing moved.", money_moving_only=True),
