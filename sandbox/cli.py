@@ -75,9 +75,12 @@ def _fuzz(args: argparse.Namespace) -> int:
         # Not the clocks: moving a service's clock years ahead (the gateway's, say) would end
         # every participant's testing window for the services fuzzed after it. The suite
         # tests the clocks (tests/gateway/test_clock.py, the idempotency and consent expiries).
+        # Nor the resets: they would wipe what the learner (and the run) made in the stack
+        # (tests/platform/test_reset.py, tests/common/test_reset.py test them).
         cmd = [str(st), "run", f"http://127.0.0.1:{port}/openapi.json", "--checks", "all",
                "--max-examples", str(args.max_examples), "--phases", "examples,coverage,fuzzing,stateful",
-               "--exclude-path", "/_sandbox/clock/advance"]
+               "--exclude-path", "/_sandbox/clock/advance", "--exclude-path", "/_sandbox/reset",
+               "--exclude-path", "/sandbox/reset"]
         if spec.gateway_prefix is None:
             cmd += ["--header", f"X-API-Key: {DEMO_REGULATOR_KEY}"]
         print(f"\n=== schemathesis: {spec.name} ===", flush=True)

@@ -62,8 +62,18 @@ def _headers_for(spec: ServiceSpec, app) -> dict[str, str]:  # type: ignore[no-u
     return hooks.prepare(app)
 
 
+def _fuzzed(spec: ServiceSpec, schema):  # type: ignore[no-untyped-def]
+    """The operations fuzzed in process: all but those the service's hooks exclude (with why)."""
+    try:
+        hooks = importlib.import_module(f"tests.{spec.name}.contract_hooks")
+    except ModuleNotFoundError:
+        return schema
+    excluded = getattr(hooks, "EXCLUDED_OPERATIONS", ())
+    return schema.exclude(operation_id=list(excluded)) if excluded else schema
+
+
 def _stateless_test(spec: ServiceSpec):  # type: ignore[no-untyped-def]
-    schema = schemathesis.openapi.from_asgi("/openapi.json", _app(spec))
+    schema = _fuzzed(spec, schemathesis.openapi.from_asgi("/openapi.json", _app(spec)))
 
     @schema.parametrize()
     @settings(max_examples=MAX_EXAMPLES, **HYPOTHESIS)
@@ -84,7 +94,7 @@ def _stateful_test(spec: ServiceSpec):  # type: ignore[no-untyped-def]
         return load_factory(spec)()
 
     app = ResettableApp(build)
-    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    schema = _fuzzed(spec, schemathesis.openapi.from_asgi("/openapi.json", app))
     machine = schema.as_state_machine()
 
     class Workflow(machine):  # type: ignore[misc, valid-type]
