@@ -17,8 +17,8 @@ from services.common.reset import ResetHooks
 from services.common.settings import ServiceSettings
 from services.payments import service
 from services.payments.endpoints import router
-from services.payments.repository import forget_known_accounts
 from services.payments.models import Account, IdempotencyKeys, Mandate, PaymentsModel
+from services.payments.repository import forget_known_accounts
 
 
 class PaymentsSettings(ServiceSettings):

@@ -274,8 +274,8 @@ def test_movements_under_way_are_waited_for_and_new_ones_refused(stack: Stack) -
 # -- the command line --------------------------------------------------------------------------
 
 def _cli(*args: str, timeout: float = STEP_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sandbox", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.run([sys.executable, "-m", "sandbox", *args], check=False, cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 def test_offline_reset_deletes_the_services_databases_and_keeps_the_log(tmp_path: Path) -> None:
