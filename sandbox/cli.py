@@ -76,11 +76,12 @@ def _fuzz(args: argparse.Namespace) -> int:
         # every participant's testing window for the services fuzzed after it. The suite
         # tests the clocks (tests/gateway/test_clock.py, the idempotency and consent expiries).
         # Nor the resets: they would wipe what the learner (and the run) made in the stack
-        # (tests/platform/test_reset.py, tests/common/test_reset.py test them).
+        # (tests/platform/test_reset.py, tests/common/test_reset.py test them). Nor the door's
+        # keyless budget: a random one would hold for up to a day (tests/gateway/test_door_budget.py).
         cmd = [str(st), "run", f"http://127.0.0.1:{port}/openapi.json", "--checks", "all",
                "--max-examples", str(args.max_examples), "--phases", "examples,coverage,fuzzing,stateful",
                "--exclude-path", "/_sandbox/clock/advance", "--exclude-path", "/_sandbox/reset",
-               "--exclude-path", "/sandbox/reset"]
+               "--exclude-path", "/sandbox/reset", "--exclude-path", "/sandbox/door/unauthenticated"]
         if spec.gateway_prefix is None:
             cmd += ["--header", f"X-API-Key: {DEMO_REGULATOR_KEY}"]
         print(f"\n=== schemathesis: {spec.name} ===", flush=True)
@@ -94,18 +95,22 @@ FUZZ_LIMITS = {"max_single_transaction": "1000000000.00", "daily_volume": "10000
                "max_customers": 1_000_000, "rate_limit_per_minute": 100_000}
 
 
+# For the length of the run, the door lets this many keyless requests a minute meet their 401:
+# schemathesis sends thousands on purpose (no key, a wrong key), and a participant's contract
+# says 401 for them; the configured budget (30 a minute) would answer most with 429.
+FUZZ_KEYLESS_BUDGET = {"per_minute": 1_000_000, "burst": 1_000_000, "for_seconds": 3600}
+
+
 def _fuzz_via_gateway(args: argparse.Namespace, st: Path) -> int:
     """openapi/sandbox.json against the running gateway, as a fuzz participant the regulator
     admits for this run (every service, generous limits) with a Sandbox Bank TPP client of its
     own: its key and a client-credentials token go in as schemathesis' OpenAPI-aware auth, so
-    cases that leave them out on purpose are sent without them."""
-    import json
-    import tempfile
+    cases that leave them out on purpose are sent without them. The regulator raises the door's
+    keyless budget for the run and restores it after, and suspends the fuzz participant."""
     import time
 
     import httpx
 
-    from sandbox.contracts import OPENAPI_DIR
     from sandbox.topology import GATEWAY
     from services.common.demo import DEMO_REGULATOR_KEY
 
@@ -135,9 +140,29 @@ def _fuzz_via_gateway(args: argparse.Namespace, st: Path) -> int:
                 print(f"its TPP token: {token.status_code} {token.text}", file=sys.stderr)
                 return 1
             bearer = token.json()["access_token"]
+            raised = http.put("/sandbox/door/unauthenticated", headers={"X-API-Key": DEMO_REGULATOR_KEY},
+                              json=FUZZ_KEYLESS_BUDGET)
+            if raised.status_code != 200:
+                print(f"raising the door's keyless budget: {raised.status_code} {raised.text}", file=sys.stderr)
+                return 1
     except httpx.HTTPError as exc:
         print(f"the gateway at {base} is not answering ({exc}); start the stack with `make run`", file=sys.stderr)
         return 1
+    try:
+        return _run_contract_fuzz(args, st, base, key, bearer)
+    finally:
+        with httpx.Client(base_url=base, timeout=30, headers={"X-API-Key": DEMO_REGULATOR_KEY}) as http:
+            http.delete("/sandbox/door/unauthenticated")
+            http.post(f"/sandbox/participants/{admitted.json()['id']}/suspend",
+                      json={"reason": "the contract fuzz run ended"})
+        print("door's keyless budget restored; fuzz participant suspended", flush=True)
+
+
+def _run_contract_fuzz(args: argparse.Namespace, st: Path, base: str, key: str, bearer: str) -> int:
+    import json
+    import tempfile
+
+    from sandbox.contracts import OPENAPI_DIR
 
     # schemathesis.toml, plus this run's credentials (never written to the repository). A PSU
     # token cannot be had without a PSU's consent; those operations get the TPP's and answer 401/403.
@@ -196,8 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("fuzz", help="schemathesis against the running stack")
     p.add_argument("--port-offset", type=int, default=0)
     p.add_argument("--max-examples", type=int, default=50)
-    # Opt-in until the gateway run is clean (issue 11, item 2): `make fuzz` stays the per-service run.
-    p.add_argument("--via-gateway", action=argparse.BooleanOptionalAction, default=False,
+    p.add_argument("--via-gateway", action=argparse.BooleanOptionalAction, default=True,
                    help="also fuzz openapi/sandbox.json through the gateway as a participant admitted for "
                    "the run")
     p.set_defaults(func=_fuzz)

@@ -141,26 +141,49 @@ class UnauthenticatedLimiter:
     tracked_addresses: int = 10_000
     _addresses: OrderedDict[str, _Address] = field(default_factory=OrderedDict, init=False, repr=False)
     _overflow: _Overflow = field(default_factory=_Overflow, init=False, repr=False)
+    # The regulator's override of the budget (per minute, burst, until when), e.g. raised for a
+    # contract-testing run or lowered to show a flood; it lapses on its own.
+    _override: tuple[float, int, float] | None = field(default=None, init=False, repr=False)
+
+    def budget(self, now: float) -> tuple[float, int, float | None]:
+        """(per minute, burst, override's end or None) in force at `now` (epoch seconds)."""
+        if self._override is not None:
+            per_minute, burst, until = self._override
+            if now < until:
+                return per_minute, burst, until
+            self._override = None
+        return self.per_minute, self.burst, None
+
+    def override(self, per_minute: float, burst: int, until: float) -> None:
+        """Put another budget in force until `until`; every address starts it with a full bucket."""
+        self._override = (per_minute, burst, until)
+        for state in self._addresses.values():
+            state.tokens = float(burst)
+
+    def restore(self) -> None:
+        """Back to the configured budget (an address keeps at most the configured burst)."""
+        self._override = None
 
     def take(self, address: str, now: float) -> Verdict:
         """Count one refusal from `address` at `now` (epoch seconds)."""
+        per_minute, burst, _ = self.budget(now)
         state = self._addresses.get(address)
         if state is None:
-            state = self._track(address, now)
+            state = self._track(address, now, burst)
         else:
             self._addresses.move_to_end(address)
         summary = None
         if now - state.window_start >= self.window_s:
             summary = state.summary(address, self.logged_per_window)
             state.window_start, state.refused, state.limited = now, 0, 0
-        self._refill(state, now)
+        self._refill(state, now, per_minute, burst)
         allowed = state.tokens >= 1.0
         retry_after_s = 0
         if allowed:
             state.tokens -= 1.0
         else:
             state.limited += 1
-            retry_after_s = max(1, math.ceil((1.0 - state.tokens) * 60.0 / self.per_minute))
+            retry_after_s = max(1, math.ceil((1.0 - state.tokens) * 60.0 / per_minute))
         if state.refused == 0:
             state.first_at = now
         state.refused += 1
@@ -184,17 +207,18 @@ class UnauthenticatedLimiter:
             self._overflow = _Overflow()
         return due
 
-    def _track(self, address: str, now: float) -> _Address:
+    def _track(self, address: str, now: float, burst: int) -> _Address:
         while len(self._addresses) >= self.tracked_addresses:
             forgotten, old = self._addresses.popitem(last=False)
             summary = old.summary(forgotten, self.logged_per_window)
             if summary is not None:
                 self._overflow.add(summary)
-        state = _Address(tokens=float(self.burst), refilled_at=now, window_start=now)
+        state = _Address(tokens=float(burst), refilled_at=now, window_start=now)
         self._addresses[address] = state
         return state
 
-    def _refill(self, state: _Address, now: float) -> None:
+    @staticmethod
+    def _refill(state: _Address, now: float, per_minute: float, burst: int) -> None:
         elapsed = max(0.0, now - state.refilled_at)  # a wall clock set back never drains tokens
-        state.tokens = min(float(self.burst), state.tokens + elapsed * self.per_minute / 60.0)
+        state.tokens = min(float(burst), state.tokens + elapsed * per_minute / 60.0)
         state.refilled_at = now

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -11,6 +12,7 @@ from fastapi.responses import Response
 from sqlmodel import Session
 
 from sandbox.gateway import repository, service
+from sandbox.gateway.door import UnauthenticatedLimiter
 from sandbox.gateway.limits import Policy
 from sandbox.gateway.proxy import Gateway, iso
 from sandbox.gateway.reset import reset_sandbox
@@ -24,6 +26,8 @@ from sandbox.gateway.schemas import (
     AuditEntryPublic,
     AuditHead,
     AuditPage,
+    DoorBudgetIn,
+    DoorBudgetPublic,
     ExitReport,
     ParticipantAdmitted,
     ParticipantCreate,
@@ -42,6 +46,7 @@ from services.common.ids import new_id
 from services.common.pagination import LimitQuery, Page, page_of
 from services.common.problems import Problem, not_found, problem_responses
 from services.common.requestctx import current_request_id
+
 
 def api_key_of(request: Request) -> str | None:
     """The X-API-Key header. Read directly rather than declared as an OpenAPI security scheme:
@@ -355,6 +360,56 @@ async def reset(request: Request, gateway: GatewayDep, settings: SettingsDep) ->
         raise
 
 
+# -- the door: the budget for requests without a valid key ------------------------------------
+
+def _door(gateway: Gateway) -> UnauthenticatedLimiter:
+    if gateway.door is None:
+        raise Problem(404, "not-found", "No door limiter", "This gateway refuses keyless requests with 401 "
+                      "and counts no budget for them.")
+    return gateway.door
+
+
+def _budget_of(door: UnauthenticatedLimiter) -> DoorBudgetPublic:
+    per_minute, burst, until = door.budget(time.time())
+    return DoorBudgetPublic(per_minute=per_minute, burst=burst,
+                            until=None if until is None else datetime.fromtimestamp(until, UTC),
+                            configured_per_minute=door.per_minute, configured_burst=door.burst)
+
+
+@router.get("/door/unauthenticated", tags=["sandbox"], operation_id="get_unauthenticated_budget",
+            response_model=DoorBudgetPublic, responses=problem_responses(*AUTH, 404))
+def get_unauthenticated_budget(gateway: GatewayDep) -> DoorBudgetPublic:
+    """How many requests without a valid key an address may send (each answered 401) before
+    the door answers 429 (docs/door.md)."""
+    return _budget_of(_door(gateway))
+
+
+@router.put("/door/unauthenticated", tags=["sandbox"], operation_id="override_unauthenticated_budget",
+            response_model=DoorBudgetPublic, responses=problem_responses(*AUTH, 404, 422))
+def override_unauthenticated_budget(body: DoorBudgetIn, request: Request, gateway: GatewayDep,
+                                    clock: ClockDep) -> DoorBudgetPublic:
+    """Put another budget in force for a while (wall-clock seconds), then the configured one
+    comes back on its own. `fintech-sandbox fuzz` raises it for its run: schemathesis sends many
+    cases without a key on purpose, and each must meet the 401 a participant would. Logged."""
+    door = _door(gateway)
+    door.override(body.per_minute, body.burst, time.time() + body.for_seconds)
+    gateway.audit({"at": iso(clock.now()), "request_id": current_request_id() or new_id("req"),
+                   "participant_id": "regulator", "method": request.method, "path": request.url.path[:500],
+                   "status": 200, "latency_us": 0,
+                   "operation": f"keyless budget {body.per_minute}/min, burst {body.burst}, for {body.for_seconds} s"})
+    return _budget_of(door)
+
+
+@router.delete("/door/unauthenticated", tags=["sandbox"], operation_id="restore_unauthenticated_budget",
+               response_model=DoorBudgetPublic, responses=problem_responses(*AUTH, 404))
+def restore_unauthenticated_budget(request: Request, gateway: GatewayDep, clock: ClockDep) -> DoorBudgetPublic:
+    """Back to the configured budget at once. Logged."""
+    door = _door(gateway)
+    door.restore()
+    _log_change(request, gateway, clock, 200)
+    return _budget_of(door)
+
+
 # -- receipts: a participant checks its own ------------------------------------------------
 
 @receipts.get("/receipts/{index}", tags=["audit"], operation_id="check_receipt", response_model=ReceiptCheck,
@@ -362,7 +417,7 @@ async def reset(request: Request, gateway: GatewayDep, settings: SettingsDep) ->
 def check_receipt(
     index: AuditIndex, session: ReadSessionDep, gateway: GatewayDep,
     caller: Annotated[Policy | None, Depends(caller_policy)],
-    hash: Annotated[str | None, Query(pattern=r"^[0-9a-f]{64}$", description="The hash from the receipt.")] = None,  # noqa: A002
+    hash: Annotated[str | None, Query(pattern=r"^[0-9a-f]{64}$", description="The hash from the receipt.")] = None,
 ) -> ReceiptCheck:
     """Check a receipt (`X-Sandbox-Receipt`): the entry, its hash, and the chain up to it.
     A participant sees only its own entries; another's index is not found."""

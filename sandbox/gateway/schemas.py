@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from services.common.fields import Text
 from services.common.money import Money, positive_amount_pattern
+
 
 def _json_integer(value: Any) -> Any:
     """JSON Schema's integer: 7 and 7.0, never true or "7" (pydantic's lax mode takes both)."""
@@ -181,6 +182,31 @@ class SandboxReset(BaseModel):
         "reset, by verdict (`applied`, `refused`, `not-applied`)."))
     services: list[ServiceResetPublic]
     took_ms: float = Field(description="The whole reset, services included, in milliseconds.")
+
+
+class DoorBudgetIn(BaseModel):
+    """A budget for requests without a valid key, per client address, for a while: raised for a
+    contract-testing run (`make fuzz` sends thousands of keyless cases on purpose), or lowered to
+    show a class what a flood looks like. It lapses on its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    per_minute: JsonInt = Field(ge=1, le=1_000_000, description="Refusals an address may earn per minute (401) "
+                                "before the door answers 429.")
+    burst: JsonInt = Field(ge=1, le=1_000_000, description="How many it may earn at once.")
+    for_seconds: JsonInt = Field(ge=1, le=24 * 3600, description="How long the budget holds; then the "
+                                 "configured one is back.")
+
+
+class DoorBudgetPublic(BaseModel):
+    """The budget in force for requests without a valid key (per client address), and the
+    configured one it returns to."""
+
+    per_minute: float
+    burst: int
+    until: datetime | None = Field(description="When an override lapses; null: the configured budget is in force.")
+    configured_per_minute: float
+    configured_burst: int
 
 
 class AuditPage(BaseModel):

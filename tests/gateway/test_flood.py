@@ -49,3 +49,40 @@ def test_json_nested_too_deep_is_refused_before_screening_and_logged(sandbox: Sa
     [entry] = sandbox.entries()
     assert (entry["status"], entry["error"]) == (422, "json-too-deep")
     assert sandbox.balance(LI_WEI) == "5000.00"
+
+
+def test_the_regulator_raises_the_keyless_budget_for_a_while_and_it_lapses(sandbox: Sandbox) -> None:
+    """A contract-testing run sends thousands of keyless cases on purpose: the regulator raises
+    the door's budget for it (logged), each then meets its 401, and the configured budget is back
+    on restore or when the override lapses."""
+    budget = sandbox.client.get("/sandbox/door/unauthenticated", headers=REGULATOR).json()
+    assert budget == {"per_minute": 30.0, "burst": 30, "until": None,
+                      "configured_per_minute": 30.0, "configured_burst": 30}
+    raised = sandbox.client.put("/sandbox/door/unauthenticated", headers=REGULATOR,
+                                json={"per_minute": 100_000, "burst": 1_000, "for_seconds": 60})
+    assert raised.status_code == 200 and raised.json()["burst"] == 1_000 and raised.json()["until"]
+    assert {sandbox.client.get("/payments/accounts").status_code for _ in range(300)} == {401}
+    [override] = [e for e in sandbox.entries() if (e.get("operation") or "").startswith("keyless budget")]
+    assert override["participant_id"] == "regulator"
+    assert override["operation"] == "keyless budget 100000/min, burst 1000, for 60 s"
+
+    restored = sandbox.client.delete("/sandbox/door/unauthenticated", headers=REGULATOR).json()
+    assert (restored["burst"], restored["until"]) == (30, None)
+    statuses = [sandbox.client.get("/payments/accounts").status_code for _ in range(40)]
+    assert statuses[:30] == [401] * 30 and set(statuses[30:]) == {429}  # a full configured bucket, no more
+
+    door = sandbox.client.app.state.gateway.door
+    door.override(1_000, 1_000, until=0.0)  # an override whose end has passed is not in force
+    assert door.budget(1.0) == (30.0, 30, None)
+
+
+def test_only_the_regulator_moves_the_door(sandbox: Sandbox) -> None:
+    for headers in ({"X-API-Key": WALLET_KEY}, {}):
+        answer = sandbox.client.put("/sandbox/door/unauthenticated", headers=headers,
+                                    json={"per_minute": 100_000, "burst": 1_000, "for_seconds": 60})
+        assert answer.status_code in (401, 403)
+    assert sandbox.client.get("/sandbox/door/unauthenticated", headers=REGULATOR).json()["until"] is None
+    invalid = sandbox.client.put("/sandbox/door/unauthenticated", headers=REGULATOR,
+                                 json={"per_minute": 0, "burst": 1, "for_seconds": 90_000})
+    assert invalid.status_code == 422
+    assert {e["field"] for e in invalid.json()["errors"]} == {"body.per_minute", "body.for_seconds"}
