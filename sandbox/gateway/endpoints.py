@@ -154,10 +154,12 @@ def get_participant(participant_id: ParticipantId, session: ReadSessionDep) -> P
 
 
 @router.post("/participants/{participant_id}/suspend", tags=["participants"], operation_id="suspend_participant",
-             response_model=ParticipantPublic, responses=problem_responses(*AUTH, 404, 422))
+             response_model=ParticipantPublic, responses=problem_responses(*AUTH, 404, 409, 422))
 def suspend_participant(participant_id: ParticipantId, body: StatusChange, request: Request, session: SessionDep,
                         gateway: GatewayDep, clock: ClockDep) -> ParticipantPublic:
-    """Stop a participant at once: every call it makes gets 403 until reinstated."""
+    """Stop a participant at once: every call it makes gets 403 until reinstated. The sandbox's
+    own services (kind `service`) cannot be suspended (409 `sandbox-service`): suspend the
+    participant they act for."""
     result = service.set_status(session, gateway, participant_id, "suspended", body.reason)
     _log_change(request, gateway, clock, 200)
     return result

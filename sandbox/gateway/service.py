@@ -117,6 +117,13 @@ def get_participant(session: Session, participant_id: str) -> Participant:
 
 def set_status(session: Session, gateway: Gateway, participant_id: str, status: str, reason: str) -> ParticipantPublic:
     row = get_participant(session, participant_id)
+    if row.kind == "service" and status != "active":
+        # The sandbox's own services act for participants; stopping one would break every firm
+        # that relies on it (a loan's disbursal, a bank's payment), not the one at fault.
+        raise Problem(409, "sandbox-service", "The sandbox's own services cannot be suspended",
+                      f"{row.id} ({row.name}) is one of the sandbox's services, acting for participants; "
+                      "suspend the participant it acts for instead (the audit log names it).",
+                      participant_id=row.id)
     row.status, row.status_reason = status, reason
     session.add(row)
     session.commit()

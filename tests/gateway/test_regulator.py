@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 
+from services.common.demo import CREDIT_SERVICE
 from tests.gateway.conftest import REGULATOR, WALLET_KEY, ZHANG_MIN, Sandbox
 
 
@@ -91,3 +92,12 @@ def test_rule_set_in_force_is_published(sandbox: Sandbox) -> None:
     rules = sandbox.client.get("/sandbox/rules", headers=REGULATOR).json()
     assert "payments POST /transfers" in rules["screened_operations"]
     assert rules["version"].startswith("aml-")
+
+
+def test_the_sandbox_s_own_services_cannot_be_suspended(sandbox: Sandbox) -> None:
+    """Suspending the credit service would stop every lender's disbursals, not the one at fault."""
+    refused = sandbox.client.post(f"/sandbox/participants/{CREDIT_SERVICE}/suspend", headers=REGULATOR,
+                                  json={"reason": "a mistake"})
+    assert refused.status_code == 409 and refused.json()["type"].endswith(":sandbox-service")
+    participant = sandbox.client.get(f"/sandbox/participants/{CREDIT_SERVICE}", headers=REGULATOR).json()
+    assert participant["status"] == "active"
