@@ -14,7 +14,7 @@ help:
 	@echo "make openapi   re-export openapi/<service>.json from the code"
 	@echo "make compose   regenerate docker-compose.yml from sandbox/topology.py"
 	@echo "make bench     run every benchmark (prints figures; not a test)"
-	@echo "make fuzz      schemathesis against the running stack (start it with make run first)"
+	@echo "make fuzz      schemathesis against the running stack and through the gateway (start it with make run first; ARGS=\"--max-examples 10\")"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed; set PYTHON=python3.11 or newer")'
@@ -42,7 +42,7 @@ bench: $(STAMP)
 	$(PY) -m sandbox bench all
 
 fuzz: $(STAMP)
-	$(PY) -m sandbox fuzz
+	$(PY) -m sandbox fuzz $(ARGS)
 
 verify-log: $(STAMP)
 	$(PY) -m sandbox verify-log

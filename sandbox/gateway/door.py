@@ -161,8 +161,10 @@ class UnauthenticatedLimiter:
             state.tokens = float(burst)
 
     def restore(self) -> None:
-        """Back to the configured budget (an address keeps at most the configured burst)."""
+        """Back to the configured budget; every address starts it with a full bucket."""
         self._override = None
+        for state in self._addresses.values():
+            state.tokens = float(self.burst)
 
     def take(self, address: str, now: float) -> Verdict:
         """Count one refusal from `address` at `now` (epoch seconds)."""
