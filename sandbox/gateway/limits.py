@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sandbox.gateway.screening import Transaction, path_regex
+from services.common.clock import wire_time
 
 
 def hash_key(api_key: str) -> str:
@@ -93,8 +94,8 @@ def check_standing(policy: Policy, now: datetime) -> Breach | None:
     if policy.status != "active":
         return Breach("status", f"Participant {policy.id} is {policy.status}.")
     if not policy.window_from <= now < policy.window_to:
-        return Breach("testing_window", f"The testing window runs from {policy.window_from.isoformat()} "
-                      f"to {policy.window_to.isoformat()}; it is now {now.isoformat()}.")
+        return Breach("testing_window", f"The testing window runs from {wire_time(policy.window_from)} "
+                      f"to {wire_time(policy.window_to)}; it is now {wire_time(now)}.")
     return None
 
 

@@ -36,6 +36,14 @@ class Clock:
         return self._frozen is not None
 
 
+def wire_time(moment: datetime) -> str:
+    """A time as the API writes it everywhere (pydantic's form): UTC, with a trailing Z. For
+    times put into a problem's text or extensions, which no response model serialises. A naive
+    time is the database's UTC."""
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 def frozen_clock(iso: str = "2026-01-05T09:00:00+00:00") -> Clock:
     """A clock that stands still until advanced: for tests and replayable scenarios."""
     return Clock(datetime.fromisoformat(iso))

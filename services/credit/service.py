@@ -18,6 +18,7 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from sqlmodel import Session
 
 from services.common.caller import Caller
+from services.common.clock import wire_time
 from services.common.ids import new_id
 from services.common.money import Money, to_minor
 from services.common.problems import Problem, not_found
@@ -277,9 +278,9 @@ def _check_consent(consent: dict[str, Any], consent_id: str, now: datetime) -> N
     expires_at = _aware_iso(consent.get("ExpirationDateTime"))
     if expires_at is not None and now >= expires_at:
         raise _consent_problem("consent-expired", "The consent has expired",
-                               f"Consent {consent_id} expired at {expires_at.isoformat()}; ask the applicant "
+                               f"Consent {consent_id} expired at {wire_time(expires_at)}; ask the applicant "
                                "to authorise a new one.", consent_id, consent_status=status,
-                               expired_at=expires_at.isoformat())
+                               expired_at=wire_time(expires_at))
 
 
 def _own_consent(bank: SandboxBank, consent_id: str) -> dict[str, Any]:
@@ -526,7 +527,7 @@ def _timings(application: Application, loan: Loan | None) -> Timings:
 
 def application_public(card: Scorecard, application: Application, loan: Loan | None) -> ApplicationPublic:
     ccy = application.currency
-    money = lambda minor: None if minor is None else Money.of(minor, ccy)  # noqa: E731
+    money = lambda minor: None if minor is None else Money.of(minor, ccy)
     return ApplicationPublic(
         id=application.id,
         participant_id=application.participant_id,

@@ -14,6 +14,7 @@ from sqlmodel import Session
 
 from services.common.app import ClockDep
 from services.common.caller import Caller, caller_of
+from services.common.clock import wire_time
 from services.common.db import SessionDep
 from services.openbanking.errors import OBIEError
 from services.openbanking.models import AccessToken, Consent, TppClient
@@ -114,4 +115,4 @@ def ensure_usable(consent: Consent, now) -> None:  # type: ignore[no-untyped-def
                         f"Consent {consent.id} is {consent.status}, not Authorised.")
     if is_expired(consent.expires_at, now):
         raise OBIEError(403, "UK.OBIE.Resource.InvalidConsentStatus",
-                        f"Consent {consent.id} expired at {consent.expires_at.isoformat()}.")  # type: ignore[union-attr]
+                        f"Consent {consent.id} expired at {wire_time(consent.expires_at)}.")  # type: ignore[union-attr]

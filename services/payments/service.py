@@ -11,6 +11,7 @@ from datetime import datetime
 from sqlmodel import Session
 
 from services.common.caller import Caller
+from services.common.clock import wire_time
 from services.common.demo import GATEWAY_LOOKUPS
 from services.common.ids import new_id
 from services.common.money import AmountIn, Money, format_minor, to_minor
@@ -29,6 +30,7 @@ from services.payments.repository import (
 )
 from services.payments.schemas import (
     FX_QUOTE_PREFIX,
+    MANDATE_PREFIX,
     AccountCreate,
     AccountPublic,
     CrossBorderCreate,
@@ -41,7 +43,6 @@ from services.payments.schemas import (
     InvariantCheck,
     InvariantsReport,
     JournalPublic,
-    MANDATE_PREFIX,
     MandateCreate,
     MandatePublic,
     PostingPublic,
@@ -559,7 +560,7 @@ def _mandate_violations(debits: list[tuple[Journal, Mandate]]) -> list[str]:
             violations.append(f"{journal.id}: debited {journal.from_account_id} in {journal.currency}, "
                               f"{mandate.id} covers {mandate.debtor_account_id} in {mandate.currency}")
         if not mandates.live_at(mandate.revoked_at, mandate.expires_at, mandate.created_at, journal.created_at):
-            violations.append(f"{journal.id}: {mandate.id} was not live at {journal.created_at.isoformat()}")
+            violations.append(f"{journal.id}: {mandate.id} was not live at {wire_time(journal.created_at)}")
         if journal.amount_minor > mandate.max_per_debit_minor:
             violations.append(f"{journal.id}: {journal.amount_minor} over {mandate.id}'s "
                               f"max_per_debit {mandate.max_per_debit_minor}")
@@ -617,7 +618,7 @@ def create_mandate(session: Session, body: MandateCreate, now: datetime, caller:
     _check_currency(account, body.max_per_period)
     if body.expires_at <= now:
         raise Problem(409, "mandate-expiry-passed", "The mandate would already have expired",
-                      f"expires_at must be later than now ({now.isoformat()}).", now=now.isoformat())
+                      f"expires_at must be later than now ({wire_time(now)}).", now=wire_time(now))
     mandate = add_mandate(session, Mandate(
         id=new_id(MANDATE_PREFIX),
         debtor_account_id=account.id,
@@ -759,9 +760,9 @@ def cross_border_payment(session: Session, body: CrossBorderCreate, now: datetim
         raise _quote_used(quote.id, quote.journal_id)
     if now >= quote.expires_at:
         raise Problem(409, "quote-expired", "The quote has expired",
-                      f"{quote.id} could be paid until {quote.expires_at.isoformat()}; "
+                      f"{quote.id} could be paid until {wire_time(quote.expires_at)}; "
                       "ask for a new quote (rates and fees are re-priced).",
-                      expired_at=quote.expires_at.isoformat())
+                      expired_at=wire_time(quote.expires_at))
     accounts, payer, payee, mandate = _payer_and_payee(
         session, body.from_account_id, body.to_account_id, body.mandate_id, caller,
         "A cross-border payment")

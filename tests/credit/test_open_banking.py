@@ -210,7 +210,7 @@ def test_every_refusal_names_its_reason_and_stores_nothing(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize(("message", "slug"), [
-    ("Consent aac_x expired at 2026-01-05T09:01:00+00:00.", "consent-expired"),
+    ("Consent aac_x expired at 2026-01-05T09:01:00Z.", "consent-expired"),
     ("Consent aac_x is Revoked, not Authorised.", "consent-revoked"),
     ("Consent aac_x was deleted by the TPP.", "consent-revoked"),
     ("Consent aac_x is Rejected, not Authorised.", "consent-unusable"),
