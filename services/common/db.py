@@ -1,5 +1,21 @@
 """Database engine and sessions: a SQLite file per service by default, PostgreSQL by URL.
 
+**One transaction shape.** A request's unit of work commits once, here in the kit, never in a
+service function:
+
+- `SessionDep` (a plain `def` endpoint's session) commits when the endpoint returns without an
+  error, after its response is serialised and *before* the response is sent; an endpoint that
+  raises (a `Problem` included) has its work rolled back. A commit that fails is the request's
+  error: the client gets the 500 problem+json, never a success whose writes were lost.
+- `Database.run(work)` commits after `work(session)` returns, and rolls back if it raises.
+- `Idempotency.run` (services/common/idempotency.py) commits the key's claim first, then the
+  work together with the saved response, as its crash-safety needs.
+
+Where a unit of work must make something durable *before* it ends, it says so with
+`record_first(session, why)`: the intent before money moves (a remote call follows), or the
+record of a refusal that must outlive the error the request then raises. `grep -rn record_first`
+finds every early commit; `grep -rn "commit()" services/` finds only the kit.
+
 SQLite runs in WAL mode, and every transaction starts with BEGIN IMMEDIATE: writers queue on
 the database lock instead of failing halfway, which is what a ledger needs. Within a process
 they queue on a lock of ours, taken just before BEGIN IMMEDIATE (see `_WriterQueue`); other
@@ -298,7 +314,7 @@ class Database:
 
     async def run(self, work: Callable[[Session], T]) -> T:
         """Run one unit of work, `work(session)`, with a session of its own, and return its
-        result; the session is rolled back unless `work` committed, and closed.
+        result; the session commits once `work` returns (rolled back if it raises), and closes.
 
         **SQLite: on the event loop.** Every transaction takes SQLite's single write lock
         (BEGIN IMMEDIATE), so units of work run one at a time whichever thread runs them. Giving
@@ -321,9 +337,17 @@ class Database:
         # The worker runs in a copy of this context, so logs carry the request id.
         return await loop.run_in_executor(self._unit_threads(), contextvars.copy_context().run, self._unit, work)
 
-    def _unit(self, work: Callable[[Session], T], bind: Engine | None = None) -> T:
+    def _unit(self, work: Callable[[Session], T]) -> T:
+        """`work` as one unit of work: committed once it returns, rolled back if it raises."""
+        with self.session() as session:
+            result = work(session)
+            if session.in_transaction():  # nothing left to commit when `work` committed its own
+                session.commit()
+            return result
+
+    def _read(self, work: Callable[[Session], T], bind: Engine | None = None) -> T:
         with self.session(bind) as session:
-            return work(session)  # closing the session ends its transaction
+            return work(session)  # closing the session ends its (read) transaction
 
     @property
     def reader(self) -> Engine:
@@ -343,8 +367,8 @@ class Database:
         engine, without the writer's lock. (An in-memory database has one connection: there
         the read runs as `run` does.)"""
         if is_memory_sqlite(self.url):
-            return self._unit(work)
-        return await run_in_threadpool(self._unit, work, self.reader)
+            return self._read(work)
+        return await run_in_threadpool(self._read, work, self.reader)
 
     def _unit_threads(self) -> ThreadPoolExecutor:
         with self._units_lock:
@@ -370,21 +394,38 @@ async def get_database(request: Request) -> Database:
     return request.app.state.db
 
 
+def record_first(session: Session, why: str) -> None:
+    """Commit now, before the unit of work ends: the one deliberate early commit, named so a
+    reader sees the transaction boundary. `why` says which of the two reasons it is, in the
+    caller's words: the intent is made durable before money moves (a remote call follows, and
+    its retry key comes from the row just written), or a refusal's record must outlive the
+    error the request raises next (the kit rolls back a request that raises). Whatever the
+    unit writes afterwards commits at its end, as usual."""
+    assert why, "say why this commit cannot wait for the end of the unit of work"
+    session.commit()
+
+
 async def get_session(request: Request) -> AsyncIterator[Session]:
-    """The request's unit of work, as `Database.session` makes it.
+    """The request's unit of work, as `Database.session` makes it: committed once, when the
+    endpoint returns without an error (its response already serialised, not yet sent), and
+    rolled back when it raises. Used with `scope="function"` (`SessionDep`): FastAPI ends the
+    dependency before it sends the response, so a commit that fails is the request's 500
+    problem+json, and no client ever sees a success the database did not keep.
 
     An async generator, though the endpoints using it are plain `def`: making a Session does
     no IO (it connects on first use, in the endpoint's thread), so it needs no thread of its
-    own, and neither does closing one that its endpoint committed. A session left in a
-    transaction (a read, or work that failed) is rolled back and closed in the threadpool, as
-    before, since that talks to the database. Sessions are admitted through the database's
-    turnstile (REQUEST_SESSIONS at a time), so a burst of requests cannot take every worker
-    thread while the one holding SQLite's writer lock waits for a thread to finish."""
+    own, and neither does closing one with no transaction left. A commit, or the rollback of a
+    read or of work that failed, talks to the database and runs in the threadpool. Sessions are
+    admitted through the database's turnstile (REQUEST_SESSIONS at a time), so a burst of
+    requests cannot take every worker thread while the one holding SQLite's writer lock waits
+    for a thread to finish."""
     db: Database = request.app.state.db
     async with db.turnstile():
         session = Session(db.engine, expire_on_commit=False)
         try:
             yield session
+            if session.in_transaction():
+                await run_in_threadpool(session.commit)
         finally:
             if session.in_transaction():
                 await run_in_threadpool(session.close)
@@ -393,4 +434,4 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
 
 
 DatabaseDep = Annotated[Database, Depends(get_database)]
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
