@@ -12,8 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.docs_runner import ROOT, Sandbox, documented_pages, run_page, skipped_curl_blocks, steps_of
+from tests.support.docs_runner import (
+    ROOT,
+    documented_pages,
+    run_page,
+    skipped_curl_blocks,
+    steps_of,
+)
 from tests.support.ports import free_port_offset
+from tests.support.stack import Sandbox
 
 PAGES = documented_pages()
 

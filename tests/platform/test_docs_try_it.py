@@ -12,7 +12,6 @@ import sys
 import time
 from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,8 +19,8 @@ import httpx
 import pytest
 
 from services.common.demo import DEMO_REGULATOR_KEY, WALLET_CO
-from tests.support.docs_runner import Sandbox, sandbox_for
 from tests.support.ports import free_port_offset
+from tests.support.stack import Sandbox, sandbox_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 WALLET_KEY = "sbx_demo_wallet_key"  # services/common/demo.py: Demo Wallet Co holds both accounts

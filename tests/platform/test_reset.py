@@ -8,10 +8,8 @@ command line (`fintech-sandbox reset`) with the sandbox running or stopped; and 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,7 +22,7 @@ from fastapi.testclient import TestClient
 
 from sandbox.gateway.main import GatewaySettings
 from sandbox.gateway.main import create_app as create_gateway
-from sandbox.topology import GATEWAY, built_services
+from sandbox.topology import GATEWAY
 from services.advisor.main import AdvisorSettings
 from services.advisor.main import create_app as create_advisor
 from services.common.demo import DEMO_PARTICIPANTS, DEMO_REGULATOR_KEY, WALLET_CO
@@ -35,6 +33,7 @@ from services.openbanking.main import create_app as create_openbanking
 from services.payments.main import PaymentsSettings
 from services.payments.main import create_app as create_payments
 from tests.support.ports import free_port_offset, port_in_use
+from tests.support.stack import sandbox_for
 
 ROOT = Path(__file__).resolve().parents[2]
 REGULATOR = {"X-API-Key": DEMO_REGULATOR_KEY}
@@ -309,30 +308,8 @@ def test_offline_reset_deletes_the_services_databases_and_keeps_the_log(tmp_path
 @pytest.fixture
 def running(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     """The whole sandbox as `make run` starts it, on free ports: (port offset, data folder)."""
-    offset = free_port_offset()
-    data_dir = tmp_path / "sandbox-data"
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "sandbox", "run", "--port-offset", str(offset), "--data-dir", str(data_dir)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    urls = [f"http://127.0.0.1:{spec.port + offset}/readyz" for spec in built_services()]
-    deadline = time.monotonic() + STEP_TIMEOUT_S
-    try:
-        while True:
-            assert launcher.poll() is None, f"the sandbox did not start:\n{launcher.stdout.read()}"  # type: ignore[union-attr]
-            try:
-                if all(httpx.get(url, timeout=2).status_code == 200 for url in urls):
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the sandbox did not become ready"
-            time.sleep(0.3)
-        yield offset, data_dir
-    finally:
-        launcher.send_signal(signal.SIGINT)
-        try:
-            launcher.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            launcher.kill()
+    for sandbox in sandbox_for(tmp_path, free_port_offset()):
+        yield sandbox.offset, sandbox.workdir / ".sandbox-data"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the launcher's clean-up relies on Linux")

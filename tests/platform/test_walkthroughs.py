@@ -7,18 +7,16 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from sandbox.topology import built_services
 from tests.support.ports import free_port_offset
+from tests.support.stack import sandbox_for
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -41,31 +39,8 @@ def _readme_block(heading: str) -> str:
 
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[str]:
-    offset = free_port_offset()
-    data_dir = tmp_path / "sandbox-data"
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "sandbox", "run", "--port-offset", str(offset), "--data-dir", str(data_dir)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    urls = [f"http://127.0.0.1:{spec.port + offset}/readyz" for spec in SPECS]
-    deadline = time.monotonic() + STEP_TIMEOUT_S
-    try:
-        while True:
-            assert launcher.poll() is None, f"the sandbox did not start:\n{launcher.stdout.read()}"  # type: ignore[union-attr]
-            try:
-                if all(httpx.get(url, timeout=2).status_code == 200 for url in urls):
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the sandbox did not become ready"
-            time.sleep(0.3)
-        yield f"http://127.0.0.1:{next(s.port for s in SPECS if s.gateway_prefix is None) + offset}"
-    finally:
-        launcher.send_signal(signal.SIGINT)  # what Ctrl-C does
-        try:
-            launcher.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            launcher.kill()
+    for sandbox in sandbox_for(tmp_path, free_port_offset()):
+        yield sandbox.url
 
 
 def _bash(script: str, gateway: str) -> str:
@@ -119,7 +94,7 @@ def check_the_tpp_journey_ends_in_the_ledger_and_the_log(gateway: str) -> None:
 def check_the_310_loan_lands_in_the_merchants_wallet(gateway: str) -> None:
     out = _bash(f"examples/loan_310.sh {gateway}", gateway)
     assert "decision: approve" in out
-    assert len(re.findall(r"^  [A-Z_]+ +- *\d+  ", out, re.M)) == 4  # the top four reasons
+    assert len(re.findall(r"^  [A-Z_]+ +- *\d+  ", out, re.MULTILINE)) == 4  # the top four reasons
     assert "disbursed 20000.00 CNY" in out
     before, after = re.findall(r"holds ([\d.]+) CNY", out)
     assert float(after) - float(before) == 20000.00

@@ -29,27 +29,21 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from sandbox.topology import built_services
+from tests.support.stack import sandbox_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = built_services()
-GATEWAY_PORT = next(s.port for s in SPECS if s.gateway_prefix is None)
 SKIP_MARK = "<!-- docs-test: skip"
 # A block a dedicated test runs, with checks of its own (the README's walkthroughs): not run
 # here, and allowed to call curl as long as that test file exists.
 ELSEWHERE_MARK = re.compile(r"<!-- docs-test: run by (\S+) -->")
 STEP_TIMEOUT_S = 180
-REGULATOR_KEY = "sbx_regulator_key"
 
 
 def documented_pages() -> list[Path]:
@@ -87,7 +81,7 @@ def blocks_of(text: str) -> list[Block]:
         i += 1
         body: list[str] = []
         while i < len(lines) and lines[i].strip() != fence:
-            body.append(lines[i][len(indent):] if lines[i].startswith(indent) else lines[i])
+            body.append(lines[i].removeprefix(indent))
             i += 1
         before = lines[start - 1].strip() if start > 0 else ""
         elsewhere = ELSEWHERE_MARK.match(before)
@@ -175,7 +169,7 @@ _VOLATILE: list[tuple[re.Pattern[str], str]] = [
 ]
 _GENERATED_ID = re.compile(r"\b([a-z]{2,6})_([0-9a-z]{26})\b")
 _TIMING = re.compile(r'("?[a-z_]*(?:_ms|latency[a-z_]*|_seconds)"?\s*[:=]\s*)(-?[0-9.]+)')
-_RATELIMIT_RESET = re.compile(r"(ratelimit-reset:\s*)\d+", re.I)
+_RATELIMIT_RESET = re.compile(r"(ratelimit-reset:\s*)\d+", re.IGNORECASE)
 
 
 def line_pattern(line: str) -> str:
@@ -231,7 +225,7 @@ def first_missing_line(expected: str, actual: str) -> str | None:
     return None
 
 
-_ERROR_ANSWER = re.compile(r'"status":\s*([45]\d\d)\b|^HTTP/[\d.]+ ([45]\d\d)\b|"Errors":\s*\[', re.M)
+_ERROR_ANSWER = re.compile(r'"status":\s*([45]\d\d)\b|^HTTP/[\d.]+ ([45]\d\d)\b|"Errors":\s*\[', re.MULTILINE)
 
 
 def unshown_error(output: str) -> str | None:
@@ -306,7 +300,7 @@ def run_page(path: Path, workdir: Path, offset: int) -> PageRun:
                           timeout=STEP_TIMEOUT_S, env=env)
     run = PageRun(path.relative_to(ROOT).as_posix(), stderr=proc.stderr)
     for i, step in enumerate(steps):
-        m = re.search(rf"\n@@STEP {i} BEGIN@@\n(.*?)\n@@STEP {i} END (\d)@@\n", proc.stdout, re.S)
+        m = re.search(rf"\n@@STEP {i} BEGIN@@\n(.*?)\n@@STEP {i} END (\d)@@\n", proc.stdout, re.DOTALL)
         if m is None:
             break
         output, failed = m.group(1), m.group(2) == "1"
@@ -317,73 +311,6 @@ def run_page(path: Path, workdir: Path, offset: int) -> PageRun:
             result.unshown_error = unshown_error(output)
         run.results.append(result)
     return run
-
-
-class Sandbox:
-    """The whole sandbox as `make run` starts it, on its own ports and data, in `workdir`, whose
-    `.sandbox-data` is its data directory (pages refer to it by that name), with `.venv` and
-    `examples` linked in (pages call `.venv/bin/fintech-sandbox` and `examples/...`)."""
-
-    def __init__(self, workdir: Path, offset: int) -> None:
-        self.workdir = workdir
-        self.offset = offset
-        self.url = f"http://127.0.0.1:{GATEWAY_PORT + offset}"
-        self.process: subprocess.Popen[str] | None = None
-
-    def start(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        for name, target in ((".venv", Path(sys.prefix)), ("examples", ROOT / "examples")):
-            link = self.workdir / name
-            if not link.exists():
-                link.symlink_to(target)
-        log = open(self.workdir / "launcher.log", "w")  # noqa: SIM115 - closed with the process
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "sandbox", "run", "--port-offset", str(self.offset),
-             "--data-dir", str(self.workdir / ".sandbox-data")],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True,
-        )
-        urls = [f"http://127.0.0.1:{spec.port + self.offset}/readyz" for spec in SPECS]
-        deadline = time.monotonic() + 120
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError("the sandbox did not start:\n" + (self.workdir / "launcher.log").read_text())
-            try:
-                if all(httpx.get(url, timeout=2).status_code == 200 for url in urls):
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the sandbox did not become ready")
-            time.sleep(0.3)
-
-    def reset(self) -> None:
-        answer = httpx.post(f"{self.url}/sandbox/reset", headers={"X-API-Key": REGULATOR_KEY}, timeout=60)
-        if answer.status_code == 404:  # a build without the reset: start afresh instead
-            self.stop()
-            import shutil
-            shutil.rmtree(self.workdir / ".sandbox-data", ignore_errors=True)
-            self.start()
-            return
-        answer.raise_for_status()
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self.process = None
-
-
-def sandbox_for(workdir: Path, offset: int) -> Iterator[Sandbox]:
-    sandbox = Sandbox(workdir, offset)
-    sandbox.start()
-    try:
-        yield sandbox
-    finally:
-        sandbox.stop()
 
 
 def main(argv: list[str]) -> int:
