@@ -11,12 +11,16 @@ from services.common.app import build_service_app, configure_logging
 from services.common.clock import Clock
 from services.common.db import Database, database_url
 from services.common.reset import ResetHooks
+from services.common.settings import ServiceSettings
 from services.openbanking import service
-from services.openbanking.endpoints import aisp, auth_router, cbpii, pisp
-from services.openbanking.errors import InteractionIdMiddleware, install_obie_error_handlers, install_obie_openapi
+from services.openbanking.errors import (
+    InteractionIdMiddleware,
+    install_obie_error_handlers,
+    install_obie_openapi,
+)
 from services.openbanking.models import BankModel, IdempotencyKeys
 from services.openbanking.payments_client import PaymentsClient
-from services.common.settings import ServiceSettings
+from services.openbanking.routers import ROUTERS
 
 
 class OpenBankingSettings(ServiceSettings):
@@ -82,7 +86,7 @@ def create_app(settings: OpenBankingSettings | None = None, clock: Clock | None 
         settings=settings,
         database=db,
         clock=clock,
-        routers=[auth_router, aisp, pisp, cbpii],
+        routers=ROUTERS,
         on_shutdown=payments.close,
         reset=ResetHooks(reseed=seed),
         openapi_tags=[

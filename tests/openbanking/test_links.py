@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
-from services.openbanking.endpoints import self_link
+from services.openbanking.presenters import self_link
 
 
 def _request(path: str) -> Request:
