@@ -16,13 +16,13 @@ from starlette.datastructures import Headers
 
 from services.common.caller import caller_of
 from services.common.idempotency import Idempotency, fingerprint
+from services.common.payments_client import PaymentsClient
 from services.openbanking.auth import (
     TokenDep,
     require_client_token,
     require_consent_token,
 )
 from services.openbanking.models import AccessToken, Consent
-from services.openbanking.payments_client import PaymentsClient
 
 # --- OBIE's headers ---------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from pydantic_settings import SettingsConfigDict
 from services.common.app import build_service_app, configure_logging
 from services.common.clock import Clock
 from services.common.db import Database, database_url
+from services.common.payments_client import PaymentsClient
 from services.common.reset import ResetHooks
 from services.common.settings import ServiceSettings
 from services.openbanking import service
@@ -19,7 +20,6 @@ from services.openbanking.errors import (
     install_obie_openapi,
 )
 from services.openbanking.models import BankModel, IdempotencyKeys
-from services.openbanking.payments_client import PaymentsClient
 from services.openbanking.routers import ROUTERS
 
 
@@ -74,8 +74,9 @@ def create_app(settings: OpenBankingSettings | None = None, clock: Clock | None 
     db.create_tables()
 
     def seed() -> None:
-        with db.session() as session:
+        with db.session() as session:  # start-up's own unit of work, outside any request
             service.seed_bank(session, clock.now())
+            session.commit()
 
     seed()
     payments = payments_client or PaymentsClient(settings.gateway_url, settings.participant_key)

@@ -1,6 +1,7 @@
 """Sandbox Bank's rules: consents and their life cycle, the PSU's decision, and what each
-consent releases from the payments ledger. Functions work in the caller's session; endpoints
-commit (POSTs through the idempotency wrapper)."""
+consent releases from the payments ledger. Functions work in the caller's session and never
+commit: the request's unit of work commits once, in the kit (services/common/db.py), and the one
+early commit, a payment's intent before its money moves, is `record_first`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from services.common.caller import Caller
+from services.common.db import record_first
 from services.common.demo import (
     DEMO_ACCOUNTS,
     DEMO_PSUS,
@@ -21,9 +23,22 @@ from services.common.demo import (
     OPENBANKING_TEST_OTP,
 )
 from services.common.ids import new_id
-from services.common.money import to_minor
+from services.common.money import Money, to_minor
+from services.common.payments_client import (
+    PaymentRefused,
+    PaymentsClient,
+    PaymentsUnavailable,
+)
 from services.openbanking import permissions as rules
-from services.openbanking.auth import ALL_SCOPES, SCOPE_OF_KIND, acts_as, client_holder, digest, ensure_usable, new_secret
+from services.openbanking.auth import (
+    ALL_SCOPES,
+    SCOPE_OF_KIND,
+    acts_as,
+    client_holder,
+    digest,
+    ensure_usable,
+    new_secret,
+)
 from services.openbanking.errors import OBIEError, not_found
 from services.openbanking.models import (
     BankState,
@@ -35,7 +50,6 @@ from services.openbanking.models import (
     TppClient,
 )
 from services.openbanking.oauth import BankAuthorizationServer, BankRequest, OAuth2Error
-from services.openbanking.payments_client import LedgerRefusal, LedgerUnavailable, PaymentsClient
 from services.openbanking.schemas import (
     ACCOUNT_SCHEME,
     AuthorizeRequest,
@@ -78,7 +92,6 @@ def seed_bank(session: Session, now: datetime) -> None:
                             name=client.name, redirect_uri=client.redirect_uri, created_at=now)
         row.participant_id = DEMO_CLIENT_PARTICIPANTS.get(client.client_id)  # bound even in older databases
         session.add(row)
-    session.commit()
 
 
 def ensure_demo_history(session: Session, ledger: PaymentsClient) -> None:
@@ -88,13 +101,13 @@ def ensure_demo_history(session: Session, ledger: PaymentsClient) -> None:
     try:
         for key, source, target, amount, description in OPENBANKING_DEMO_TRANSFERS:
             try:
-                ledger.transfer(key, source, target, amount, "CNY", description)
-            except LedgerRefusal as refusal:  # e.g. a ledger that predates these demo accounts
-                log.warning("demo transfer %s refused: %s", key, refusal.reason)
-    except LedgerUnavailable:
+                ledger.transfer(from_account=source, to_account=target, amount=Money(amount=amount, currency="CNY"),
+                                key=key, description=description, on_behalf_of=None)
+            except PaymentRefused as refusal:  # e.g. a ledger that predates these demo accounts
+                log.warning("demo transfer %s refused: %s", key, refusal)
+    except PaymentsUnavailable:
         return  # try again on the next call
     session.add(BankState(key="demo_history", value="written"))
-    session.commit()
 
 
 # --- TPP clients and tokens -------------------------------------------------------------------
@@ -270,7 +283,7 @@ def _chosen_accounts(session: Session, consent: Consent, psu: Psu, asked: list[s
 def _ledger_call(call, *args):  # type: ignore[no-untyped-def]
     try:
         return call(*args)
-    except LedgerUnavailable as exc:
+    except PaymentsUnavailable as exc:
         raise OBIEError(503, "UK.OBIE.UnexpectedError", "The bank's ledger is unavailable; retry later.") from exc
 
 
@@ -408,7 +421,7 @@ def create_domestic_payment(session: Session, ledger: PaymentsClient, consent: C
     _set_status(consent, "Consumed", now)
     session.add(consent)
     session.add(payment)
-    session.commit()  # the intent is recorded before any money moves
+    record_first(session, "the payment is recorded before any money moves: its id is the transfer's key")
     settle(session, ledger, payment, consent, now)
     return payment
 
@@ -426,12 +439,13 @@ def settle(session: Session, ledger: PaymentsClient, payment: DomesticPayment, c
     try:
         # For the TPP that initiated it: the gateway counts and screens the movement as that
         # participant's; the debit is the bank's own customer's, under the PSU's consent.
-        journal = ledger.transfer(f"ob-{payment.id}", payment.debtor_account_id, payment.creditor_account_id,
-                                  amount["Amount"], amount["Currency"], description,
+        journal = ledger.transfer(from_account=payment.debtor_account_id, to_account=payment.creditor_account_id,
+                                  amount=Money(amount=amount["Amount"], currency=amount["Currency"]),
+                                  key=f"ob-{payment.id}", description=description,
                                   on_behalf_of=client_holder(session, payment.client_id))
-    except LedgerRefusal as refusal:
-        payment.status, payment.reject_reason = "Rejected", refusal.reason
-    except LedgerUnavailable as exc:
+    except PaymentRefused as refusal:
+        payment.status, payment.reject_reason = "Rejected", str(refusal)[:300]
+    except PaymentsUnavailable as exc:
         log.warning("payment %s stays Pending: %s", payment.id, exc)
         return
     else:

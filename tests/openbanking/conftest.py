@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.common.clock import Clock, frozen_clock
+from services.common.payments_client import PaymentsClient
 from services.openbanking.main import OpenBankingSettings, create_app
-from services.openbanking.payments_client import PaymentsClient
 from services.payments.main import PaymentsSettings
 from services.payments.main import create_app as create_payments_app
 from tests.openbanking.factories import Bank

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from services.common.demo import DEMO_TPP_CLIENTS
-from services.openbanking.payments_client import PaymentsClient
+from services.common.payments_client import PaymentsClient
 from services.payments.main import PaymentsSettings
 from services.payments.main import create_app as create_payments_app
 from tests.support.servers import prefix_router, serve

@@ -14,9 +14,9 @@ from fastapi.testclient import TestClient
 
 from services.common.clock import Clock
 from services.common.demo import SERVICE_PARTICIPANT_KEYS
+from services.common.payments_client import PaymentsClient
 from services.openbanking.main import OpenBankingSettings
 from services.openbanking.main import create_app as create_bank_app
-from services.openbanking.payments_client import PaymentsClient
 from services.payments.main import PaymentsSettings
 from services.payments.main import create_app as create_payments_app
 from tests.support.servers import serve

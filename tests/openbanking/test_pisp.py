@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
-from services.openbanking.payments_client import PaymentsClient
+from sqlmodel import Session, select
+
+from services.common.payments_client import PaymentsClient
+from services.openbanking.models import DomesticPayment
 from tests.openbanking.factories import COFFEE, WALLET, ZHAO, Bank, bearer, error_codes
 
 
@@ -96,6 +100,30 @@ def test_a_payment_the_ledger_did_not_answer_stays_pending_then_settles_once(ban
     assert settled.json()["Data"]["Status"] == "AcceptedCreditSettlementCompleted"
     bank.client.get(f"/v3.1/pisp/domestic-payments/{payment_id}", headers=tpp)
     assert Decimal(bank.balance(WALLET)) == Decimal(before) - Decimal("25.00")
+
+
+def test_the_payment_is_recorded_before_its_money_moves(bank: Bank) -> None:
+    consent, token = authorised_payment(bank)
+    app = bank.client.app
+    ledger = app.state.payments
+    seen_when_moving: list[list[str]] = []
+
+    class WatchedLedger:
+        """The real ledger, noting what another connection can already read as money moves."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(ledger, name)
+
+        def transfer(self, **call: Any) -> dict[str, Any]:
+            with Session(app.state.db.reader) as other:
+                rows = other.exec(select(DomesticPayment).where(DomesticPayment.consent_id == consent)).all()
+                seen_when_moving.append([row.status for row in rows])
+            return ledger.transfer(**call)
+
+    app.state.payments = WatchedLedger()
+    paid = bank.pay(consent, token)
+    assert paid.json()["Data"]["Status"] == "AcceptedCreditSettlementCompleted"
+    assert seen_when_moving == [["Pending"]]  # committed (record_first) before the transfer was sent
 
 
 def test_the_tpp_reads_its_payment_with_a_client_token(bank: Bank) -> None:

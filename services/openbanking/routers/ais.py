@@ -85,7 +85,6 @@ def delete_account_access_consent(ConsentId: AacId, session: SessionDep, clock: 
     """Delete the consent: its tokens stop working at once."""
     consent = service.consent_of_client(session, ConsentId, "account-access", token.client_id)
     service.delete_consent(session, consent, clock.now())
-    session.commit()
     return Response(status_code=204)
 
 

@@ -62,10 +62,8 @@ def issue_token(request: Request, server: AuthServerDep, form: TokenFormDep) -> 
         where = ", ".join(str(e["loc"][0]) for e in exc.errors() if e.get("loc"))
         return oauth_error(400, "invalid_scope" if where == "scope" else "invalid_request", f"Invalid: {where}.")
     answer = server.token(BankRequest(request.method, str(request.url), client_auth_headers(request), form or []))
-    if answer.status == 200:
-        server.session.commit()
-    else:
-        server.session.rollback()  # e.g. a code spent by a concurrent request: no token
+    if answer.status != 200:
+        server.session.rollback()  # e.g. a code spent by a concurrent request: nothing is kept
     headers = {k: v for k, v in answer.headers.items() if k.lower() != "content-type"}
     return JSONResponse(answer.body, status_code=answer.status, headers=headers)
 
@@ -80,9 +78,7 @@ def issue_token(request: Request, server: AuthServerDep, form: TokenFormDep) -> 
 def register_client(body: ClientRegistration, session: SessionDep, clock: ClockDep,
                     caller: CallerDep) -> ClientRegistered:
     """Register a TPP client and get its id and secret (a simplified dynamic registration)."""
-    registered = service.register_client(session, body, caller, clock.now())
-    session.commit()
-    return registered
+    return service.register_client(session, body, caller, clock.now())
 
 
 @router.post(
@@ -95,9 +91,7 @@ def register_client(body: ClientRegistration, session: SessionDep, clock: ClockD
 def authorize_consent(body: AuthorizeRequest, request: Request, session: SessionDep, clock: ClockDep,
                       server: AuthServerDep) -> AuthorizeResponse:
     """The PSU's step at the bank, headless: the TPP's authorisation request (PKCE), then the PSU's login and decision."""
-    decided = service.authorise(session, server, body, str(request.url), clock.now())
-    session.commit()
-    return decided
+    return service.authorise(session, server, body, str(request.url), clock.now())
 
 
 @router.post(
@@ -117,5 +111,4 @@ def revoke_consent(
             or not acts_as(caller, client_holder(session, consent.client_id)):
         raise OBIEError(404, "UK.OBIE.Resource.NotFound", f"PSU {psu.id} has no consent {ConsentId}.", "ConsentId")
     service.revoke_consent(session, consent, clock.now())
-    session.commit()
     return Response(status_code=204)

@@ -82,7 +82,6 @@ def delete_funds_confirmation_consent(ConsentId: FccId, session: SessionDep, clo
     """Delete the consent: its tokens stop working at once."""
     consent = service.consent_of_client(session, ConsentId, "funds-confirmation", token.client_id)
     service.delete_consent(session, consent, clock.now())
-    session.commit()
     return Response(status_code=204)
 
 

@@ -132,5 +132,4 @@ def get_domestic_payment(DomesticPaymentId: PaymentId, request: Request, session
     assert consent is not None
     if payment.status == "Pending":
         service.settle(session, ledger, payment, consent, clock.now())
-        session.commit()
     return presenters.domestic_payment(request, payment, consent)
