@@ -10,7 +10,9 @@ values FastAPI would pass. Anything else (no body, invalid JSON, a field or head
 validation, another media type) goes to FastAPI's own handler, unchanged: every error a client
 can see is still FastAPI's, and the OpenAPI document is what FastAPI makes of the endpoint.
 
-A route uses the direct handler only when its endpoint takes exactly one pydantic model as its
+A service keeps its endpoints on a stock `APIRouter`, as FastAPI's tutorial writes them, and its
+composition root chooses `served_directly(router)` to serve them this way (payments:
+`PAYMENTS_FAST_ROUTES`). A route uses the direct handler only when its endpoint takes exactly one pydantic model as its
 body, the `Request`, and optional header parameters with an explicit alias; any other route
 keeps FastAPI's handler. The endpoint must return a `Response` (its own status and body), as
 the payments POSTs do: the direct handler does not run the response model. (FastAPI's native telemetry, when configured, sees these requests
@@ -24,7 +26,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import Request, Response
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, APIRouter
 from pydantic import BaseModel, ValidationError
 
 JSON_MEDIA_TYPE = "application/json"
@@ -98,3 +100,17 @@ def _plan(route: APIRoute) -> tuple[type[BaseModel], str, str, list[tuple[str, s
             return None  # FastAPI derives the header's name: leave it to FastAPI
         headers.append((field.name, field.alias, field))
     return model, body.name, dependant.request_param_name, headers
+
+
+def served_directly(router: APIRouter) -> APIRouter:
+    """The router's routes again, each rebuilt as a `DirectJSONRoute` with the same arguments
+    (so the same OpenAPI document); the direct handler serves those whose shape `_plan` accepts."""
+    arguments = [name for name in inspect.signature(APIRoute.__init__).parameters
+                 if name not in ("self", "path", "endpoint")]
+    direct = APIRouter()
+    for route in router.routes:
+        if type(route) is APIRoute:
+            route = DirectJSONRoute(route.path, route.endpoint,
+                                    **{name: getattr(route, name) for name in arguments})
+        direct.routes.append(route)
+    return direct

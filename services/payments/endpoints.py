@@ -1,34 +1,35 @@
-"""Thin HTTP handlers for payments; the rules live in service.py.
+"""Thin HTTP handlers for payments; the rules live in service.py (and cross_border.py, qr_payments.py).
 
 Each handler is `async`. A POST hands its database work to `Idempotency.apply` (`Database.run`)
 as one unit of work: on SQLite it runs on the event loop, on PostgreSQL in the database's own
 threads (see `Database.run` for why). A GET only reads, in a worker thread (`Database.read`):
-on SQLite a snapshot without the writer's lock, so a long read never holds the loop. The POSTs take the `Idempotency-Key` header as their own
-parameter and build the idempotency context themselves (`idempotency_for`): the same header and
-validation as `IdempotencyDep`, one dependency fewer for FastAPI to solve on every movement.
+on SQLite a snapshot without the writer's lock, so a long read never holds the loop.
+
+A money movement, e.g. POST /transfers, reads top to bottom: `create_transfer` below →
+`service.transfer` (the checks, the legs from ledger.py, the journal) → `service.record_movement`
+→ `JournalsRepository.post` → `fastpath.post_journal` (the balance updates and inserts), all in
+the one transaction that `idem.apply` commits with the saved response.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel
+from fastapi import APIRouter, Query, Request
 from sqlmodel import Session
 
 from services.common.app import ClockDep
 from services.common.caller import CallerDep
 from services.common.db import DatabaseDep
 from services.common.demo import demo_account
-from services.common.fastroute import DirectJSONRoute
 from services.common.fields import CurrencyCode, IdPath
 from services.common.idempotency import IdempotencyKeyHeader, idempotency_for
 from services.common.ids import id_pattern
 from services.common.money import Money
 from services.common.pagination import CursorQuery, LimitQuery, Page, page_of
 from services.common.problems import problem_responses
-from services.payments import service
+from services.payments import cross_border, qr_payments, service
+from services.payments.presenters import account_public
 from services.payments.schemas import (
     ACCOUNT_PREFIX,
     FX_QUOTE_PREFIX,
@@ -62,11 +63,19 @@ JournalId = Annotated[
 QuoteId = Annotated[str, IdPath(FX_QUOTE_PREFIX, "A quote id, `fxq_…`.")]
 MandateId = Annotated[str, IdPath(MANDATE_PREFIX, "A mandate id, `mdt_…`.")]
 
-# The movement POSTs are served by the direct handler when they keep the shape
-# services/common/fastroute.py's `_plan` accepts (one body model, the Request, aliased headers,
-# no path, query or dependency parameters) and return a Response. A `mandate_id` in the body
-# keeps that shape; its extra reads happen in service.py only when one is sent.
-router = APIRouter(route_class=DirectJSONRoute)
+# The rule for the POSTs (the fast routes). With `PAYMENTS_FAST_ROUTES` on, the default, main.py
+# serves this router through `served_directly` (services/common/fastroute.py): a route whose
+# endpoint takes exactly one body model, the `Request` and header parameters with an explicit
+# alias gets a direct handler that skips FastAPI's per-request parameter solving, about a third
+# of a transfer's time on the event loop. So the POSTs take no `Depends` and no path or query
+# parameter: a route with one silently keeps FastAPI's own handler (`_plan` refuses it) and loses
+# the gain (tests/payments/test_fast_routes.py checks the movements keep the shape). What a
+# dependency would give they build from the request: `idempotency_for(request, key)` is what
+# `IdempotencyDep` gives (clock, caller, database, the key's record), from the `Idempotency-Key`
+# header taken as their own parameter. And they return a `Response` (`idem.apply` makes it), since
+# the direct handler does not run the response model. Everything else, the GETs included, is
+# plain FastAPI: with the setting off, all of it is.
+router = APIRouter()
 
 # OpenAPI links: how one response feeds the next call. Schemathesis's stateful phase follows
 # them: open an account, top it up, pay the demo merchant from it, refund the payment.
@@ -162,15 +171,6 @@ QR_LINKS: dict[str, Any] = {
 }
 
 
-async def _movement(request: Request, key: str | None, movement: Callable[..., JournalPublic],
-                    body: BaseModel) -> Response:
-    """A money movement as one idempotent unit of work: service.py's
-    `movement(session, body, now, key record id, caller)`."""
-    idem = await idempotency_for(request, key)
-    return await idem.apply(
-        lambda session: movement(session, body, idem.clock.now(), idem.record_id, idem.caller))
-
-
 def _created(model: type, links: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
     return {201: {"model": model, "description": "Created", "links": links}}
 
@@ -218,7 +218,7 @@ async def list_accounts(
 )
 async def get_account(account_id: AccountId, db: DatabaseDep, caller: CallerDep) -> AccountPublic:
     """One account, with its balance."""
-    return await db.read(lambda session: service.account_public(service.get_account(session, account_id, caller)))
+    return await db.read(lambda session: account_public(service.get_account(session, account_id, caller)))
 
 
 @router.get(
@@ -276,7 +276,7 @@ async def get_merchant_qr(
     ] = None,
 ) -> QrCodePublic:
     """A merchant's EMVCo merchant-presented QR code (static, or dynamic with an amount)."""
-    return await db.read(lambda session: service.merchant_qr(session, account_id, amount, caller))
+    return await db.read(lambda session: qr_payments.merchant_qr(session, account_id, amount, caller))
 
 
 @router.post(
@@ -289,7 +289,9 @@ async def get_merchant_qr(
 )
 async def create_deposit(body: DepositCreate, request: Request, key: IdempotencyKeyHeader = None):
     """Top up a wallet from a card (test cards force declines)."""
-    return await _movement(request, key, service.deposit, body)
+    idem = await idempotency_for(request, key)
+    return await idem.apply(
+        lambda session: service.deposit(session, body, idem.clock.now(), idem.record_id, idem.caller))
 
 
 @router.post(
@@ -302,7 +304,9 @@ async def create_deposit(body: DepositCreate, request: Request, key: Idempotency
 )
 async def create_withdrawal(body: WithdrawalCreate, request: Request, key: IdempotencyKeyHeader = None):
     """Pay money out of a wallet to the owner's bank."""
-    return await _movement(request, key, service.withdraw, body)
+    idem = await idempotency_for(request, key)
+    return await idem.apply(
+        lambda session: service.withdraw(session, body, idem.clock.now(), idem.record_id, idem.caller))
 
 
 @router.post(
@@ -316,7 +320,9 @@ async def create_withdrawal(body: WithdrawalCreate, request: Request, key: Idemp
 async def create_transfer(body: TransferCreate, request: Request, key: IdempotencyKeyHeader = None):
     """Send money to a person (P2P), pay a merchant from a wallet (0.6% fee to the merchant), or
     move money between businesses (no fee)."""
-    return await _movement(request, key, service.transfer, body)
+    idem = await idempotency_for(request, key)
+    return await idem.apply(
+        lambda session: service.transfer(session, body, idem.clock.now(), idem.record_id, idem.caller))
 
 
 @router.post(
@@ -329,7 +335,9 @@ async def create_transfer(body: TransferCreate, request: Request, key: Idempoten
 )
 async def create_refund(body: RefundCreate, request: Request, key: IdempotencyKeyHeader = None):
     """Refund all or part of a transfer or payment, never more than it in total."""
-    return await _movement(request, key, service.refund, body)
+    idem = await idempotency_for(request, key)
+    return await idem.apply(
+        lambda session: service.refund(session, body, idem.clock.now(), idem.record_id, idem.caller))
 
 
 @router.post(
@@ -342,7 +350,9 @@ async def create_refund(body: RefundCreate, request: Request, key: IdempotencyKe
 )
 async def create_qr_payment(body: QrPaymentCreate, request: Request, key: IdempotencyKeyHeader = None):
     """Pay the merchant a scanned QR names: checks the CRC and tags, then pays as POST /transfers."""
-    return await _movement(request, key, service.qr_payment, body)
+    idem = await idempotency_for(request, key)
+    return await idem.apply(
+        lambda session: qr_payments.qr_payment(session, body, idem.clock.now(), idem.record_id, idem.caller))
 
 
 @router.post(
@@ -356,7 +366,7 @@ async def create_qr_payment(body: QrPaymentCreate, request: Request, key: Idempo
 async def create_fx_quote(body: FxQuoteCreate, request: Request, key: IdempotencyKeyHeader = None):
     """Price a conversion on a rail (ripple or correspondent), payable once within 30 seconds."""
     idem = await idempotency_for(request, key)
-    return await idem.apply(lambda session: service.create_quote(session, body, idem.clock.now()))
+    return await idem.apply(lambda session: cross_border.create_quote(session, body, idem.clock.now()))
 
 
 @router.get(
@@ -368,7 +378,7 @@ async def create_fx_quote(body: FxQuoteCreate, request: Request, key: Idempotenc
 )
 async def get_fx_quote(quote_id: QuoteId, db: DatabaseDep, clock: ClockDep) -> FxQuotePublic:
     """A quote, and whether it is still open, expired or used."""
-    return await db.read(lambda session: service.get_quote(session, quote_id, clock.now()))
+    return await db.read(lambda session: cross_border.get_quote(session, quote_id, clock.now()))
 
 
 @router.post(
@@ -381,7 +391,9 @@ async def get_fx_quote(quote_id: QuoteId, db: DatabaseDep, clock: ClockDep) -> F
 )
 async def create_cross_border_payment(body: CrossBorderCreate, request: Request, key: IdempotencyKeyHeader = None):
     """Pay a quote: the payer is debited in the currency sold, the payee credited in the one bought."""
-    return await _movement(request, key, service.cross_border_payment, body)
+    idem = await idempotency_for(request, key)
+    return await idem.apply(
+        lambda session: cross_border.cross_border_payment(session, body, idem.clock.now(), idem.record_id, idem.caller))
 
 
 MANDATE_LINKS: dict[str, Any] = {

@@ -12,17 +12,22 @@ from services.common.app import build_service_app, configure_logging
 from services.common.clock import Clock
 from services.common.db import Database, database_url
 from services.common.demo import DEMO_ACCOUNTS, DEMO_MANDATES
+from services.common.fastroute import served_directly
 from services.common.money import to_minor
 from services.common.reset import ResetHooks
 from services.common.settings import ServiceSettings
 from services.payments import service
 from services.payments.endpoints import router
+from services.payments.fastpath import forget_known_accounts
 from services.payments.models import Account, IdempotencyKeys, Mandate, PaymentsModel
-from services.payments.repository import forget_known_accounts
 
 
 class PaymentsSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="PAYMENTS_", extra="ignore")
+
+    # Serve the JSON POSTs through the direct handler (services/common/fastroute.py): same
+    # answers and OpenAPI, less CPU per movement. Off: every route is FastAPI's stock APIRoute.
+    fast_routes: bool = True
 
 
 DESCRIPTION = """Wallets, merchant accounts and a real double-entry ledger, after Alipay and WeChat Pay.
@@ -100,7 +105,7 @@ def create_app(settings: PaymentsSettings | None = None, clock: Clock | None = N
         settings=settings,
         database=db,
         clock=clock,
-        routers=[router],
+        routers=[served_directly(router) if settings.fast_routes else router],
         reset=ResetHooks(reseed=seed, forget=[lambda: forget_known_accounts(db.engine)]),
         openapi_tags=[
             {"name": "accounts", "description": "Wallets and merchant accounts"},

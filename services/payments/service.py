@@ -14,42 +14,31 @@ from services.common.caller import Caller
 from services.common.clock import wire_time
 from services.common.demo import GATEWAY_LOOKUPS
 from services.common.ids import new_id
-from services.common.money import AmountIn, Money, format_minor, to_minor
+from services.common.money import AmountIn, Money
 from services.common.problems import Problem, not_found
-from services.payments import cards, fx, ledger, mandates, qr
-from services.payments.models import Account, FxQuote, Journal, Mandate, Posting
+from services.payments import cards, ledger, mandates
+from services.payments.fastpath import AccountRef, NewJournal
+from services.payments.models import Account, FxQuote, Journal, Mandate
+from services.payments.presenters import account_public, journal_public, mandate_public
 from services.payments.repository import (
-    AccountRef,
     AccountsRepository,
     FxQuotesRepository,
     InvariantsRepository,
     JournalsRepository,
     MandatesRepository,
-    NewJournal,
-    PostingRow,
 )
 from services.payments.schemas import (
-    FX_QUOTE_PREFIX,
     MANDATE_PREFIX,
     AccountCreate,
     AccountPublic,
-    CrossBorderCreate,
-    CrossBorderDetails,
     CurrencyTotals,
     DepositCreate,
-    FxQuoteBySell,
-    FxQuoteCreate,
-    FxQuotePublic,
     InvariantCheck,
     InvariantsReport,
     JournalPublic,
     MandateCreate,
     MandatePublic,
-    PostingPublic,
-    QrCodePublic,
-    QrPaymentCreate,
     RefundCreate,
-    Settlement,
     TransferCreate,
     WithdrawalCreate,
 )
@@ -58,50 +47,7 @@ CARD_FUNDING = "card_funding"
 BANK_PAYOUTS = "bank_payouts"
 MERCHANT_FEES = "merchant_fees"
 OPENING_BALANCES = "opening_balances"
-CROSS_BORDER_FEES = "cross_border_fees"
 DIRECT = Caller(None)  # a caller on the service's own port: no participant, sees everything
-
-
-def account_public(account: Account) -> AccountPublic:
-    return AccountPublic(
-        id=account.id,
-        kind=account.kind,  # type: ignore[arg-type]
-        owner_name=account.owner_name,
-        currency=account.currency,
-        balance=Money.of(account.balance_minor, account.currency),
-        allow_overdraft=account.allow_overdraft,
-        participant_id=account.participant_id,
-        created_at=account.created_at,
-    )
-
-
-def journal_public(journal: Journal | NewJournal, postings: list[Posting] | list[PostingRow], quote: FxQuote | None = None) -> JournalPublic:
-    # Built without validation, as Money.of is: every field comes from a journal and postings
-    # this service wrote, so they are right by construction (and it is on every movement's path).
-    ccy = journal.currency
-    return JournalPublic.model_construct(
-        id=journal.id,
-        kind=journal.kind,  # type: ignore[arg-type]
-        amount=Money.of(journal.amount_minor, ccy),
-        fee=Money.of(journal.fee_minor, ccy),
-        from_account_id=journal.from_account_id,
-        to_account_id=journal.to_account_id,
-        description=journal.description,
-        card_last4=journal.card_last4,
-        refund_of=journal.refund_of,
-        refunded=Money.of(journal.refunded_minor, ccy),
-        postings=[
-            PostingPublic.model_construct(
-                account_id=p.account_id,
-                amount=Money.of(p.amount_minor, p.currency),
-                balance_after=Money.of(p.balance_after_minor, p.currency),
-            )
-            for p in postings
-        ],
-        fx=cross_border_details(quote, journal.created_at) if quote is not None else None,
-        mandate_id=journal.mandate_id,
-        created_at=journal.created_at,
-    )
 
 
 def open_account(session: Session, body: AccountCreate, now: datetime, caller: Caller = DIRECT) -> AccountPublic:
@@ -149,7 +95,7 @@ def _check_currency(account: Account | AccountRef, amount: AmountIn) -> None:
         )
 
 
-def _post(
+def record_movement(
     session: Session,
     journal: NewJournal,
     legs: list[ledger.Leg],
@@ -206,21 +152,21 @@ def deposit(session: Session, body: DepositCreate, now: datetime, idem_id: str |
         created_at=now,
     )
     legs = ledger.move(funding.id, wallet.id, journal.amount_minor)
-    return _post(session, journal, legs, {funding.id: funding, wallet.id: wallet})
+    return record_movement(session, journal, legs, {funding.id: funding, wallet.id: wallet})
 
 
 def withdraw(session: Session, body: WithdrawalCreate, now: datetime, idem_id: str | None,
              caller: Caller = DIRECT) -> JournalPublic:
     wallet = AccountsRepository(session).get(body.account_id)
-    mandate = _debit_mandate(session, body.account_id, wallet, body.mandate_id, caller)
-    assert wallet is not None  # _debit_mandate found it, or a mandate names it
+    mandate = debit_mandate(session, body.account_id, wallet, body.mandate_id, caller)
+    assert wallet is not None  # debit_mandate found it, or a mandate names it
     if wallet.kind == "internal":
         # Nobody owns them, so the owner rule would let anyone pay them out: they move only
         # through the ledger's own rules.
         raise Problem(409, "internal-account", "Internal accounts cannot be used directly",
                       "Card funding, fee and payout accounts cannot be withdrawn from.")
     _check_currency(wallet, body.amount)
-    _check_within_mandate(session, mandate, body.amount.minor, now)
+    check_within_mandate(session, mandate, body.amount.minor, now)
     payouts = AccountsRepository(session).system_account(BANK_PAYOUTS, wallet.currency, now)
     journal = NewJournal(
         id=new_id("wd"),
@@ -235,20 +181,20 @@ def withdraw(session: Session, body: WithdrawalCreate, now: datetime, idem_id: s
         created_at=now,
     )
     legs = ledger.move(wallet.id, payouts.id, journal.amount_minor)
-    return _post(session, journal, legs, {payouts.id: payouts, wallet.id: wallet})
+    return record_movement(session, journal, legs, {payouts.id: payouts, wallet.id: wallet})
 
 
-def _payer_and_payee(session: Session, payer_id: str, payee_id: str, mandate_id: str | None,
+def payer_and_payee(session: Session, payer_id: str, payee_id: str, mandate_id: str | None,
                      caller: Caller, movement: str
                      ) -> tuple[dict[str, AccountRef], AccountRef, AccountRef, Mandate | None]:
     """Both accounts of a movement, in one query, and the mandate the debit relies on (see
-    `_debit_mandate`): anyone's account may be paid, but only the caller's own debited, or
+    `debit_mandate`): anyone's account may be paid, but only the caller's own debited, or
     another's under its owner's mandate; another's payer without one is "not found"."""
     if payer_id == payee_id:
         raise Problem(409, "same-account", "Payer and payee are the same account",
                       f"{movement} needs two different accounts.")
     accounts = AccountsRepository(session).get_many([payer_id, payee_id])
-    mandate = _debit_mandate(session, payer_id, accounts.get(payer_id), mandate_id, caller)
+    mandate = debit_mandate(session, payer_id, accounts.get(payer_id), mandate_id, caller)
     if payee_id not in accounts:
         raise not_found("Account", payee_id)
     return accounts, accounts[payer_id], accounts[payee_id], mandate
@@ -275,7 +221,7 @@ def _debits_without_mandate(caller: Caller, owner: str | None) -> bool:
     return owner is None or owner in _parties(caller)
 
 
-def _debit_mandate(session: Session, payer_id: str, payer: Account | AccountRef | None,
+def debit_mandate(session: Session, payer_id: str, payer: Account | AccountRef | None,
                    mandate_id: str | None, caller: Caller) -> Mandate | None:
     """Who may debit `payer_id`, checked before anything else about the account is disclosed.
 
@@ -283,7 +229,7 @@ def _debit_mandate(session: Session, payer_id: str, payer: Account | AccountRef 
     that does not exist). With one: the mandate must be granted to the caller's authority (the
     participant a service acts for, else the caller; else 404) and name this account (else
     409). It is locked for the rest of the transaction, so concurrent debits under it count
-    each other's amounts (`_check_within_mandate`)."""
+    each other's amounts (`check_within_mandate`)."""
     if mandate_id is None:
         if payer is None or not _debits_without_mandate(caller, payer.participant_id):
             raise not_found("Account", payer_id)
@@ -305,7 +251,7 @@ def _holds(caller: Caller, mandate: Mandate) -> bool:
     return caller.participant_id != GATEWAY_LOOKUPS and mandate.grantee_participant_id == caller.authority
 
 
-def _check_within_mandate(session: Session, mandate: Mandate | None, amount_minor: int,
+def check_within_mandate(session: Session, mandate: Mandate | None, amount_minor: int,
                           now: datetime) -> None:
     """Refuse a debit the mandate does not cover now: revoked or expired, or over a cap. The
     period's use is summed after the mandate's row was locked, in the same transaction."""
@@ -331,8 +277,9 @@ def _check_within_mandate(session: Session, mandate: Mandate | None, amount_mino
 def transfer(session: Session, body: TransferCreate, now: datetime, idem_id: str | None,
              caller: Caller = DIRECT) -> JournalPublic:
     """Anyone's account may be paid; only the caller's own debited, or another's under its
-    owner's mandate."""
-    accounts, payer, payee, mandate = _payer_and_payee(
+    owner's mandate. The steps: who pays whom (and on whose authority), what may move, the
+    legs, then the journal applied and recorded (`record_movement`)."""
+    accounts, payer, payee, mandate = payer_and_payee(
         session, body.from_account_id, body.to_account_id, body.mandate_id, caller, "A transfer")
     if payer.kind == "internal" or payee.kind == "internal":
         raise Problem(409, "internal-account", "Internal accounts cannot be used directly",
@@ -341,10 +288,10 @@ def transfer(session: Session, body: TransferCreate, now: datetime, idem_id: str
     _check_currency(payer, body.amount)
     _check_currency(payee, body.amount)
     amount = body.amount.minor
-    _check_within_mandate(session, mandate, amount, now)
-    # A shopper's wallet paying a merchant is a merchant payment: the merchant pays the 0.6%
-    # acceptance fee. Between businesses (a lender's float to a small merchant's account, its
-    # repayments back) it is a plain transfer, as a bank transfer between firms would be.
+    check_within_mandate(session, mandate, amount, now)
+    # The legs. A shopper's wallet paying a merchant is a merchant payment: the merchant pays
+    # the 0.6% acceptance fee. Between businesses (a lender's float to a small merchant's
+    # account, its repayments back) it is a plain transfer, as between firms at a bank.
     if payee.kind == "merchant" and payer.kind == "personal":
         fee = ledger.merchant_fee(amount)
         fees = AccountsRepository(session).system_account(MERCHANT_FEES, payee.currency, now)
@@ -368,7 +315,7 @@ def transfer(session: Session, body: TransferCreate, now: datetime, idem_id: str
         idempotency_key_id=idem_id,
         created_at=now,
     )
-    return _post(session, journal, legs, accounts)
+    return record_movement(session, journal, legs, accounts)
 
 
 def refund(session: Session, body: RefundCreate, now: datetime, idem_id: str | None,
@@ -426,7 +373,7 @@ def refund(session: Session, body: RefundCreate, now: datetime, idem_id: str | N
         idempotency_key_id=idem_id,
         created_at=now,
     )
-    return _post(session, journal, legs, accounts)
+    return record_movement(session, journal, legs, accounts)
 
 
 def open_with_balance(session: Session, account: Account, opening_minor: int, now: datetime) -> None:
@@ -445,7 +392,7 @@ def open_with_balance(session: Session, account: Account, opening_minor: int, no
         description="Opening balance",
         created_at=now,
     )
-    _post(session, journal, ledger.move(source.id, account.id, opening_minor),
+    record_movement(session, journal, ledger.move(source.id, account.id, opening_minor),
           {source.id: source, account.id: account})
 
 
@@ -575,25 +522,6 @@ def _mandate_violations(debits: list[tuple[Journal, Mandate]]) -> list[str]:
 # --- debit mandates --------------------------------------------------------------------------
 
 
-def mandate_public(mandate: Mandate, used_this_period_minor: int, now: datetime) -> MandatePublic:
-    ccy = mandate.currency
-    return MandatePublic(
-        id=mandate.id,
-        debtor_account_id=mandate.debtor_account_id,
-        grantor_participant_id=mandate.grantor_participant_id,
-        grantee_participant_id=mandate.grantee_participant_id,
-        max_per_debit=Money.of(mandate.max_per_debit_minor, ccy),
-        max_per_period=Money.of(mandate.max_per_period_minor, ccy),
-        period=mandate.period,  # type: ignore[arg-type]
-        expires_at=mandate.expires_at,
-        purpose=mandate.purpose,
-        status=mandates.status_of(mandate.revoked_at, mandate.expires_at, now),  # type: ignore[arg-type]
-        used_this_period=Money.of(used_this_period_minor, ccy),
-        created_at=mandate.created_at,
-        revoked_at=mandate.revoked_at,
-    )
-
-
 def _mandates_public(session: Session, found: list[Mandate], now: datetime) -> list[MandatePublic]:
     """Each mandate with what it debited in its current period (one query per period kind)."""
     repo = MandatesRepository(session)
@@ -669,223 +597,3 @@ def revoke_mandate(session: Session, mandate_id: str, now: datetime, caller: Cal
     repo.revoke(mandate.id, now)
     session.refresh(mandate)
     return _mandates_public(session, [mandate], now)[0]
-
-
-# --- cross-border payments: FX quotes --------------------------------------------------------
-
-
-def cross_border_details(quote: FxQuote, paid_at: datetime) -> CrossBorderDetails:
-    rule = fx.RAILS[quote.rail]
-    return CrossBorderDetails(
-        quote_id=quote.id,
-        rail=quote.rail,  # type: ignore[arg-type]
-        rate=quote.rate,
-        sell=Money.of(quote.sell_minor, quote.sell_currency),
-        buy=Money.of(quote.buy_minor, quote.buy_currency),
-        fee=Money.of(quote.fee_minor, quote.sell_currency),
-        settlement=Settlement(estimate=rule.settlement, settles_by=rule.settles_by(paid_at)),
-    )
-
-
-def quote_public(quote: FxQuote, now: datetime, paid_at: datetime | None = None) -> FxQuotePublic:
-    rule = fx.RAILS[quote.rail]
-    table = fx.rate_table()
-    status = "used" if quote.journal_id else ("expired" if now >= quote.expires_at else "open")
-    return FxQuotePublic(
-        id=quote.id,
-        rail=quote.rail,  # type: ignore[arg-type]
-        fixed_side=quote.fixed_side,  # type: ignore[arg-type]
-        sell=Money.of(quote.sell_minor, quote.sell_currency),
-        buy=Money.of(quote.buy_minor, quote.buy_currency),
-        fee=Money.of(quote.fee_minor, quote.sell_currency),
-        rate=quote.rate,
-        mid_rate=quote.mid_rate,
-        fx_margin_bps=quote.margin_bps,
-        rates_as_of=quote.rates_as_of,
-        rates_source=table.source,
-        settlement=Settlement(estimate=rule.settlement,
-                              settles_by=rule.settles_by(paid_at or max(now, quote.created_at))),
-        status=status,  # type: ignore[arg-type]
-        journal_id=quote.journal_id,
-        created_at=quote.created_at,
-        expires_at=quote.expires_at,
-    )
-
-
-def create_quote(session: Session, body: FxQuoteCreate, now: datetime) -> FxQuotePublic:
-    if isinstance(body, FxQuoteBySell):
-        sell_currency, buy_currency, side, fixed = body.sell.currency, body.buy_currency, "sell", body.sell
-    else:
-        sell_currency, buy_currency, side, fixed = body.sell_currency, body.buy.currency, "buy", body.buy
-    figures = fx.quote(body.rail, sell_currency, buy_currency, side, fixed.minor)
-    quote = FxQuotesRepository(session).add(
-        FxQuote(
-            id=new_id(FX_QUOTE_PREFIX),
-            rail=figures.rail,
-            fixed_side=side,
-            sell_currency=sell_currency,
-            buy_currency=buy_currency,
-            sell_minor=figures.sell_minor,
-            fee_minor=figures.fee_minor,
-            buy_minor=figures.buy_minor,
-            rate=fx.rate_string(figures.rate),
-            mid_rate=fx.rate_string(figures.mid_rate),
-            margin_bps=fx.RAILS[figures.rail].margin_bps,
-            rates_as_of=fx.rate_table().as_of,
-            created_at=now,
-            expires_at=now + fx.QUOTE_TTL,
-        )
-    )
-    return quote_public(quote, now)
-
-
-def get_quote(session: Session, quote_id: str, now: datetime) -> FxQuotePublic:
-    quote = FxQuotesRepository(session).get(quote_id)
-    if quote is None:
-        raise not_found("Quote", quote_id)
-    paid_at = None
-    if quote.journal_id:
-        journal = JournalsRepository(session).get(quote.journal_id)
-        paid_at = journal.created_at if journal else None
-    return quote_public(quote, now, paid_at)
-
-
-def cross_border_payment(session: Session, body: CrossBorderCreate, now: datetime,
-                         idem_id: str | None, caller: Caller = DIRECT) -> JournalPublic:
-    quotes = FxQuotesRepository(session)
-    quote = quotes.get(body.quote_id)
-    if quote is None:
-        raise not_found("Quote", body.quote_id)
-    if quote.journal_id:
-        raise _quote_used(quote.id, quote.journal_id)
-    if now >= quote.expires_at:
-        raise Problem(409, "quote-expired", "The quote has expired",
-                      f"{quote.id} could be paid until {wire_time(quote.expires_at)}; "
-                      "ask for a new quote (rates and fees are re-priced).",
-                      expired_at=wire_time(quote.expires_at))
-    accounts, payer, payee, mandate = _payer_and_payee(
-        session, body.from_account_id, body.to_account_id, body.mandate_id, caller,
-        "A cross-border payment")
-    repo = AccountsRepository(session)
-    if payer.kind == "internal" or payee.kind == "internal":
-        raise Problem(409, "internal-account", "Internal accounts cannot be used directly",
-                      "Liquidity, fee and funding accounts only move through the ledger's own rules.")
-    for account, currency, role in ((payer, quote.sell_currency, "sells"),
-                                    (payee, quote.buy_currency, "buys")):
-        if account.currency != currency:
-            raise Problem(
-                409, "currency-mismatch", "Currency does not match the quote",
-                f"The quote {role} {currency}; account {account.id} holds {account.currency}.",
-                account_id=account.id, account_currency=account.currency, quote_currency=currency,
-            )
-    _check_within_mandate(session, mandate, quote.sell_minor, now)
-    liquidity = f"{quote.rail}_liquidity"
-    sell_pool = repo.system_account(liquidity, quote.sell_currency, now)
-    buy_pool = repo.system_account(liquidity, quote.buy_currency, now)
-    fees = repo.system_account(CROSS_BORDER_FEES, quote.sell_currency, now)
-    for account in (sell_pool, buy_pool, fees):
-        accounts[account.id] = account
-    currency_of = {account_id: account.currency for account_id, account in accounts.items()}
-    legs = ledger.cross_border(payer.id, payee.id, sell_pool.id, buy_pool.id, fees.id,
-                               quote.sell_minor, quote.fee_minor, quote.buy_minor, currency_of)
-    journal = NewJournal(
-        id=new_id("xb"),
-        kind="cross_border",
-        currency=quote.sell_currency,
-        amount_minor=quote.sell_minor,
-        fee_minor=quote.fee_minor,
-        from_account_id=payer.id,
-        to_account_id=payee.id,
-        description=body.description,
-        mandate_id=mandate.id if mandate else None,
-        idempotency_key_id=idem_id,
-        created_at=now,
-    )
-    result = _post(session, journal, legs, accounts, quote)
-    if not quotes.use(quote.id, journal.id):
-        session.refresh(quote)
-        raise _quote_used(quote.id, quote.journal_id or "another payment")
-    return result
-
-
-def _quote_used(quote_id: str, journal_id: str) -> Problem:
-    return Problem(409, "quote-used", "The quote has already been paid",
-                   f"{quote_id} was used by {journal_id}; a quote pays once. Ask for a new quote.",
-                   journal_id=journal_id)
-
-
-# --- merchant QR -----------------------------------------------------------------------------
-
-
-def merchant_qr(session: Session, account_id: str, amount: str | None, caller: Caller = DIRECT) -> QrCodePublic:
-    account = get_account(session, account_id, caller)
-    if account.kind != "merchant":
-        raise Problem(409, "not-a-merchant", "Only merchant accounts have a QR code",
-                      f"{account.id} is a {account.kind} account.")
-    amount_minor = None
-    if amount is not None:
-        try:
-            amount_minor = to_minor(amount, account.currency)
-        except ValueError as exc:
-            raise Problem(409, "amount-precision", "Amount does not fit the account's currency",
-                          f"{exc}.", account_currency=account.currency) from None
-    payload = qr.merchant_payload(account.id, account.owner_name, account.currency, amount_minor)
-    return QrCodePublic(
-        account_id=account.id,
-        currency=account.currency,
-        dynamic=amount_minor is not None,
-        amount=Money.of(amount_minor, account.currency) if amount_minor is not None else None,
-        payload=payload,
-        svg=qr.svg(payload),
-    )
-
-
-def _invalid_payload(error: qr.QrError) -> Problem:
-    where = f"data object {error.tag}: " if error.tag else ""
-    return Problem(
-        422, "invalid-qr-payload", "The QR payload cannot be paid",
-        f"Invalid field(s): body.payload ({where}{error.message}).",
-        errors=[{"field": "body.payload", "message": f"{where}{error.message}"}],
-        tag=error.tag,
-    )
-
-
-def qr_payment(session: Session, body: QrPaymentCreate, now: datetime, idem_id: str | None,
-               caller: Caller = DIRECT) -> JournalPublic:
-    # The payer first, as a wallet server authenticates the wallet before decoding what it
-    # scanned: an unknown payer (or another participant's, without its mandate) is 404
-    # whatever the payload says.
-    payer = AccountsRepository(session).get_many([body.from_account_id]).get(body.from_account_id)
-    _debit_mandate(session, body.from_account_id, payer, body.mandate_id, caller)
-    try:
-        terms = qr.parse(body.payload)
-    except qr.QrError as error:
-        raise _invalid_payload(error) from None
-    if terms.amount_minor is not None:
-        fixed = AmountIn(amount=format_minor(terms.amount_minor, terms.currency), currency=terms.currency)
-        if body.amount is not None and (body.amount.currency, body.amount.minor) != (terms.currency, terms.amount_minor):
-            raise Problem(409, "amount-mismatch", "The amount differs from the QR's",
-                          f"This QR asks for {fixed.amount} {fixed.currency}; omit `amount` or send that.",
-                          qr_amount=fixed.model_dump())
-        amount = fixed
-    elif body.amount is None:
-        raise Problem(409, "amount-required", "Say how much to pay",
-                      "This is a static QR: it carries no amount, so `amount` is required.")
-    else:
-        amount = body.amount
-    merchant = get_account(session, terms.account_id)
-    if merchant.kind != "merchant":
-        raise Problem(409, "not-a-merchant", "The QR does not name a merchant account",
-                      f"{merchant.id} is a {merchant.kind} account.")
-    if merchant.currency != terms.currency:
-        raise Problem(409, "currency-mismatch", "The QR's currency is not the merchant's",
-                      f"The QR is in {terms.currency}; {merchant.id} holds {merchant.currency}.",
-                      account_id=merchant.id, account_currency=merchant.currency)
-    return transfer(
-        session,
-        TransferCreate(from_account_id=body.from_account_id, to_account_id=merchant.id,
-                       amount=amount, description=body.description, mandate_id=body.mandate_id),
-        now,
-        idem_id,
-        caller,
-    )

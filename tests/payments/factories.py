@@ -1,13 +1,18 @@
-"""Setup the payments tests share: calling as a participant, amounts, funded accounts, mandates."""
+"""Setup the payments tests share: calling as a participant, amounts, funded accounts, mandates.
+
+The app itself comes from conftest.py's `make_app` fixture (`MakeApp` is its type)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 CARD = "4242424242424242"
+MakeApp = Callable[..., FastAPI]  # conftest.py's `make_app(**settings)`
 
 
 def as_(participant: str, on_behalf_of: str | None = None) -> dict[str, str]:

@@ -16,8 +16,8 @@ from services.common.app import build_service_app
 from services.common.clock import frozen_clock
 from services.common.db import Database, model_base
 from services.common.settings import ServiceSettings
-from services.payments import repository
-from services.payments.main import PaymentsSettings, create_app
+from services.payments import fastpath, repository
+from tests.payments.factories import MakeApp
 
 LI_WEI = "acc_00000000000000000000000001"  # CNY wallet, 5000.00
 ZHANG_MIN = "acc_00000000000000000000000002"  # CNY wallet, 1200.00
@@ -31,19 +31,6 @@ PROBLEM = "urn:fintech-sandbox:problem:"
 
 def cny(amount: Any) -> dict[str, Any]:
     return {"amount": amount, "currency": "CNY"}
-
-
-def _make_app(tmp_path, database_url: str | None = None, max_body_bytes: int = 64 * 1024):  # type: ignore[no-untyped-def]
-    return create_app(
-        PaymentsSettings(data_dir=tmp_path, database_url=database_url, max_body_bytes=max_body_bytes),
-        clock=frozen_clock(),
-    )
-
-
-@pytest.fixture
-def client(tmp_path) -> Iterator[TestClient]:
-    with TestClient(_make_app(tmp_path)) as c:
-        yield c
 
 
 def _walk(client: TestClient, path: str) -> list[dict[str, Any]]:
@@ -273,8 +260,8 @@ def test_oversized_body_streamed_without_content_length_is_a_413_problem(client:
     assert snapshot(client) == before
 
 
-def test_the_body_limit_is_a_setting(tmp_path) -> None:
-    with TestClient(_make_app(tmp_path, max_body_bytes=300)) as small:
+def test_the_body_limit_is_a_setting(make_app: MakeApp) -> None:
+    with TestClient(make_app(max_body_bytes=300)) as small:
         body = {"from_account_id": LI_WEI, "to_account_id": ZHANG_MIN, "amount": cny("1.00")}
         assert small.post("/transfers", json=body).status_code == 201
         r = small.post("/transfers", json={**body, "description": "y" * 300})
@@ -319,15 +306,15 @@ def _after_then_crash(original: Any) -> Any:
     ids=["mid-balance-updates", "after-journal-insert"],
 )
 def test_a_crash_mid_transfer_is_a_500_problem_with_the_request_id_and_writes_nothing(
-    database_url, tmp_path, monkeypatch, target: str, body: dict[str, Any], idempotency_key: str | None
+    database_url, make_app: MakeApp, monkeypatch, target: str, body: dict[str, Any], idempotency_key: str | None
 ) -> None:
-    app = _make_app(tmp_path, database_url)
+    app = make_app(database_url=database_url)
     with TestClient(app) as client:
         before = snapshot(client)
         if target == "apply":
             # The balance UPDATEs (sent in one batch with the inserts on PostgreSQL).
-            monkeypatch.setattr(repository._APPLY_PREPARED, "execute",
-                                _crash_after(1, repository._APPLY_PREPARED.execute))
+            monkeypatch.setattr(fastpath._APPLY_PREPARED, "execute",
+                                _crash_after(1, fastpath._APPLY_PREPARED.execute))
         else:
             monkeypatch.setattr(repository.JournalsRepository, "post",
                                 _after_then_crash(repository.JournalsRepository.post))

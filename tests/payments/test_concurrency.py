@@ -5,20 +5,20 @@ account-id order (see repository.AccountsRepository.apply)."""
 from __future__ import annotations
 
 import random
-from decimal import Decimal
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 
 import httpx
 
-from services.payments.main import PaymentsSettings, create_app
+from tests.payments.factories import MakeApp
 from tests.support.servers import serve
 
 CLIENTS = 20
 TRANSFERS_EACH = 15
 
 
-def test_concurrent_random_transfers_conserve_money_and_never_overdraw(database_url, tmp_path) -> None:
-    app = create_app(PaymentsSettings(data_dir=tmp_path, database_url=database_url, seed_demo_data=False))
+def test_concurrent_random_transfers_conserve_money_and_never_overdraw(database_url, make_app: MakeApp) -> None:
+    app = make_app(database_url=database_url, seed_demo_data=False)
     with serve(app) as base, httpx.Client(base_url=base, timeout=30) as client:
         accounts = []
         for i in range(4):
@@ -51,11 +51,11 @@ def test_concurrent_random_transfers_conserve_money_and_never_overdraw(database_
         assert report["ok"], report
 
 
-def test_a_burst_of_100_requests_is_queued_not_refused(database_url, tmp_path) -> None:
+def test_a_burst_of_100_requests_is_queued_not_refused(database_url, make_app: MakeApp) -> None:
     """More requests at once than the server has worker threads (40): reads and transfers all
     succeed. Sessions are admitted a few at a time (services/common/db.py, REQUEST_SESSIONS), so
     the request holding SQLite's writer lock always finds a thread to finish on."""
-    app = create_app(PaymentsSettings(data_dir=tmp_path, database_url=database_url))
+    app = make_app(database_url=database_url)
     payer, payee = "acc_00000000000000000000000001", "acc_00000000000000000000000002"  # demo wallets
     with serve(app) as base:
 

@@ -11,14 +11,15 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from services.payments.fastpath import _KNOWN, AccountRef, NewJournal
 from services.payments.ledger import Leg
-from services.payments.main import PaymentsSettings, create_app
 from services.payments.models import Journal
-from services.payments.repository import _KNOWN, AccountRef, JournalsRepository, NewJournal
+from services.payments.repository import JournalsRepository
+from tests.payments.factories import MakeApp
 
 
-def test_a_constraint_violation_on_the_fast_path_is_an_integrity_error(database_url, tmp_path) -> None:
-    app = create_app(PaymentsSettings(data_dir=tmp_path, database_url=database_url, seed_demo_data=False))
+def test_a_constraint_violation_on_the_fast_path_is_an_integrity_error(database_url, make_app: MakeApp) -> None:
+    app = make_app(database_url=database_url, seed_demo_data=False)
     journal = NewJournal(id="tr_no_such_accounts", kind="transfer", currency="CNY", amount_minor=1,
                          created_at=datetime(2026, 1, 1, tzinfo=UTC))
     legs = [Leg("acc_nobody_pays", -1), Leg("acc_nobody_gets", 1)]
@@ -30,11 +31,11 @@ def test_a_constraint_violation_on_the_fast_path_is_an_integrity_error(database_
     app.state.db.dispose()
 
 
-def test_a_wrongly_remembered_account_fails_once_then_is_read_again(database_url, tmp_path) -> None:
+def test_a_wrongly_remembered_account_fails_once_then_is_read_again(database_url, make_app: MakeApp) -> None:
     """Movements skip the accounts look-up for accounts the process has read before (their kind,
     currency and owner never change). Were an entry ever wrong, the postings' foreign key refuses
     the movement, nothing is written, and the entry is forgotten: the retry reads the database."""
-    app = create_app(PaymentsSettings(data_dir=tmp_path, database_url=database_url))
+    app = make_app(database_url=database_url)
     li_wei, ghost = "acc_00000000000000000000000001", "acc_0000000000000000000000ghst"
     body = {"from_account_id": li_wei, "to_account_id": ghost, "amount": {"amount": "1.00", "currency": "CNY"}}
     with TestClient(app, raise_server_exceptions=False) as client:

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from services.common.clock import Clock, frozen_clock
 from services.common.money import exponent_of
 from services.payments import fx
-from services.payments.main import PaymentsSettings, create_app
+from tests.payments.factories import MakeApp
 from tests.support.ledger import assert_problem, snapshot
 from tests.support.servers import serve
 
@@ -27,18 +27,14 @@ ALICE = "acc_00000000000000000000000007"  # USD wallet, 2500.00
 PROBLEM = "urn:fintech-sandbox:problem:"
 
 
-def _app(tmp_path, clock: Clock, database_url: str | None = None):  # type: ignore[no-untyped-def]
-    return create_app(PaymentsSettings(data_dir=tmp_path, database_url=database_url), clock=clock)
-
-
 @pytest.fixture
 def clock() -> Clock:
     return frozen_clock()  # Monday 2026-01-05 09:00 UTC
 
 
 @pytest.fixture
-def client(tmp_path, clock: Clock) -> Iterator[TestClient]:
-    with TestClient(_app(tmp_path, clock)) as c:
+def client(make_app: MakeApp, clock: Clock) -> Iterator[TestClient]:
+    with TestClient(make_app(clock=clock)) as c:
         yield c
 
 
@@ -155,9 +151,9 @@ def test_rounding_never_pays_out_money_nobody_paid_for(rail: str) -> None:
             assert (Decimal(g.sell_minor - g.fee_minor) * unit_sold) * g.rate >= Decimal(amount_minor) * unit_bought
 
 
-def test_correspondent_settlement_skips_the_weekend(tmp_path) -> None:
+def test_correspondent_settlement_skips_the_weekend(make_app: MakeApp) -> None:
     friday = frozen_clock("2026-01-09T15:00:00+00:00")
-    with TestClient(_app(tmp_path, friday)) as c:
+    with TestClient(make_app(clock=friday)) as c:
         q = quote(c, sell("1000.00", "CNY", "USD", "correspondent"))
         assert q["settlement"]["settles_by"] == "2026-01-14T15:00:00Z"  # Wednesday: Mon, Tue, Wed
         q = quote(c, sell("1000.00", "CNY", "USD", "ripple"))
@@ -180,9 +176,9 @@ def test_quotes_that_cannot_be_priced_are_refused(client: TestClient) -> None:
 # --- paying a quote ------------------------------------------------------------------------------
 
 
-def test_cross_border_payment_posts_both_currencies_through_the_rail(database_url, tmp_path) -> None:
+def test_cross_border_payment_posts_both_currencies_through_the_rail(database_url, make_app: MakeApp) -> None:
     clock = frozen_clock()
-    with TestClient(_app(tmp_path, clock, database_url)) as client:
+    with TestClient(make_app(clock=clock, database_url=database_url)) as client:
         q = quote(client, sell("1000.00", "CNY", "USD", "ripple"))
         r = client.post("/cross-border-payments", json={**pay(q["id"]), "description": "invoice 42"})
         assert r.status_code == 201, r.text
@@ -285,8 +281,8 @@ def test_idempotency_key_replays_the_payment(client: TestClient) -> None:
     assert client.get("/invariants").json()["ok"]
 
 
-def test_concurrent_payments_of_one_quote_pay_it_once(database_url, tmp_path) -> None:
-    app = _app(tmp_path, Clock(), database_url)  # wall clock: the quote stays open 30 s
+def test_concurrent_payments_of_one_quote_pay_it_once(database_url, make_app: MakeApp) -> None:
+    app = make_app(clock=Clock(), database_url=database_url)  # wall clock: the quote stays open 30 s
     with serve(app) as base, httpx.Client(base_url=base, timeout=30) as client:
         q = quote(client, sell("100.00", "CNY", "USD", "ripple"))
 

@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from services.common.clock import frozen_clock
-from services.payments.main import PaymentsSettings, create_app
+from tests.payments.factories import MakeApp
 
 PAYS = "4242424242424242"
 PROBLEM = "urn:fintech-sandbox:problem:"
@@ -30,10 +29,9 @@ DECLINE_CARDS = {
 
 
 @pytest.fixture
-def client(tmp_path) -> Iterator[TestClient]:
+def client(make_app: MakeApp) -> Iterator[TestClient]:
     """An empty ledger (no demo data), with a clock that stands still."""
-    app = create_app(PaymentsSettings(data_dir=tmp_path, seed_demo_data=False), clock=frozen_clock())
-    with TestClient(app) as c:
+    with TestClient(make_app(seed_demo_data=False)) as c:
         yield c
 
 

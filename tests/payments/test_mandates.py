@@ -16,25 +16,18 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from services.common.clock import frozen_clock
 from services.common.demo import ADVISOR_SERVICE, DEMO_MANDATES, DEMO_ROBO, WALLET_CO
-from services.payments.main import PaymentsSettings, create_app
 from services.payments.models import Mandate
-from tests.payments.factories import as_, cny, grant_mandate, open_funded
+from tests.payments.factories import MakeApp, as_, cny, grant_mandate, open_funded
 from tests.support.ledger import assert_problem, snapshot
 from tests.support.servers import serve
 
 OWNER, GRANTEE, STRANGER = "ptp_wallet_firm", "ptp_robo_firm", "ptp_other_firm"
 
 
-def _app(tmp_path, database_url: str | None = None, seed: bool = False) -> FastAPI:  # type: ignore[no-untyped-def]
-    return create_app(PaymentsSettings(data_dir=tmp_path, database_url=database_url, seed_demo_data=seed),
-                      clock=frozen_clock())
-
-
 @pytest.fixture
-def app(tmp_path) -> FastAPI:
-    return _app(tmp_path)
+def app(make_app: MakeApp) -> FastAPI:
+    return make_app(seed_demo_data=False)
 
 
 @pytest.fixture
@@ -288,9 +281,9 @@ def test_invariants_check_every_mandated_debit_against_its_mandate(
 CONCURRENT_DEBITS = 12
 
 
-def test_concurrent_debits_never_pass_the_cap_per_period(database_url, tmp_path) -> None:
+def test_concurrent_debits_never_pass_the_cap_per_period(database_url, make_app: MakeApp) -> None:
     """Twelve debits of 10.00 at once under a 50.00-a-month mandate: exactly five pass."""
-    app = _app(tmp_path, database_url)
+    app = make_app(database_url=database_url, seed_demo_data=False)
     with serve(app) as base, httpx.Client(base_url=base, timeout=30) as client:
         wallet = open_funded(client, OWNER, "Li Wei", top_up="500.00")
         shop = open_funded(client, GRANTEE, "Robo custody", kind="merchant", top_up="0.01")
@@ -311,9 +304,9 @@ def test_concurrent_debits_never_pass_the_cap_per_period(database_url, tmp_path)
         assert client.get("/invariants").json()["ok"]
 
 
-def test_the_demo_mandates_are_seeded_once(tmp_path) -> None:
+def test_the_demo_mandates_are_seeded_once(make_app: MakeApp) -> None:
     for _ in range(2):  # a restart on the same data adds nothing
-        with TestClient(_app(tmp_path, seed=True)) as client:
+        with TestClient(make_app()) as client:
             mandates = client.get("/mandates", params={"limit": 100}).json()["data"]
             assert [m["id"] for m in mandates] == [d.id for d in DEMO_MANDATES]
     robo = next(m for m in mandates if m["grantee_participant_id"] == DEMO_ROBO)
@@ -321,7 +314,7 @@ def test_the_demo_mandates_are_seeded_once(tmp_path) -> None:
     assert robo["max_per_debit"] == cny("5000.00") and robo["max_per_period"] == cny("20000.00")
     assert robo["expires_at"].startswith("2027-01-05")  # 365 days from the first start
     # The walkthrough's step: Demo Robo (through the advisor) funds a portfolio from Li Wei's wallet.
-    with TestClient(_app(tmp_path, seed=True)) as client:
+    with TestClient(make_app()) as client:
         funded = debit(client, as_(ADVISOR_SERVICE, on_behalf_of=DEMO_ROBO), robo["debtor_account_id"],
                        "acc_00000000000000000000000006", "1000.00", robo["id"])
         assert funded.status_code == 201, funded.text

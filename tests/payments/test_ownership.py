@@ -17,16 +17,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.common.demo import CREDIT_SERVICE, GATEWAY_LOOKUPS
-from services.payments.main import PaymentsSettings, create_app
-from tests.payments.factories import CARD, as_, cny, open_funded
+from tests.payments.factories import CARD, MakeApp, as_, cny, open_funded
 
 FIRM_A, FIRM_B = "ptp_firm_a", "ptp_firm_b"
 
 
 @pytest.fixture
-def payments(tmp_path) -> Iterator[TestClient]:
-    app = create_app(PaymentsSettings(data_dir=tmp_path, seed_demo_data=False))
-    with TestClient(app) as client:
+def payments(make_app: MakeApp) -> Iterator[TestClient]:
+    with TestClient(make_app(seed_demo_data=False)) as client:
         yield client
 
 

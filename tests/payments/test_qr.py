@@ -5,14 +5,11 @@ no refusal writes anything."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from fastapi.testclient import TestClient
 
-from services.common.clock import frozen_clock
 from services.payments import qr
-from services.payments.main import PaymentsSettings, create_app
+from tests.payments.factories import MakeApp
 from tests.support.ledger import assert_problem, snapshot
 
 LI_WEI = "acc_00000000000000000000000001"  # CNY wallet, 5000.00
@@ -34,13 +31,6 @@ NOODLES_STATIC = (
     "26660028org.fintech-sandbox.payments0130acc_00000000000000000000000003"
     "52045999" "5303156" "5802CN" "5920Lanzhou Noodle House" "6007SANDBOX" "6304A1FA"
 )
-
-
-@pytest.fixture
-def client(tmp_path) -> Iterator[TestClient]:
-    app = create_app(PaymentsSettings(data_dir=tmp_path), clock=frozen_clock())
-    with TestClient(app) as c:
-        yield c
 
 
 def with_crc(body: str) -> str:
@@ -100,8 +90,8 @@ def test_qr_refusals(client: TestClient) -> None:
 # --- paying ------------------------------------------------------------------------------------
 
 
-def test_generate_then_pay_a_static_and_a_dynamic_qr(database_url, tmp_path) -> None:
-    app = create_app(PaymentsSettings(data_dir=tmp_path, database_url=database_url), clock=frozen_clock())
+def test_generate_then_pay_a_static_and_a_dynamic_qr(database_url, make_app: MakeApp) -> None:
+    app = make_app(database_url=database_url)
     with TestClient(app) as client:
         static = client.get(f"/accounts/{NOODLES}/qr").json()["payload"]
         r = client.post("/qr-payments", json={"payload": static, "from_account_id": LI_WEI,

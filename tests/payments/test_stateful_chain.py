@@ -11,13 +11,13 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
 
-from services.payments.main import PaymentsSettings, create_app
+from tests.payments.factories import MakeApp
 from tests.support.resettable import ResettableApp
 
 
-def test_stateful_fuzzing_chains_account_deposit_payment_and_refund(tmp_path) -> None:
+def test_stateful_fuzzing_chains_account_deposit_payment_and_refund(make_app: MakeApp, tmp_path) -> None:
     counter = itertools.count()
-    app = ResettableApp(lambda: create_app(PaymentsSettings(data_dir=tmp_path / str(next(counter)))))
+    app = ResettableApp(lambda: make_app(data_dir=tmp_path / str(next(counter))))
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     successes: Counter[str] = Counter()
     broken: list[dict] = []

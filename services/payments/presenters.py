@@ -1,0 +1,134 @@
+"""Presenters: the payments rows as the API shows them (the `*Public` models of schemas.py).
+
+No rules and no queries: each function turns what the service read or wrote into a response
+model. Amounts leave here as `Money` in their currency's exponent.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from services.common.money import Money
+from services.payments import fx, mandates
+from services.payments.fastpath import NewJournal, PostingRow
+from services.payments.models import Account, FxQuote, Journal, Mandate, Posting
+from services.payments.schemas import (
+    AccountPublic,
+    CrossBorderDetails,
+    FxQuotePublic,
+    JournalPublic,
+    MandatePublic,
+    PostingPublic,
+    QrCodePublic,
+    Settlement,
+)
+
+
+def account_public(account: Account) -> AccountPublic:
+    return AccountPublic(
+        id=account.id,
+        kind=account.kind,  # type: ignore[arg-type]
+        owner_name=account.owner_name,
+        currency=account.currency,
+        balance=Money.of(account.balance_minor, account.currency),
+        allow_overdraft=account.allow_overdraft,
+        participant_id=account.participant_id,
+        created_at=account.created_at,
+    )
+
+
+def journal_public(journal: Journal | NewJournal, postings: list[Posting] | list[PostingRow], quote: FxQuote | None = None) -> JournalPublic:
+    # Built without validation, as Money.of is: every field comes from a journal and postings
+    # this service wrote, so they are right by construction (and it is on every movement's path).
+    ccy = journal.currency
+    return JournalPublic.model_construct(
+        id=journal.id,
+        kind=journal.kind,  # type: ignore[arg-type]
+        amount=Money.of(journal.amount_minor, ccy),
+        fee=Money.of(journal.fee_minor, ccy),
+        from_account_id=journal.from_account_id,
+        to_account_id=journal.to_account_id,
+        description=journal.description,
+        card_last4=journal.card_last4,
+        refund_of=journal.refund_of,
+        refunded=Money.of(journal.refunded_minor, ccy),
+        postings=[
+            PostingPublic.model_construct(
+                account_id=p.account_id,
+                amount=Money.of(p.amount_minor, p.currency),
+                balance_after=Money.of(p.balance_after_minor, p.currency),
+            )
+            for p in postings
+        ],
+        fx=cross_border_details(quote, journal.created_at) if quote is not None else None,
+        mandate_id=journal.mandate_id,
+        created_at=journal.created_at,
+    )
+
+
+def mandate_public(mandate: Mandate, used_this_period_minor: int, now: datetime) -> MandatePublic:
+    ccy = mandate.currency
+    return MandatePublic(
+        id=mandate.id,
+        debtor_account_id=mandate.debtor_account_id,
+        grantor_participant_id=mandate.grantor_participant_id,
+        grantee_participant_id=mandate.grantee_participant_id,
+        max_per_debit=Money.of(mandate.max_per_debit_minor, ccy),
+        max_per_period=Money.of(mandate.max_per_period_minor, ccy),
+        period=mandate.period,  # type: ignore[arg-type]
+        expires_at=mandate.expires_at,
+        purpose=mandate.purpose,
+        status=mandates.status_of(mandate.revoked_at, mandate.expires_at, now),  # type: ignore[arg-type]
+        used_this_period=Money.of(used_this_period_minor, ccy),
+        created_at=mandate.created_at,
+        revoked_at=mandate.revoked_at,
+    )
+
+
+def cross_border_details(quote: FxQuote, paid_at: datetime) -> CrossBorderDetails:
+    rule = fx.RAILS[quote.rail]
+    return CrossBorderDetails(
+        quote_id=quote.id,
+        rail=quote.rail,  # type: ignore[arg-type]
+        rate=quote.rate,
+        sell=Money.of(quote.sell_minor, quote.sell_currency),
+        buy=Money.of(quote.buy_minor, quote.buy_currency),
+        fee=Money.of(quote.fee_minor, quote.sell_currency),
+        settlement=Settlement(estimate=rule.settlement, settles_by=rule.settles_by(paid_at)),
+    )
+
+
+def quote_public(quote: FxQuote, now: datetime, paid_at: datetime | None = None) -> FxQuotePublic:
+    rule = fx.RAILS[quote.rail]
+    table = fx.rate_table()
+    status = "used" if quote.journal_id else ("expired" if now >= quote.expires_at else "open")
+    return FxQuotePublic(
+        id=quote.id,
+        rail=quote.rail,  # type: ignore[arg-type]
+        fixed_side=quote.fixed_side,  # type: ignore[arg-type]
+        sell=Money.of(quote.sell_minor, quote.sell_currency),
+        buy=Money.of(quote.buy_minor, quote.buy_currency),
+        fee=Money.of(quote.fee_minor, quote.sell_currency),
+        rate=quote.rate,
+        mid_rate=quote.mid_rate,
+        fx_margin_bps=quote.margin_bps,
+        rates_as_of=quote.rates_as_of,
+        rates_source=table.source,
+        settlement=Settlement(estimate=rule.settlement,
+                              settles_by=rule.settles_by(paid_at or max(now, quote.created_at))),
+        status=status,  # type: ignore[arg-type]
+        journal_id=quote.journal_id,
+        created_at=quote.created_at,
+        expires_at=quote.expires_at,
+    )
+
+
+def qr_code_public(account: Account, amount_minor: int | None, payload: str, svg: str) -> QrCodePublic:
+    return QrCodePublic(
+        account_id=account.id,
+        currency=account.currency,
+        dynamic=amount_minor is not None,
+        amount=Money.of(amount_minor, account.currency) if amount_minor is not None else None,
+        payload=payload,
+        svg=svg,
+    )
