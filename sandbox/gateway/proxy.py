@@ -11,9 +11,10 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, field
+from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -49,6 +50,7 @@ from sandbox.gateway.screening import (
     Recorded,
     RuleHit,
     RuleSet,
+    ScreenedOperation,
     Transaction,
     Unscreenable,
     lookup_path,
@@ -151,29 +153,9 @@ class KeyRecord:
     alert_id: str | None
     intent: OpenIntent | None = None
 
-
-@dataclass
-class Call:
-    """One money-moving request on its way through the door: who sent it, for whom, and what
-    the proxy has already decided about it."""
-
-    request: Request
-    service: str
-    path: str
-    body: bytes
-    policy: Policy  # the key that sent it
-    originator: Policy | None  # the participant a service's key acts for
-    entry: dict[str, Any]  # the audit entry being built
-    started: float
-    now: datetime
-    refuse: Callable[..., Response]
-    rate_headers: dict[str, str]
-    label: str
-
-    @property
-    def counted(self) -> Policy:
-        """Whose limits and screening apply: the participant a service acts for, else the sender."""
-        return self.originator or self.policy
+    def retried_by(self, fingerprint: str) -> bool:
+        """Whether a request with this body retries the attempt (not yet lost) that left the key."""
+        return self.fingerprint == fingerprint and self.state in ("in_flight", "counted")
 
 
 @dataclass
@@ -190,15 +172,125 @@ class Hop:
     linked: bool = False
 
 
+@dataclass
+class RequestEntry:
+    """The entry one request leaves in the audit log, filled in as it passes the door. Its
+    fields are the log's columns; the hash covers every one (unset ones None)."""
+
+    at: str
+    request_id: str
+    method: str
+    path: str
+    service: str | None = None
+    participant_id: str | None = None
+    via: str | None = None  # the sandbox service whose key acted for participant_id
+    operation: str | None = None
+    status: int | None = None
+    latency_us: int | None = None
+    limit_name: str | None = None
+    error: str | None = None
+    # What a money movement moves.
+    amount: str | None = None
+    currency: str | None = None
+    value_minor: int | None = None
+    payer: str | None = None
+    payee: str | None = None
+    customer: str | None = None
+    card_last4: str | None = None
+    # What screening decided.
+    decision: str | None = None
+    score: int | None = None
+    rules: str = ""
+    ruleset_version: str | None = None
+    alert_id: str | None = None
+    # The write-ahead: an intent, then its outcome (or `unanswered`, later `reconciled`).
+    phase: str | None = None
+    intent_idx: int | None = None
+    idempotency_key: str | None = None
+    fingerprint: str | None = None
+    deadline_ms: int | None = None
+    counts: str | None = None
+
+    def row(self) -> dict[str, Any]:
+        """The entry as the log stores and hashes it (a copy: sealing adds idx and hashes)."""
+        return dict(self.__dict__)
+
+    def moves(self, tx: Transaction) -> None:
+        self.amount, self.currency, self.value_minor = tx.amount, tx.currency, tx.value
+        self.payer, self.payee, self.customer, self.card_last4 = tx.payer, tx.payee, tx.customer, tx.card_last4
+
+    def decided(self, decision: Decision) -> None:
+        self.decision, self.score = decision.outcome, decision.score
+        self.rules, self.ruleset_version = ",".join(decision.rules), decision.ruleset_version
+
+
+# Every column an entry may leave unset, with the value it is logged with then.
+_UNSET_COLUMNS = {f.name: f.default for f in dataclass_fields(RequestEntry) if f.default is not MISSING}
+
+
 def complete_entry(fields: dict[str, Any]) -> dict[str, Any]:
     """Every column of an audit entry present (unset ones None), as the hash covers them."""
-    fields.setdefault("rules", "")
-    for name in ("participant_id", "service", "operation", "decision", "score", "ruleset_version",
-                 "limit_name", "amount", "currency", "value_minor", "payer", "payee", "customer",
-                 "card_last4", "error", "alert_id", "counts", "phase", "intent_idx", "idempotency_key",
-                 "fingerprint", "deadline_ms", "via"):
-        fields.setdefault(name, None)
+    for name, default in _UNSET_COLUMNS.items():
+        fields.setdefault(name, default)
     return fields
+
+
+@dataclass
+class Call:
+    """One request on its way through the door: what it asks, who sent it, the rate headers its
+    answer carries, and the audit entry it leaves."""
+
+    request: Request
+    service: str
+    path: str  # below the service's prefix
+    entry: RequestEntry
+    started: float  # perf_counter at arrival: the entry's latency counts from it
+    now: datetime
+    policy: Policy | None = None  # the participant key that sent it (None: the regulator's, or none)
+    originator: Policy | None = None  # the participant a service's key acts for
+    rate_headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+    @property
+    def sender_id(self) -> str:
+        """Who the service is told sent it: the participant whose key it was, else the regulator."""
+        return self.policy.id if self.policy is not None else "regulator"
+
+    @property
+    def sender(self) -> Policy:
+        """The participant whose key sent the call (it is authenticated)."""
+        assert self.policy is not None, "only a participant's call has a sender"
+        return self.policy
+
+    @property
+    def counted(self) -> Policy:
+        """Whose limits and screening apply: the participant a service acts for, else the sender."""
+        return self.originator or self.sender
+
+    def key_scope(self, key: str) -> tuple[str, str, str]:
+        """Idempotency keys are scoped to the key that sent them, as the services scope them."""
+        return (self.sender_id, self.service, key)
+
+
+@dataclass
+class Movement:
+    """A money movement on its way through the door: its transaction and idempotency key, what
+    screening decided, and what it holds until the service answers."""
+
+    tx: Transaction
+    fingerprint: str  # of the body as parsed for screening
+    key: str | None  # the idempotency key it is forwarded with
+    known: KeyRecord | None = None  # the key as an earlier attempt left it
+    replay: bool = False  # a retry of a key already answered: the service replays, nothing moves
+    link: Hop | None = None  # the payment this request is the ledger hop of
+    decision: Decision | None = None
+    alert: dict[str, Any] | None = None  # the alert its screening opened
+    hold: Hold | None = None
+    assigned: bool = False  # `key` is the gateway's own: the participant sent none
+    deadline_ms: int | None = None
+    intent: OpenIntent | None = None
+    record: KeyRecord | None = None  # its key, remembered for its retries
+    hop: Hop | None = None  # its service's own hop may continue it
 
 
 def iso(moment: datetime) -> str:
@@ -448,361 +540,317 @@ class Gateway:
                 raise
         return fields["idx"], fields["hash"]
 
-    # -- the request path --------------------------------------------------------------------
+    # -- the request path: authenticate, check limits, screen, forward, record ----------------
 
     async def handle(self, request: Request, service: str, prefix: str) -> Response:
+        """One request through the door; every way out records its entry in the audit log."""
+        call = self._arrive(request, service, prefix)
+        api_key = request.headers.get("x-api-key")
+        if not self._authenticate(call, api_key):
+            return await self._without_participant_key(call, api_key)
+        refusal = self._check_access(call) or self._act_for_originator(call) or self._take_rate(call)
+        if refusal is not None:
+            return refusal
+        call.body = await request.body()
+        operation = self.rules.screened_operation(service, request.method, call.path)
+        if operation is None:  # it moves no money: nothing to screen
+            return await self._forward(call)
+        return await self._movement(call, operation)
+
+    def _arrive(self, request: Request, service: str, prefix: str) -> Call:
         started = time.perf_counter()
         now = self.clock.now()
-        method = request.method
-        path = request.url.path[len(prefix):] or "/"
-        request_id = current_request_id() or new_id("req")
-        entry: dict[str, Any] = {"at": iso(now), "request_id": request_id, "method": method,
-                                 "path": request.url.path[:500], "service": service}
+        entry = RequestEntry(at=iso(now), request_id=current_request_id() or new_id("req"),
+                             method=request.method, path=request.url.path[:500], service=service)
+        return Call(request, service, request.url.path[len(prefix):] or "/", entry, started, now)
 
-        def refuse(status: int, slug: str, title: str, detail: str, headers: dict[str, str] | None = None,
-                   alert: dict[str, Any] | None = None, **extras: Any) -> Response:
-            entry["status"] = status
-            entry["latency_us"] = int((time.perf_counter() - started) * 1e6)
-            idx, digest = self.audit(entry, alert)
-            out = {**(headers or {}), RECEIPT_HEADER: f"index={idx}; hash={digest}"}
-            body = problem_body(status, slug, title, detail, instance=request.url.path, **extras)
-            return Response(json.dumps(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=out)
+    def _authenticate(self, call: Call, api_key: str | None) -> bool:
+        """Whether a participant's key sent the call; its policy applies from here on."""
+        call.policy = self.policy_for_key(api_key)
+        if call.policy is None:
+            return False
+        call.entry.participant_id = call.policy.id
+        return True
 
-        api_key = request.headers.get("x-api-key")
-        policy = self.policy_for_key(api_key)
-        if policy is None:
-            if self.is_regulator(api_key):
-                entry["participant_id"] = "regulator"
-                if is_sandbox_control(path):  # a teacher moving a service's clock: forwarded, logged
-                    body = await request.body()
-                    upstream = self._upstream_request(request, service, path, body, "regulator", None, request_id)
-                    return await self._forward(upstream, entry, started, refuse, service, {}, None,
-                                               lambda _response, _sent: None)
-                return refuse(403, "regulator-key-not-a-participant", "The regulator key cannot call services",
-                              "Use a participant's key for /payments, /credit, /advisor and /open-banking.")
-            return self._unauthenticated(request, entry, refuse, api_key)
-        entry["participant_id"] = policy.id
-        usage = self._usage(policy.id)
+    async def _without_participant_key(self, call: Call, api_key: str | None) -> Response:
+        """The regulator's key, which reaches only a service's own sandbox controls; or no valid key."""
+        if not self.is_regulator(api_key):
+            return self._unauthenticated(call, api_key)
+        call.entry.participant_id = "regulator"
+        if not is_sandbox_control(call.path):
+            return self._refuse(call, 403, "regulator-key-not-a-participant", "The regulator key cannot call services",
+                                "Use a participant's key for /payments, /credit, /advisor and /open-banking.")
+        call.body = await call.request.body()  # a teacher moving a service's clock: forwarded, logged
+        return await self._forward(call)
 
-        if is_sandbox_control(path):
+    def _check_access(self, call: Call) -> Response | None:
+        """The sender's standing, testing window, services and operations; never a service's clock."""
+        policy = call.sender
+        if is_sandbox_control(call.path):
             # Moving a service's clock would start a new day for its limits and age its history.
-            entry["limit_name"] = "sandbox_controls"
-            return refuse(403, "sandbox-controls-regulator-only", "Sandbox controls are the regulator's",
-                          f"{prefix}{path} reaches the {service} service's own sandbox controls (its clock). "
-                          "Moving time would reset daily limits and age the screening windows, so the "
-                          "gateway forwards it only with the regulator's key.",
-                          limit="sandbox_controls", participant_id=policy.id)
+            call.entry.limit_name = "sandbox_controls"
+            return self._refuse(call, 403, "sandbox-controls-regulator-only", "Sandbox controls are the regulator's",
+                                f"{call.request.url.path} reaches the {call.service} service's own sandbox controls "
+                                "(its clock). Moving time would reset daily limits and age the screening windows, "
+                                "so the gateway forwards it only with the regulator's key.",
+                                limit="sandbox_controls", participant_id=policy.id)
+        breach = check_access(policy, call.service, call.request.method, call.path, call.now)
+        return None if breach is None else self._breach(call, breach, policy)
 
-        breach = check_access(policy, service, method, path, now)
-        if breach is not None:
-            entry["limit_name"] = breach.limit
-            return self._breach(refuse, breach, policy)
+    def _act_for_originator(self, call: Call) -> Response | None:
+        """A sandbox service acting for a participant: that participant's status, window, limits
+        and screening apply, and the entry names both (participant_id, via)."""
+        on_behalf = call.request.headers.get(ON_BEHALF_HEADER)
+        if not on_behalf:
+            return None
+        policy = call.sender
+        if policy.kind != "service":
+            call.entry.limit_name = "on_behalf"
+            return self._refuse(call, 403, "on-behalf-not-allowed", "Only the sandbox's services act for others",
+                                f"{ON_BEHALF_HEADER} is honoured from the sandbox's own services only; "
+                                f"{policy.id} is a participant and acts for itself.",
+                                limit="on_behalf", participant_id=policy.id)
+        originator = self.policies_by_id.get(on_behalf)
+        if originator is None:
+            return self._refuse(call, 403, "unknown-originator", "The participant acted for is not admitted",
+                                f"{ON_BEHALF_HEADER} names {on_behalf[:40]!r}, which is no admitted participant.",
+                                participant_id=policy.id)
+        call.originator = originator
+        call.entry.participant_id, call.entry.via = originator.id, policy.id
+        breach = check_standing(originator, call.now)
+        return None if breach is None else self._breach(call, breach, originator)
 
-        # A sandbox service acting for a participant: that participant's status, window, limits
-        # and screening apply, and the entry names both (participant_id, via).
-        originator: Policy | None = None
-        if on_behalf := request.headers.get(ON_BEHALF_HEADER):
-            if policy.kind != "service":
-                entry["limit_name"] = "on_behalf"
-                return refuse(403, "on-behalf-not-allowed", "Only the sandbox's services act for others",
-                              f"{ON_BEHALF_HEADER} is honoured from the sandbox's own services only; "
-                              f"{policy.id} is a participant and acts for itself.",
-                              limit="on_behalf", participant_id=policy.id)
-            originator = self.policies_by_id.get(on_behalf)
-            if originator is None:
-                return refuse(403, "unknown-originator", "The participant acted for is not admitted",
-                              f"{ON_BEHALF_HEADER} names {on_behalf[:40]!r}, which is no admitted participant.",
-                              participant_id=policy.id)
-            entry["participant_id"], entry["via"] = originator.id, policy.id
-            breach = check_standing(originator, now)
-            if breach is not None:
-                entry["limit_name"] = breach.limit
-                return self._breach(refuse, breach, originator)
+    def _take_rate(self, call: Call) -> Response | None:
+        """The sender's requests a minute (its own, also when it acts for another)."""
+        policy = call.sender
+        rate = take_rate(policy, self._usage(policy.id), call.now.timestamp())
+        call.rate_headers = rate.headers()
+        if rate.allowed:
+            return None
+        call.entry.limit_name = "rate_limit"
+        return self._refuse(call, 429, "rate-limited", "Too many requests",
+                            f"{policy.rate_limit_per_minute} requests a minute; retry in {rate.reset_s} s.",
+                            headers={"Retry-After": str(rate.reset_s)}, limit="rate_limit")
 
-        rate = take_rate(policy, usage, now.timestamp())
-        if not rate.allowed:
-            entry["limit_name"] = "rate_limit"
-            return refuse(429, "rate-limited", "Too many requests",
-                          f"{policy.rate_limit_per_minute} requests a minute; retry in {rate.reset_s} s.",
-                          headers={**rate.headers(), "Retry-After": str(rate.reset_s)}, limit="rate_limit")
-        rate_headers = rate.headers()
+    # -- a money movement: read, limited, screened, written ahead --------------------------------
 
-        body = await request.body()
-        operation = self.rules.screened_operation(service, method, path)
-        if operation is None:
-            upstream = self._upstream_request(request, service, path, body, policy.id,
-                                              originator.id if originator else None, request_id)
-            return await self._forward(upstream, entry, started, refuse, service, rate_headers, None,
-                                       lambda _response, _sent: None)
-        return await self._movement(request, Call(
-            request=request, service=service, path=path, body=body, policy=policy, originator=originator,
-            entry=entry, started=started, now=now, refuse=refuse, rate_headers=rate_headers,
-            label=operation.label), operation)
-
-    async def _movement(self, request: Request, call: Call, operation: Any) -> Response:
-        """A money-moving request: screened, held and written ahead, forwarded, settled."""
-        entry, refuse, now, rate_headers = call.entry, call.refuse, call.now, call.rate_headers
-        counted = call.counted
-        usage = self._usage(counted.id)
-        request_id = entry["request_id"]
-        entry["operation"] = f"{call.service} {call.label}"
+    async def _movement(self, call: Call, operation: ScreenedOperation) -> Response:
+        """A money-moving request: read, answered as a retry or checked against the limits,
+        screened, held and written ahead, forwarded, settled on the answer."""
+        call.entry.operation = f"{call.service} {operation.label}"
         if json_depth_exceeds(call.body, self.max_json_depth):
-            entry["error"] = "json-too-deep"
-            return refuse(422, "json-too-deep", "The request body is nested too deeply",
-                          f"JSON nested deeper than {self.max_json_depth} levels is refused before "
-                          "screening; money-moving bodies are a few levels deep.", headers=rate_headers)
+            call.entry.error = "json-too-deep"
+            return self._refuse(call, 422, "json-too-deep", "The request body is nested too deeply",
+                                f"JSON nested deeper than {self.max_json_depth} levels is refused before "
+                                "screening; money-moving bodies are a few levels deep.")
         try:
-            document = parsed = json.loads(call.body or b"null")
-            if operation.lookup is not None:
-                looked_up = await self._look_up(operation.lookup, document, call.service, request_id)
-                if looked_up is None:  # nothing to move: no such quote or journal; the service says so
-                    return await self._forward(self._upstream_request(
-                        request, call.service, call.path, call.body, call.policy.id,
-                        call.originator.id if call.originator else None, request_id), entry, call.started,
-                        refuse, call.service, rate_headers, None, lambda _response, _sent: None)
-                document = {**document, LOOKUP: looked_up}  # the gateway's, never the sender's
-            tx = self.rules.transaction(operation, document, counted.id)
+            move = await self._read_movement(call, operation)
         except ScreeningUnavailable as exc:
-            return self._screening_unavailable(refuse, entry, rate_headers, exc)
+            return self._screening_unavailable(call, exc)
         except (Unscreenable, ValueError, RecursionError) as exc:
-            entry["error"] = "unscreenable"
-            return refuse(422, "unscreenable-request", "The gateway cannot screen this request",
-                          f"{exc}. Money-moving requests must carry a readable amount.",
-                          headers=rate_headers)
-        entry.update(amount=tx.amount, currency=tx.currency, value_minor=tx.value, payer=tx.payer,
-                     payee=tx.payee, customer=tx.customer, card_last4=tx.card_last4)
-
-        # Idempotency keys are scoped to the key that sent them, as the services scope them.
-        fp = fingerprint_of(request.method, call.path, parsed)  # the body as parsed for screening
-        key_value = self._idempotency_key_value(request, call.service)
-        known = self._known_key((call.policy.id, call.service, key_value), fp, now.timestamp()) \
-            if key_value else None
-        if known is not None and known[0].state == "open":
-            # The first attempt's outcome was never heard (timeout, crash): find it out first,
-            # within a short bound (the retry itself should not wait out a slow service).
-            with suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self.reconcile(known[0].intent)), RETRY_RECONCILE_S)
-            known = self._known_key((call.policy.id, call.service, key_value), fp, now.timestamp())  # type: ignore[arg-type]
-            if known is not None and known[0].state == "open":
-                return self._outcome_unknown(call, key_value)
-        if known is not None and known[1] is not None:
-            return await self._retry(call, usage, tx, known[1], key_value)  # type: ignore[arg-type]
-
-        breach = check_amounts(counted, usage, tx, now, self.rules.money)
-        if breach is not None:
-            entry["limit_name"] = breach.limit
-            return self._breach(refuse, breach, counted, rate_headers)
-
+            call.entry.error = "unscreenable"
+            return self._refuse(call, 422, "unscreenable-request", "The gateway cannot screen this request",
+                                f"{exc}. Money-moving requests must carry a readable amount.")
+        if move is None:  # nothing to move: no such quote or journal; the service says so
+            return await self._forward(call)
+        answer = await self._earlier_attempt(call, move, reconcile=True)
+        if answer is not None:
+            return answer
+        refusal = self._check_amounts(call, move)
+        if refusal is not None:
+            return refusal
         try:
-            await self._fill_owner_names(tx, request_id)
+            await self._fill_owner_names(move.tx, call.entry.request_id)
         except Exception as exc:
-            return self._screening_unavailable(refuse, entry, rate_headers, exc)
-        if key_value is not None and known is None:
+            return self._screening_unavailable(call, exc)
+        if move.key is not None and move.known is None:
             # A duplicate sent at the same moment may have been forwarded during that look-up
             # (and may even have timed out meanwhile: then its outcome comes first).
-            known = self._known_key((call.policy.id, call.service, key_value), fp, now.timestamp())
-            if known is not None and known[0].state == "open":
-                return self._outcome_unknown(call, key_value)
-            if known is not None and known[1] is not None:
-                return await self._retry(call, usage, tx, known[1], key_value)
-
+            answer = await self._earlier_attempt(call, move, reconcile=False)
+            if answer is not None:
+                return answer
         # From here until the request is on its way there is no await: the limits are checked
         # again (others may have held usage meanwhile), the transaction is screened and its
         # usage and history are held, as one step no parallel request can interleave with.
-        breach = check_amounts(counted, usage, tx, now, self.rules.money)
-        if breach is not None:
-            entry["limit_name"] = breach.limit
-            return self._breach(refuse, breach, counted, rate_headers)
-        link = self._continued_hop(request_id, call.policy.id, call.originator, tx)
-        starts_hop = link is None and call.service in self.service_participants
-        if starts_hop and request_id in self.hops:
+        refusal = self._check_amounts(call, move) or self._screen(call, move)
+        if refusal is not None:
+            return refusal
+        self._write_ahead(call, move)
+        return await self._forward(call, move)
+
+    async def _read_movement(self, call: Call, operation: ScreenedOperation) -> Movement | None:
+        """The movement the body describes, with the amount and parties of the quote or journal
+        it names (looked up); None when it names none the service has: nothing can move."""
+        document = parsed = json.loads(call.body or b"null")
+        if operation.lookup is not None:
+            looked_up = await self._look_up(operation.lookup, document, call.service, call.entry.request_id)
+            if looked_up is None:
+                return None
+            document = {**document, LOOKUP: looked_up}  # the gateway's, never the sender's
+        tx = self.rules.transaction(operation, document, call.counted.id)
+        call.entry.moves(tx)
+        return Movement(tx, fingerprint_of(call.request.method, call.path, parsed),
+                        call.request.headers.get(_key_header(call.service)) or None)
+
+    async def _earlier_attempt(self, call: Call, move: Movement, *, reconcile: bool) -> Response | None:
+        """The answer to a retry of a key the gateway forwarded before; None for a first attempt
+        (or a key remembered with another body: the service refuses that itself, 409).
+        `reconcile`: a first attempt whose outcome was never heard is asked after, briefly."""
+        if move.key is None:
+            return None
+        move.known = self._known_key(call.key_scope(move.key), call.now.timestamp())
+        if reconcile and move.known is not None and move.known.state == "open":
+            # The first attempt's outcome was never heard (timeout, crash): find it out first,
+            # within a short bound (the retry itself should not wait out a slow service).
+            with suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.reconcile(move.known.intent)), RETRY_RECONCILE_S)
+            move.known = self._known_key(call.key_scope(move.key), call.now.timestamp())
+        record = move.known
+        if record is None:
+            return None
+        if record.state == "open":
+            return self._refuse(call, 409, "idempotency-key-in-flight", "The first attempt's outcome is not known yet",
+                                f"A request with key {move.key!r} was forwarded and its outcome is still being "
+                                "reconciled with the service. Retry shortly with the same key.",
+                                headers={"Retry-After": "5"})
+        if not record.retried_by(move.fingerprint):
+            return None
+        if record.state == "in_flight":
+            # Refused here, as the service would (409), so only one attempt is ever in flight.
+            return self._refuse(call, 409, "idempotency-key-in-flight",
+                                "A request with this idempotency key is still running",
+                                f"Retry after the first request with key {move.key!r} has finished.",
+                                headers={"Retry-After": "1"})
+        return await self._forward_replay(call, move, record)
+
+    async def _forward_replay(self, call: Call, move: Movement, record: KeyRecord) -> Response:
+        """A retry of a key whose first attempt was answered: the service answers with the first
+        response and moves nothing, so it is neither limited, screened nor counted again; it
+        carries the first decision and alert, and points at the first intent."""
+        move.replay, move.decision = True, record.decision
+        entry = call.entry
+        entry.decided(record.decision)
+        entry.alert_id, entry.phase, entry.idempotency_key = record.alert_id, "outcome", move.key
+        entry.intent_idx = record.intent.idx if record.intent else None
+        return await self._forward(call, move)
+
+    def _check_amounts(self, call: Call, move: Movement) -> Response | None:
+        """The single-transaction, daily-volume and customer limits of whoever the movement counts for."""
+        counted = call.counted
+        breach = check_amounts(counted, self._usage(counted.id), move.tx, call.now, self.rules.money)
+        return None if breach is None else self._breach(call, breach, counted)
+
+    def _screen(self, call: Call, move: Movement) -> Response | None:
+        """The AML decision (a ledger hop of a payment screened a moment ago is screened as that
+        payment's, its parties the ledger's); the alert it opens; a refusal if it is blocked."""
+        entry, request_id = call.entry, call.entry.request_id
+        link = move.link = self._continued_hop(call, move.tx)
+        if self._starts_hop(call, move) and request_id in self.hops:
             # Its service's ledger hop is linked by the request id: two at once would be confused.
-            return refuse(409, "request-id-in-flight", "A request with this X-Request-ID is in flight",
-                          f"Another payment with X-Request-ID {request_id!r} is still on its way; send each "
-                          "request with an id of its own (or none: the gateway makes one).",
-                          headers=rate_headers)
+            return self._refuse(call, 409, "request-id-in-flight", "A request with this X-Request-ID is in flight",
+                                f"Another payment with X-Request-ID {request_id!r} is still on its way; send each "
+                                "request with an id of its own (or none: the gateway makes one).")
         if link is not None:
-            # This is the service's ledger hop of a payment screened a moment ago: the payment's
-            # history entries become this hop's (its parties are the ledger's), never both.
+            # The payment's history entries become this hop's (its parties are the ledger's), never both.
             link.linked = True
             if link.hold.history is not None:
                 self.history.forget(link.hold.history)
                 link.hold.history = None
         try:
-            decision = self.rules.screen(tx, self.history, now.timestamp())
+            decision = move.decision = self.rules.screen(move.tx, self.history, call.now.timestamp())
         except Exception as exc:
-            return self._screening_unavailable(refuse, entry, rate_headers, exc)
-        entry.update(decision=decision.outcome, score=decision.score, rules=",".join(decision.rules),
-                     ruleset_version=decision.ruleset_version)
-        alert: dict[str, Any] | None = None
+            return self._screening_unavailable(call, exc)
+        entry.decided(decision)
         if decision.outcome == "review" and link is not None and link.alert_id is not None \
                 and set(decision.rules) <= set(link.decision.rules):
-            entry["alert_id"] = link.alert_id  # the same payment's alert is already open
+            entry.alert_id = link.alert_id  # the same payment's alert is already open
         elif decision.outcome != "approve":
-            alert = self._alert(entry, decision, now, tx)
-            entry["alert_id"] = alert["id"]
-        if decision.outcome == "block":
-            return refuse(403, "transaction-blocked", "Transaction blocked by AML screening",
-                          "The transaction was not forwarded: " + "; ".join(h.reason for h in decision.hits),
-                          headers={**rate_headers, DECISION_HEADER: self._decision_header(decision)},
-                          alert=alert, decision="block", score=decision.score,
-                          rules=[{"rule": h.rule, "score": h.score, "reason": h.reason} for h in decision.hits],
-                          ruleset_version=decision.ruleset_version, alert_id=alert["id"] if alert else None)
+            move.alert = self._alert(call, decision, move.tx)
+            entry.alert_id = move.alert["id"]
+        if decision.outcome != "block":
+            return None
+        return self._refuse(call, 403, "transaction-blocked", "Transaction blocked by AML screening",
+                            "The transaction was not forwarded: " + "; ".join(h.reason for h in decision.hits),
+                            headers={DECISION_HEADER: self._decision_header(decision)}, alert=move.alert,
+                            decision="block", score=decision.score,
+                            rules=[{"rule": h.rule, "score": h.score, "reason": h.reason} for h in decision.hits],
+                            ruleset_version=decision.ruleset_version, alert_id=move.alert["id"] if move.alert else None)
 
+    def _write_ahead(self, call: Call, move: Movement) -> None:
+        """Hold the movement's usage and history, give it a key and a deadline, and log its intent
+        before it leaves; remember its key for retries and, if its service may hop, the hop."""
         # A service's hop on behalf of another participant's payment counts toward that
         # participant's limits (already held), not the service's own.
-        hold = self._hold(usage, tx, now, limits=link is None)
-        assigned = None
-        if key_value is None and call.service in ASSIGNS_KEYS:
-            key_value = assigned = f"{ASSIGNED_KEY_PREFIX}{uuid.uuid4().hex}"
-        deadline_ms = int((time.time() + self.timeout.connect + self.timeout.read + DEADLINE_GRACE_S) * 1000)
+        move.hold = self._hold(self._usage(call.counted.id), move.tx, call.now, limits=move.link is None)
+        if move.key is None and call.service in ASSIGNS_KEYS:
+            move.key, move.assigned = f"{ASSIGNED_KEY_PREFIX}{uuid.uuid4().hex}", True
+        move.deadline_ms = int((time.time() + self.timeout.connect + self.timeout.read + DEADLINE_GRACE_S) * 1000)
         try:
-            intent = self._write_intent(entry, alert, hold, call.service, call.policy.id, key_value, fp,
-                                        deadline_ms, counts="history" if link is not None else None)
+            move.intent = self._write_intent(call, move)
         except BaseException:
-            self._settle(hold, False)
+            self._settle_hold(move.hold, False)
             raise
-        record: KeyRecord | None = None
-        record_key = (call.policy.id, call.service, key_value)
-        if key_value is not None and known is None:
+        now_s = call.now.timestamp()
+        if move.key is not None and move.known is None:
             # (A remembered key with another body is not replaced: the service refuses it, 409.)
-            record = self.keys[record_key] = KeyRecord(fp, "in_flight", now.timestamp(), decision,
-                                                       entry.get("alert_id"), intent)
-            self._prune_keys(now.timestamp())
-        hop: Hop | None = None
-        if starts_hop:
-            hop = self.hops[request_id] = Hop(counted.id, call.service, tx.value, hold, decision, entry.get("alert_id"))
+            move.record = self.keys[call.key_scope(move.key)] = KeyRecord(
+                move.fingerprint, "in_flight", now_s, move.decision, call.entry.alert_id, move.intent)  # type: ignore[arg-type]
+            self._prune_keys(now_s)
+        if self._starts_hop(call, move):
+            move.hop = self.hops[call.entry.request_id] = Hop(
+                call.counted.id, call.service, move.tx.value, move.hold, move.decision, call.entry.alert_id)  # type: ignore[arg-type]
 
-        def settle(response: httpx.Response | None, sent: bool) -> None:
-            if hop is not None and self.hops.get(request_id) is hop:
-                del self.hops[request_id]
-            if response is None and sent:
-                # Forwarded, never answered: it may have been applied. The hold stays, the intent
-                # stays open, and reconciliation asks the service for the key's outcome.
-                entry["phase"] = "unanswered"
-                self.open_intents[intent.idx] = intent
-                if record is not None:
-                    record.state = "open"
-                return
-            ok = response is not None and 200 <= response.status_code < 300
-            # A replay moved nothing now: the first answer is already counted (or is an intent's).
-            replayed = ok and response.headers.get(REPLAY_HEADER, "").lower() == "true"  # type: ignore[union-attr]
-            self._settle(hold, ok and not replayed)
-            if replayed:
-                entry["counts"] = "none"
-            elif ok and hop is not None and hop.linked:
-                entry["counts"] = "limits"
-            elif ok and link is not None:
-                entry["counts"] = "history"
-            if record is not None and self.keys.get(record_key) is record:
-                if ok:
-                    record.state = "counted"
-                else:
-                    del self.keys[record_key]
-
-        upstream = self._upstream_request(request, call.service, call.path, call.body, call.policy.id,
-                                          call.originator.id if call.originator else None, request_id,
-                                          key_value if assigned else None, deadline_ms)
-        return await self._forward(upstream, entry, call.started, call.refuse, call.service, rate_headers,
-                                   decision, settle)
-
-    def _write_intent(self, entry: dict[str, Any], alert: dict[str, Any] | None, hold: Hold, service: str,
-                      scope: str, key: str | None, fp: str, deadline_ms: int, counts: str | None) -> OpenIntent:
+    def _write_intent(self, call: Call, move: Movement) -> OpenIntent:
         """Append the movement's intent (and the alert its screening opened) before forwarding it;
-        the entry that follows (`entry`, now the outcome) points back to it."""
-        fields = {**entry, "phase": "intent", "status": 0, "latency_us": 0, "idempotency_key": key,
-                  "fingerprint": fp, "deadline_ms": deadline_ms, "counts": counts}
-        idx, _ = self.audit(fields, alert)
-        entry.update(phase="outcome", intent_idx=idx, idempotency_key=key)
-        return OpenIntent(idx, fields, service, scope, key, fp, deadline_ms, hold)
+        the call's entry, now its outcome, points back to it."""
+        fields = call.entry.row()
+        fields.update(phase="intent", status=0, latency_us=0, idempotency_key=move.key, fingerprint=move.fingerprint,
+                      deadline_ms=move.deadline_ms, counts="history" if move.link is not None else None)
+        idx, _ = self.audit(fields, move.alert)
+        call.entry.phase, call.entry.intent_idx, call.entry.idempotency_key = "outcome", idx, move.key
+        return OpenIntent(idx, fields, call.service, call.sender_id, move.key, move.fingerprint,
+                          move.deadline_ms, move.hold)  # type: ignore[arg-type]
 
-    @staticmethod
-    def _outcome_unknown(call: Call, key_value: str) -> Response:
-        return call.refuse(409, "idempotency-key-in-flight", "The first attempt's outcome is not known yet",
-                           f"A request with key {key_value!r} was forwarded and its outcome is still being "
-                           "reconciled with the service. Retry shortly with the same key.",
-                           headers={**call.rate_headers, "Retry-After": "5"})
+    # -- forward and record ----------------------------------------------------------------------
 
-    async def _retry(self, call: Call, usage: Usage, tx: Transaction, record: KeyRecord,
-                     key_value: str) -> Response:
-        """A retry of a key the gateway forwarded: while the first attempt is still on its way it
-        is refused here (as the service would: 409), so only one attempt is ever in flight;
-        once the first was answered, the service replays its answer."""
-        if record.state == "in_flight":
-            return call.refuse(409, "idempotency-key-in-flight", "A request with this idempotency key is still running",
-                               f"Retry after the first request with key {key_value!r} has finished.",
-                               headers={**call.rate_headers, "Retry-After": "1"})
-        return await self._forward_replay(call, usage, tx, record, key_value)
-
-    async def _forward_replay(self, call: Call, usage: Usage, tx: Transaction, record: KeyRecord,
-                              key_value: str) -> Response:
-        """A retry with an idempotency key the gateway already forwarded: the service answers
-        with the first response and moves nothing, so it is neither limited, screened nor
-        counted again; it carries the first decision and alert, and points at the first intent."""
-        entry = call.entry
-        decision = record.decision
-        entry.update(decision=decision.outcome, score=decision.score, rules=",".join(decision.rules),
-                     ruleset_version=decision.ruleset_version, alert_id=record.alert_id, phase="outcome",
-                     idempotency_key=key_value, intent_idx=record.intent.idx if record.intent else None)
-
-        def settle(response: httpx.Response | None, _sent: bool) -> None:
-            if response is None or not 200 <= response.status_code < 300:
-                return
-            if response.headers.get(REPLAY_HEADER, "").lower() == "true":
-                entry["counts"] = "none"
-                return
-            # The service ran it afresh (its key had expired): the money moved now, so it counts.
-            log.warning("%s: key retried after the service forgot it; counted now", entry["request_id"])
-            self._settle(self._hold(usage, tx, call.now, limits=True), True)
-
-        upstream = self._upstream_request(call.request, call.service, call.path, call.body, call.policy.id,
-                                          call.originator.id if call.originator else None,
-                                          entry["request_id"], None, None)
-        return await self._forward(upstream, entry, call.started, call.refuse, call.service,
-                                   call.rate_headers, decision, settle)
-
-    async def _forward(self, upstream: httpx.Request, entry: dict[str, Any], started: float, refuse: Any,
-                       service: str, rate_headers: dict[str, str], decision: Decision | None,
-                       settle: Callable[[httpx.Response | None, bool], None]) -> Response:
-        """Send, settle what the request holds on the answer (None: no answer), log, send back.
+    async def _forward(self, call: Call, move: Movement | None = None) -> Response:
+        """Send, settle what the movement holds on the answer (None: no answer), record, send back.
 
         A small answer of known size is read whole before anything is settled or logged, so an
         answer lost half-way is an unanswered request (504, may or may not have been applied),
         as a timeout is, never a 2xx logged and then a crash."""
         if self.resetting:  # the regulator's reset waits for what is already on its way; nothing new goes
-            settle(None, False)
-            entry["error"] = "sandbox-resetting"
-            return refuse(503, "sandbox-resetting", "The sandbox is being reset",
-                          "The regulator is putting the sandbox back to its seeded demo state; nothing "
-                          "was forwarded. Retry in a few seconds.", headers={**rate_headers, "Retry-After": "2"})
+            self._settle_answer(call, move, None, sent=False)
+            call.entry.error = "sandbox-resetting"
+            return self._refuse(call, 503, "sandbox-resetting", "The sandbox is being reset",
+                                "The regulator is putting the sandbox back to its seeded demo state; nothing "
+                                "was forwarded. Retry in a few seconds.", headers={"Retry-After": "2"})
+        upstream = self._upstream_request(call, move)
         answered = False  # the service's status line and headers arrived
         self.forwarding += 1
         try:
-            response = await self.transport(service).handle_async_request(upstream)
+            response = await self.transport(call.service).handle_async_request(upstream)
             answered = True
             body = await _small_body(response)
         except (httpx.TimeoutException, httpx.TransportError) as exc:
             sent = answered or not isinstance(exc, NOT_SENT)
-            settle(None, sent)
-            return self._upstream_failed(refuse, entry, rate_headers, service, sent, exc)
+            self._settle_answer(call, move, None, sent)
+            return self._upstream_failed(call, sent, exc)
         except BaseException:
-            settle(None, True)
+            self._settle_answer(call, move, None, True)
             raise
         finally:
             self.forwarding -= 1
-        settle(response, True)
-
-        entry["status"] = response.status_code
-        entry["latency_us"] = int((time.perf_counter() - started) * 1e6)
+        self._settle_answer(call, move, response, True)
         try:
-            idx, digest = self.audit(entry)
+            idx, digest = self._record(call, response.status_code)
         except BaseException:
             await response.aclose()
             raise
         headers = [(k, v) for k, v in response.headers.raw if k.decode("latin-1").lower() not in _DROP_RESPONSE]
-        extra = {**rate_headers, RECEIPT_HEADER: f"index={idx}; hash={digest}"}
-        if decision is not None:
-            extra[DECISION_HEADER] = self._decision_header(decision)
+        extra = {**call.rate_headers, RECEIPT_HEADER: f"index={idx}; hash={digest}"}
+        if move is not None and move.decision is not None:
+            extra[DECISION_HEADER] = self._decision_header(move.decision)
         headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
         if body is not None:
             whole = Response(content=body, status_code=response.status_code)
@@ -812,6 +860,72 @@ class Gateway:
                                      background=BackgroundTask(response.aclose))
         streamed.raw_headers = headers
         return streamed
+
+    def _settle_answer(self, call: Call, move: Movement | None, response: httpx.Response | None,
+                       sent: bool) -> None:
+        """Keep or give back what a movement holds by the service's answer (None: none came)."""
+        if move is None:
+            return
+        if move.replay:
+            self._settle_replay(call, move, response)
+        else:
+            self._settle_movement(call, move, response, sent)
+
+    def _settle_movement(self, call: Call, move: Movement, response: httpx.Response | None, sent: bool) -> None:
+        """An accepted movement keeps its hold, a refused one gives it back; an unanswered one
+        stays open (hold and intent) until reconciliation hears its outcome."""
+        entry, request_id = call.entry, call.entry.request_id
+        if move.hop is not None and self.hops.get(request_id) is move.hop:
+            del self.hops[request_id]
+        if response is None and sent:
+            # Forwarded, never answered: it may have been applied. The hold stays, the intent
+            # stays open, and reconciliation asks the service for the key's outcome.
+            entry.phase = "unanswered"
+            self.open_intents[move.intent.idx] = move.intent  # type: ignore[union-attr]
+            if move.record is not None:
+                move.record.state = "open"
+            return
+        ok = response is not None and 200 <= response.status_code < 300
+        # A replay moved nothing now: the first answer is already counted (or is an intent's).
+        replayed = ok and response.headers.get(REPLAY_HEADER, "").lower() == "true"  # type: ignore[union-attr]
+        self._settle_hold(move.hold, ok and not replayed)  # type: ignore[arg-type]
+        if replayed:
+            entry.counts = "none"
+        elif ok and move.hop is not None and move.hop.linked:
+            entry.counts = "limits"
+        elif ok and move.link is not None:
+            entry.counts = "history"
+        if move.record is not None and self.keys.get(call.key_scope(move.key)) is move.record:  # type: ignore[arg-type]
+            if ok:
+                move.record.state = "counted"
+            else:
+                del self.keys[call.key_scope(move.key)]  # type: ignore[arg-type]
+
+    def _settle_replay(self, call: Call, move: Movement, response: httpx.Response | None) -> None:
+        """A replayed answer moved nothing; one the service ran afresh moved the money now."""
+        if response is None or not 200 <= response.status_code < 300:
+            return
+        if response.headers.get(REPLAY_HEADER, "").lower() == "true":
+            call.entry.counts = "none"
+            return
+        # The service ran it afresh (its key had expired): the money moved now, so it counts.
+        log.warning("%s: key retried after the service forgot it; counted now", call.entry.request_id)
+        self._settle_hold(self._hold(self._usage(call.counted.id), move.tx, call.now, limits=True), True)
+
+    def _record(self, call: Call, status: int, alert: dict[str, Any] | None = None) -> tuple[int, str]:
+        """Append the call's entry with its answer's status and latency: (index, hash), its receipt."""
+        call.entry.status = status
+        call.entry.latency_us = int((time.perf_counter() - call.started) * 1e6)
+        return self.audit(call.entry.row(), alert)
+
+    def _refuse(self, call: Call, status: int, slug: str, title: str, detail: str,
+                headers: dict[str, str] | None = None, alert: dict[str, Any] | None = None,
+                **extras: Any) -> Response:
+        """Record the call as refused, and answer with the problem and its receipt."""
+        idx, digest = self._record(call, status, alert)
+        out = {**call.rate_headers, **(headers or {}), RECEIPT_HEADER: f"index={idx}; hash={digest}"}
+        body = problem_body(status, slug, title, detail, instance=call.request.url.path, **extras)
+        return Response(json.dumps(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=out)
 
     # -- reconciliation: intents whose outcome the gateway never heard ----------------------
 
@@ -840,7 +954,7 @@ class Gateway:
                       status=status if state == "done" else 0, alert_id=intent.fields.get("alert_id"),
                       error=None if state == "done" else "not-applied",
                       counts=intent.fields.get("counts") if applied else None)
-        self._settle(intent.hold, applied)
+        self._settle_hold(intent.hold, applied)
         del self.open_intents[intent.idx]
         self.audit(fields)
         self._close_key(intent, applied)
@@ -907,7 +1021,7 @@ class Gateway:
             await asyncio.sleep(interval_s)
             if self.door is not None:
                 for summary in self.door.due_summaries(time.time()):
-                    self._log_flood(summary, {"at": iso(self.clock.now()), "request_id": new_id("req")})
+                    self._log_flood(summary, iso(self.clock.now()), new_id("req"))
             if self.open_intents:
                 try:
                     await self.reconcile_open()
@@ -916,7 +1030,7 @@ class Gateway:
 
     # -- unauthenticated requests ---------------------------------------------------------------
 
-    def _unauthenticated(self, request: Request, entry: dict[str, Any], refuse: Any, api_key: str | None) -> Response:
+    def _unauthenticated(self, call: Call, api_key: str | None) -> Response:
         """401, or 429 for an address past the unauthenticated rate; a flood is logged as a few
         entries and one summary per address and window, not one hash-chain entry per request."""
         slug, title = ("missing-api-key", "API key required") if not api_key else \
@@ -924,31 +1038,31 @@ class Gateway:
         detail = "Send a participant's key in the X-API-Key header."
         headers = {"WWW-Authenticate": 'ApiKey header="X-API-Key"'}
         if self.door is None:
-            return refuse(401, slug, title, detail, headers=headers)
+            return self._refuse(call, 401, slug, title, detail, headers=headers)
+        request = call.request
         address = request.client.host if request.client else "unknown"
         verdict = self.door.take(address, time.time())
         if verdict.summary is not None:
-            self._log_flood(verdict.summary, entry)
+            self._log_flood(verdict.summary, call.entry.at, call.entry.request_id)
         status = 401
         if not verdict.allowed:
             status, slug, title = 429, "rate-limited", "Too many unauthenticated requests"
             detail = (f"Too many requests without a valid key from {address}; retry in "
                       f"{verdict.retry_after_s} s.")
             headers["Retry-After"] = str(verdict.retry_after_s)
-            entry["limit_name"] = "unauthenticated_rate"
+            call.entry.limit_name = "unauthenticated_rate"
         if verdict.log_now:
-            return refuse(status, slug, title, detail, headers=headers)
+            return self._refuse(call, status, slug, title, detail, headers=headers)
         body = problem_body(status, slug, title, detail + " (Counted in the gateway's flood summary for "
                             "this address, not logged one by one.)", instance=request.url.path)
         return Response(json.dumps(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
-    def _log_flood(self, summary: FloodSummary, entry: dict[str, Any]) -> None:
+    def _log_flood(self, summary: FloodSummary, at: str, request_id: str) -> None:
         """One entry for the refusals of one address in one window that were not logged one by one."""
-        self.audit({"at": entry["at"], "request_id": entry["request_id"], "participant_id": None,
+        self.audit({"at": at, "request_id": request_id, "participant_id": None,
                     "method": "-", "path": summary.describe()[:500], "service": None,
                     "status": 429 if summary.limited else 401, "latency_us": 0,
                     "limit_name": "unauthenticated_rate", "error": "flood-summary"})
-
 
     # -- holds, idempotency keys and linked hops --------------------------------------------
 
@@ -956,7 +1070,7 @@ class Gateway:
         return Hold(usage, hold_usage(usage, tx, now) if limits else None,
                     self.history.record(tx, now.timestamp()))
 
-    def _settle(self, hold: Hold, accepted: bool) -> None:
+    def _settle_hold(self, hold: Hold, accepted: bool) -> None:
         """Keep what a forwarded movement holds if the service accepted it; else give it back."""
         if hold.settled:
             return
@@ -977,20 +1091,13 @@ class Gateway:
             usage = self.usage[participant_id] = Usage()
         return usage
 
-    @staticmethod
-    def _idempotency_key_value(request: Request, service: str) -> str | None:
-        return request.headers.get(_key_header(service)) or None
-
-    def _known_key(self, scoped: tuple[str, str, str], fp: str, now_s: float) -> tuple[KeyRecord, KeyRecord | None] | None:
-        """(the record, itself again when this request retries it) for a remembered key."""
+    def _known_key(self, scoped: tuple[str, str, str], now_s: float) -> KeyRecord | None:
+        """The key as the gateway remembers it (per key holder and service), within retention."""
         record = self.keys.get(scoped)
-        if record is None:
-            return None
-        if record.at < now_s - RETENTION.total_seconds() and record.state != "open":
+        if record is not None and record.at < now_s - RETENTION.total_seconds() and record.state != "open":
             del self.keys[scoped]
             return None
-        retry = record.fingerprint == fp and record.state in ("in_flight", "counted")
-        return record, record if retry else None
+        return record
 
     def _prune_keys(self, now_s: float) -> None:
         """Oldest first: drop keys past the services' retention, and the oldest beyond the cap
@@ -1005,77 +1112,90 @@ class Gateway:
             if record.state == "open":
                 self.keys[oldest] = record
 
-    def _continued_hop(self, request_id: str, participant_id: str, originator: Policy | None,
-                       tx: Transaction) -> Hop | None:
+    def _continued_hop(self, call: Call, tx: Transaction) -> Hop | None:
         """The screened request this one continues: still in flight, to a service that calls
         the gateway as this participant, for the participant that made it, with the same request
         id and the same value."""
-        hop = self.hops.get(request_id)
+        hop = self.hops.get(call.entry.request_id)
+        participant_id = call.sender.id
         if hop is None or hop.linked or hop.participant_id == participant_id or hop.value != tx.value:
             return None
-        if originator is not None and originator.id != hop.participant_id:
+        if call.originator is not None and call.originator.id != hop.participant_id:
             return None
         return hop if self.service_participants.get(hop.service) == participant_id else None
 
+    def _starts_hop(self, call: Call, move: Movement) -> bool:
+        """Whether the movement's service may move its money in a hop of its own, linked by the request id."""
+        return move.link is None and call.service in self.service_participants
+
     # -- helpers -----------------------------------------------------------------------------
 
-    def _breach(self, refuse: Any, breach: Breach, policy: Policy, headers: dict[str, str] | None = None) -> Response:
+    def _breach(self, call: Call, breach: Breach, policy: Policy) -> Response:
+        call.entry.limit_name = breach.limit
         if breach.limit == "status":
-            return refuse(403, "participant-suspended", "Participant suspended", breach.detail,
-                          headers=headers, limit="status", participant_id=policy.id)
-        return refuse(403, "sandbox-limit", "Refused by the participant's sandbox limits", breach.detail,
-                      headers=headers, limit=breach.limit, participant_id=policy.id)
+            return self._refuse(call, 403, "participant-suspended", "Participant suspended", breach.detail,
+                                limit="status", participant_id=policy.id)
+        return self._refuse(call, 403, "sandbox-limit", "Refused by the participant's sandbox limits", breach.detail,
+                            limit=breach.limit, participant_id=policy.id)
 
-    def _upstream_failed(self, refuse: Any, entry: dict[str, Any], headers: dict[str, str], service: str,
-                         sent: bool, exc: Exception) -> Response:
+    def _upstream_failed(self, call: Call, sent: bool, exc: Exception) -> Response:
+        service = call.service
         log.warning("upstream %s failed: %r", service, exc)
         if not sent:
-            entry["error"] = "upstream-unavailable"
-            return refuse(503, "upstream-unavailable", "Service unavailable",
-                          f"The {service} service could not be reached; nothing was forwarded.",
-                          headers={**headers, "Retry-After": "5"}, service=service)
+            call.entry.error = "upstream-unavailable"
+            return self._refuse(call, 503, "upstream-unavailable", "Service unavailable",
+                                f"The {service} service could not be reached; nothing was forwarded.",
+                                headers={"Retry-After": "5"}, service=service)
         # Timed out, or the connection broke before the answer was whole: either way it is unknown
         # whether the service applied it.
-        entry["error"] = "upstream-timeout"
-        assigned = str(entry.get("idempotency_key") or "").startswith(ASSIGNED_KEY_PREFIX)
+        call.entry.error = "upstream-timeout"
+        assigned = (call.entry.idempotency_key or "").startswith(ASSIGNED_KEY_PREFIX)
         retry = ("the gateway asks the service what became of it and logs the outcome" if assigned
                  else "retry with the same Idempotency-Key")
-        return refuse(504, "upstream-timeout", "Service timed out",
-                      f"The {service} service did not answer in time; the request may or may not have "
-                      f"been applied: {retry}.", headers=headers, service=service)
+        return self._refuse(call, 504, "upstream-timeout", "Service timed out",
+                            f"The {service} service did not answer in time; the request may or may not have "
+                            f"been applied: {retry}.", service=service)
+
+    def _screening_unavailable(self, call: Call, exc: Exception) -> Response:
+        """Fail closed: money never moves unscreened."""
+        log.warning("screening failed for %s: %r", call.entry.request_id, exc)
+        call.entry.error = "screening-failed"
+        return self._refuse(call, 503, "screening-unavailable", "Screening is unavailable",
+                            "The transaction could not be screened, so it was not forwarded. "
+                            "Nothing moved; retry later.", headers={"Retry-After": "5"})
 
     @staticmethod
     def _decision_header(decision: Decision) -> str:
         rules = ",".join(decision.rules) or "none"
         return f"{decision.outcome}; score={decision.score}; rules={rules}; ruleset={decision.ruleset_version}"
 
-    def _alert(self, entry: dict[str, Any], decision: Decision, now: datetime, tx: Transaction) -> dict[str, Any]:
+    def _alert(self, call: Call, decision: Decision, tx: Transaction) -> dict[str, Any]:
+        entry = call.entry
         return {
-            "id": new_id("alt"), "created_at": now, "participant_id": entry["participant_id"],
-            "audit_index": self.head.next_idx, "request_id": entry["request_id"],
-            "operation": entry["operation"], "decision": decision.outcome, "score": decision.score,
+            "id": new_id("alt"), "created_at": call.now, "participant_id": entry.participant_id,
+            "audit_index": self.head.next_idx, "request_id": entry.request_id,
+            "operation": entry.operation, "decision": decision.outcome, "score": decision.score,
             "rules": json.dumps([{"rule": h.rule, "score": h.score, "reason": h.reason} for h in decision.hits]),
             "ruleset_version": decision.ruleset_version, "amount": tx.amount, "currency": tx.currency,
             "payer": tx.payer, "payee": tx.payee, "status": "open", "assignee": None,
             "resolution": None, "note": None, "closed_at": None,
         }
 
-    def _upstream_request(self, request: Request, service: str, path: str, body: bytes,
-                          participant_id: str, originator: str | None, request_id: str,
-                          assigned_key: str | None = None, deadline_ms: int | None = None) -> httpx.Request:
+    def _upstream_request(self, call: Call, move: Movement | None) -> httpx.Request:
+        request, service, path = call.request, call.service, call.path
         headers = [(k, v) for k, v in request.headers.raw
                    if (name := k.decode("latin-1").lower()) not in _DROP_REQUEST and not name.startswith("x-sandbox-")]
         headers += [
-            (b"x-request-id", request_id.encode()),
-            (b"x-sandbox-participant", participant_id.encode()),
+            (b"x-request-id", call.entry.request_id.encode()),
+            (b"x-sandbox-participant", call.sender_id.encode()),
             (b"x-forwarded-prefix", ("/" + service).encode()),
         ]
-        if originator is not None:  # honoured from service keys only (checked in handle)
-            headers.append((b"x-sandbox-on-behalf-of", originator.encode()))
-        if assigned_key is not None:
-            headers.append((_key_header(service).encode(), assigned_key.encode()))
-        if deadline_ms is not None:  # the service claims no key after this (nothing moves unseen)
-            headers.append((b"x-sandbox-deadline", f"{deadline_ms / 1000:.3f}".encode()))
+        if call.originator is not None:  # honoured from service keys only (_act_for_originator)
+            headers.append((b"x-sandbox-on-behalf-of", call.originator.id.encode()))
+        if move is not None and move.assigned:
+            headers.append((_key_header(service).encode(), move.key.encode()))  # type: ignore[union-attr]
+        if move is not None and move.deadline_ms is not None:  # the service claims no key after this
+            headers.append((b"x-sandbox-deadline", f"{move.deadline_ms / 1000:.3f}".encode()))
         # So a service's links (Links.Self, Location) name the gateway the caller reached, not
         # the upstream's own address; a proxy in front of the gateway keeps its own values.
         names = {k.decode("latin-1").lower() for k, _ in headers}
@@ -1093,18 +1213,8 @@ class Gateway:
         query = request.url.query
         if query:
             url += "?" + query
-        return httpx.Request(request.method, url, headers=headers, content=body,
+        return httpx.Request(request.method, url, headers=headers, content=call.body,
                              extensions={"timeout": self.timeout.as_dict()})
-
-    @staticmethod
-    def _screening_unavailable(refuse: Any, entry: dict[str, Any], rate_headers: dict[str, str],
-                               exc: Exception) -> Response:
-        """Fail closed: money never moves unscreened."""
-        log.warning("screening failed for %s: %r", entry["request_id"], exc)
-        entry["error"] = "screening-failed"
-        return refuse(503, "screening-unavailable", "Screening is unavailable",
-                      "The transaction could not be screened, so it was not forwarded. "
-                      "Nothing moved; retry later.", headers={**rate_headers, "Retry-After": "5"})
 
     async def _look_up(self, template: str, body: Any, service: str, request_id: str) -> dict[str, Any] | None:
         """The resource an operation's amount or parties come from (a quote, a journal), read on

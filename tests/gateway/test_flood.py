@@ -31,7 +31,7 @@ def test_the_flood_summary_is_one_chained_entry(sandbox: Sandbox) -> None:
         sandbox.client.get("/payments/accounts")
     gateway = sandbox.client.app.state.gateway
     for summary in gateway.door.due_summaries(10**10):
-        gateway._log_flood(summary, {"at": "2026-12-06T00:00:00.000000Z", "request_id": "req_flood"})
+        gateway._log_flood(summary, "2026-12-06T00:00:00.000000Z", "req_flood")
     entries = sandbox.entries()
     assert len(entries) == 6
     assert entries[-1]["error"] == "flood-summary" and "45 not logged one by one" in entries[-1]["path"]
