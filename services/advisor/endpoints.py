@@ -176,9 +176,7 @@ def get_account(account_id: AccountId, session: SessionDep, clock: ClockDep, adv
 def update_account(account_id: AccountId, body: AccountUpdate, session: SessionDep, clock: ClockDep,
                    advisor: AdvisorDep, caller: CallerDep) -> InvestorAccountPublic:
     """Set the mandate the account's deposits debit the wallet under."""
-    result = service.set_funding_mandate(session, advisor, account_id, body, clock.now(), caller)
-    session.commit()
-    return result
+    return service.set_funding_mandate(session, advisor, account_id, body, clock.now(), caller)
 
 
 @router.get("/accounts/{account_id}/trades", tags=["accounts"], operation_id="list_trades",
@@ -217,9 +215,7 @@ def get_deposit(deposit_id: DepositId, session: SessionDep, advisor: AdvisorDep,
 def retry_deposit(deposit_id: DepositId, session: SessionDep, clock: ClockDep, advisor: AdvisorDep,
                   caller: CallerDep) -> DepositPublic:
     """Ask payments again for a pending deposit, with the same idempotency key."""
-    result = service.retry_deposit(session, advisor, deposit_id, clock.now(), caller)
-    session.commit()
-    return result
+    return service.retry_deposit(session, advisor, deposit_id, clock.now(), caller)
 
 
 @router.post("/accounts/{account_id}/rebalance", tags=["portfolio"], operation_id="rebalance_account",
@@ -273,7 +269,6 @@ def advance_market(body: MarketAdvance, session: SessionDep, clock: ClockDep, se
         raise Problem(403, "time-travel-disabled", "Time travel is disabled on this service")
     now = clock.advance(timedelta(days=body.days))
     service.record_shocks(session, advisor, body, now)
-    session.commit()
     return service.market_public(session, advisor, now)
 
 

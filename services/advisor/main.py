@@ -11,13 +11,13 @@ from services.advisor.assumptions import assumptions
 from services.advisor.endpoints import router, sandbox_router
 from services.advisor.market import MarketSimulator
 from services.advisor.models import AdvisorModel, IdempotencyKeys
-from services.advisor.payments_client import PaymentsClient
 from services.advisor.service import Advisor
 from services.common.app import build_service_app, configure_logging
 from services.common.clock import Clock
 from services.common.db import Database, database_url
 from services.common.demo import demo_account
 from services.common.money import to_minor
+from services.common.payments_client import PaymentsClient
 from services.common.reset import ResetHooks
 from services.common.settings import ServiceSettings
 

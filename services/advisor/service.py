@@ -19,7 +19,6 @@ from services.advisor import harvesting, portfolios, projections, rebalancing, r
 from services.advisor.assumptions import Assumptions
 from services.advisor.market import MarketSimulator, Shock
 from services.advisor.models import Deposit, InvestorAccount, Lot, LotDisposal, MarketShockRow, RiskProfile, Trade
-from services.advisor.payments_client import PaymentsClient, PaymentsUnavailable, TransferRefused
 from services.advisor.repository import AdvisorRepository
 from services.advisor.schemas import (
     AccountCreate,
@@ -57,8 +56,10 @@ from services.advisor.schemas import (
     WeightPublic,
 )
 from services.common.caller import Caller
+from services.common.db import record_first
 from services.common.ids import new_id
-from services.common.money import Money
+from services.common.money import Money, to_minor
+from services.common.payments_client import PaymentRefused, PaymentsClient, PaymentsUnavailable
 from services.common.problems import Problem, not_found
 from services.advisor.units import format_nav, format_units, units_for, value_of
 
@@ -434,7 +435,7 @@ def create_deposit(session: Session, adv: Advisor, account_id: str, body: Deposi
     deposit = Deposit(id=new_id("dpt"), account_id=account.id, amount_minor=amount, currency=CNY,
                       status="pending", created_at=now)
     repo.add(deposit)
-    session.commit()  # intent first: the row (and so the key) exists before any money moves
+    record_first(session, "intent first: the row (and so the key) exists before any money moves")
     return settle_deposit(session, adv, account, deposit, now, caller)
 
 
@@ -462,25 +463,26 @@ def settle_deposit(session: Session, adv: Advisor, account: InvestorAccount, dep
     The debit is the account owner's, not the advisor's: it names the participant (so the
     gateway counts and screens it against that firm's limits) and the wallet owner's mandate."""
     try:
-        done = adv.payments.transfer(
+        journal = adv.payments.transfer(
             from_account=account.wallet_account_id, to_account=adv.custody_account_id,
-            amount_minor=deposit.amount_minor, currency=deposit.currency, idempotency_key=deposit.id,
+            amount=Money.of(deposit.amount_minor, deposit.currency), key=deposit.id,
             description=f"Robo-advisor deposit {deposit.id}", mandate_id=account.funding_mandate_id,
             # The account's firm; an account opened directly (no owner) is its caller's to fund.
             on_behalf_of=account.participant_id or caller.authority,
         )
     except PaymentsUnavailable:
         return deposit_public(session, adv, deposit)  # still pending: retry with POST …/retry
-    except TransferRefused as refused:
+    except PaymentRefused as refused:
         deposit.status = "failed"
         deposit.failure = {"status": refused.status, **{k: refused.problem.get(k) for k in ("type", "title", "detail")}}
         deposit.completed_at = now
         session.add(deposit)
-        session.commit()
+        record_first(session, "the failed deposit outlives the refusal raised next")
         raise funding_refused(account, deposit, refused) from None
     account = get_account(session, account.id, caller, for_update=True)
-    deposit.status, deposit.payments_journal_id = "completed", done.journal_id
-    deposit.merchant_fee_minor, deposit.completed_at = done.fee_minor, now
+    fee = journal.get("fee") or {"amount": "0", "currency": deposit.currency}
+    deposit.status, deposit.payments_journal_id = "completed", journal["id"]
+    deposit.merchant_fee_minor, deposit.completed_at = to_minor(fee["amount"], fee["currency"]), now
     account.cash_minor += deposit.amount_minor
     account.deposited_minor += deposit.amount_minor
     account.status = "active"
@@ -527,7 +529,7 @@ FUNDING_REFUSALS: dict[str, FundingRefusal] = {
 FUNDING_FAILED = FundingRefusal(409, "funding-failed", "The wallet transfer was refused", "")
 
 
-def funding_refused(account: InvestorAccount, deposit: Deposit, refused: TransferRefused) -> Problem:
+def funding_refused(account: InvestorAccount, deposit: Deposit, refused: PaymentRefused) -> Problem:
     """The deposit failed for good (nothing moved, no units bought): say why, in the advisor's words."""
     refusal = FUNDING_REFUSALS.get("not-found" if refused.status == 404 else refused.slug, FUNDING_FAILED)
     mandate = f"mandate {account.funding_mandate_id}" if account.funding_mandate_id else "no mandate"

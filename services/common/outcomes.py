@@ -114,6 +114,7 @@ def outcomes_router(table: Table) -> APIRouter:
                         session.execute(insert(t).values(
                             id=new_id("idem"), scope=scope, key=key, fingerprint=fingerprint, state="fenced",
                             created_at=clock.now(), fenced_deadline=deadline))
+                        session.commit()
                     except IntegrityError:
                         session.rollback()
                         continue
@@ -124,14 +125,16 @@ def outcomes_router(table: Table) -> APIRouter:
                         session.execute(update(t).where(t.c.id == found.id, t.c.state == "in_flight", holder)
                                         .values(state="fenced", token=None, claimed_at=None,
                                                 fenced_deadline=deadline))
+                        session.commit()
                 elif found.fingerprint == fingerprint and found.state == "fenced" \
                         and (found.fenced_deadline or 0) < deadline:
                     session.execute(update(t).where(t.c.id == found.id, t.c.state == "fenced")
                                     .values(fenced_deadline=deadline))
+                    session.commit()
                 break
             return _outcome(session, table, key, fingerprint, scope, lease)
 
-        return await database.run(fence)  # one unit of work: the fence and its answer commit together
+        return await database.run(fence)
 
     return router
 

@@ -13,10 +13,10 @@ from services.common.db import SessionDep
 from services.common.fields import IdPath
 from services.common.idempotency import IdempotencyKeyHeader
 from services.common.pagination import CursorQuery, LimitQuery, Page, page_of
+from services.common.payments_client import PaymentsClient
 from services.common.problems import problem_responses
-from services.credit import service
+from services.credit import consents, service
 from services.credit.bank import SandboxBank
-from services.credit.gateway import Gateway
 from services.credit.schemas import (
     APPLICATION_PREFIX,
     BANK_CONSENT_PREFIX,
@@ -42,8 +42,8 @@ def get_scorecard(request: Request) -> Scorecard:
     return request.app.state.scorecard
 
 
-def get_gateway(request: Request) -> Gateway:
-    return request.app.state.gateway
+def get_payments(request: Request) -> PaymentsClient:
+    return request.app.state.payments
 
 
 def get_bank(request: Request) -> SandboxBank:
@@ -51,7 +51,7 @@ def get_bank(request: Request) -> SandboxBank:
 
 
 ScorecardDep = Annotated[Scorecard, Depends(get_scorecard)]
-GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+PaymentsDep = Annotated[PaymentsClient, Depends(get_payments)]
 BankDep = Annotated[SandboxBank, Depends(get_bank)]
 BankConsentId = Annotated[str, IdPath(BANK_CONSENT_PREFIX, "A Sandbox Bank account-access ConsentId, `aac_…`.")]
 ApplicationId = Annotated[str, IdPath(APPLICATION_PREFIX, "An application id, `app_…`.")]
@@ -160,7 +160,7 @@ def create_bank_consent(
 ) -> BankConsentPublic:
     """Credit, as a TPP, asks Sandbox Bank for an account-access consent (accounts and credits of
     the last 12 months, for one day). The applicant then authorises it at the bank."""
-    return service.create_bank_consent(session, bank, clock.now(), public_gateway(request), caller)
+    return consents.create_bank_consent(session, bank, clock.now(), public_gateway(request), caller)
 
 
 @router.get(
@@ -171,7 +171,7 @@ def get_bank_consent(
     consent_id: BankConsentId, session: SessionDep, bank: BankDep, request: Request, caller: CallerDep
 ) -> BankConsentPublic:
     """A consent credit created for you, with its status as the bank reports it now."""
-    return service.get_bank_consent(session, bank, consent_id, public_gateway(request), caller)
+    return consents.get_bank_consent(session, bank, consent_id, public_gateway(request), caller)
 
 
 @router.post(
@@ -188,7 +188,7 @@ def authorise_bank_consent(
     the bank's authorisation code for the application. Refusals by the bank (a wrong one-time
     code, an account the applicant does not hold, a consent already decided) are
     `409 psu-authorisation-refused` with the bank's answer in `bank_error`."""
-    return service.authorise_bank_consent(session, bank, consent_id, body, caller)
+    return consents.authorise_bank_consent(session, bank, consent_id, body, caller)
 
 
 @router.get(
@@ -231,10 +231,10 @@ def get_loan(loan_id: LoanId, session: SessionDep, caller: CallerDep) -> LoanPub
     },
 )
 def disburse_loan(
-    loan_id: LoanId, session: SessionDep, clock: ClockDep, gateway: GatewayDep, caller: CallerDep
+    loan_id: LoanId, session: SessionDep, clock: ClockDep, payments: PaymentsDep, caller: CallerDep
 ) -> LoanPublic:
     """Pay the loan into the borrower's wallet (safe to retry: it never pays twice)."""
-    return service.disburse(session, gateway, clock, loan_id, caller)
+    return service.disburse(session, payments, clock, loan_id, caller)
 
 
 @router.post(
@@ -246,7 +246,7 @@ def disburse_loan(
     },
 )
 def create_repayment(
-    loan_id: LoanId, body: RepaymentCreate, session: SessionDep, clock: ClockDep, gateway: GatewayDep,
+    loan_id: LoanId, body: RepaymentCreate, session: SessionDep, clock: ClockDep, payments: PaymentsDep,
     caller: CallerDep, idempotency_key: IdempotencyKeyHeader = None,
 ) -> RepaymentPublic:
     """Repay from the borrower's wallet to the lender; applied to the oldest instalment first.
@@ -254,7 +254,7 @@ def create_repayment(
     The debit runs under the loan's `repayment_mandate_id`; payments' refusals come back as
     `repayment-not-authorised` (403), `repayment-mandate-inactive` (403), `repayment-mandate-limit`
     (403) or `repayment-mandate-mismatch` (409), and nothing is debited."""
-    return service.repay(session, gateway, clock, loan_id, body, idempotency_key, caller)
+    return service.repay(session, payments, clock, loan_id, body, idempotency_key, caller)
 
 
 @router.get("/fairness", tags=["monitoring"], operation_id="get_fairness", response_model=FairnessReport)

@@ -1,5 +1,6 @@
-"""Calls to other services, always through the gateway with the credit service's own key:
-payments (bank.py adds Sandbox Bank, where credit is a TPP).
+"""Credit's calls to Sandbox Bank's API (bank.py), through the gateway with the credit service's
+own key; payments is reached with the kit's client (services/common/payments_client.py), over
+the same connection pool.
 
 While credit serves a lender, each call names that lender (`X-Sandbox-On-Behalf-Of`): the gateway
 counts, limits and screens the movement as the lender's, and payments checks the lender's mandates.
@@ -12,12 +13,8 @@ from typing import Any
 import httpx
 
 from services.common.caller import ON_BEHALF_HEADER
-from services.common.money import Money
+from services.common.payments_client import answer_problem, is_final_refusal
 from services.common.requestctx import current_request_id
-
-# Statuses after which payments certainly did not apply the request; anything else (a timeout,
-# a 5xx, a key still in flight) leaves the outcome unknown and is retried with the same key.
-DEFINITE_REFUSALS = {400, 401, 402, 403, 404, 409, 413, 422}
 
 
 class Refused(Exception):
@@ -61,32 +58,10 @@ class Gateway:
             raise Unavailable(f"{type(exc).__name__}: {exc}") from exc
         if response.status_code < 300:
             return response.json() if response.content else {}
-        try:
-            problem = response.json()
-        except ValueError:
-            problem = {}
-        if not isinstance(problem, dict):
-            problem = {}
-        body = dict(problem)
-        problem.setdefault("title", response.reason_phrase or "Error")
-        problem.setdefault("type", "about:blank")
-        if response.status_code in DEFINITE_REFUSALS and problem.get("type", "").rsplit(":", 1)[-1] != (
-            "idempotency-key-in-flight"
-        ):
+        problem, body = answer_problem(response)
+        if is_final_refusal(response.status_code, problem):  # the kit's one rule, as for payments
             raise Refused(response.status_code, problem, body)
         raise Unavailable(f"{response.status_code} {problem.get('title')}: {problem.get('detail', '')}")
-
-    def transfer(
-        self, *, from_account_id: str, to_account_id: str, amount: Money, description: str, key: str,
-        mandate_id: str | None = None,
-    ) -> dict[str, Any]:
-        """POST /payments/transfers; the key makes a retry safe. `mandate_id`: the debited account's
-        owner's mandate to the participant credit acts for, when that participant does not own it."""
-        body = {"from_account_id": from_account_id, "to_account_id": to_account_id,
-                "amount": amount.model_dump(), "description": description}
-        if mandate_id:
-            body["mandate_id"] = mandate_id
-        return self.send("POST", "/payments/transfers", json=body, headers=self.headers({"Idempotency-Key": key}))
 
     def close(self) -> None:
         self.client.close()

@@ -11,7 +11,12 @@ from pydantic_settings import SettingsConfigDict
 from services.common.app import build_service_app, configure_logging
 from services.common.clock import Clock
 from services.common.db import Database, database_url
-from services.common.demo import DEMO_TPP_CLIENTS, SERVICE_PARTICIPANT_KEYS, demo_account
+from services.common.demo import (
+    DEMO_TPP_CLIENTS,
+    SERVICE_PARTICIPANT_KEYS,
+    demo_account,
+)
+from services.common.payments_client import PaymentsClient
 from services.common.reset import ResetHooks
 from services.common.settings import ServiceSettings
 from services.credit.bank import SandboxBank
@@ -19,7 +24,6 @@ from services.credit.endpoints import router
 from services.credit.gateway import Gateway
 from services.credit.models import CreditModel
 from services.credit.scorecard import DEFAULT_ARTIFACT, load_scorecard
-
 
 _CREDIT_TPP = next(c for c in DEMO_TPP_CLIENTS if c.client_id == "tpp_credit")
 
@@ -93,5 +97,6 @@ def create_app(
     )
     app.state.scorecard = load_scorecard(settings.scorecard_path)
     app.state.gateway = gateway
+    app.state.payments = PaymentsClient.over(client, settings.participant_key)
     app.state.bank = bank
     return app

@@ -1,4 +1,5 @@
 """The credit rules: score, decide, disburse through payments, schedule, take repayments, monitor.
+Consents and the bank's errors live in consents.py.
 
 Cross-service money movement records its intent first and sends an Idempotency-Key derived from
 our own row, so a retry can never pay twice; the database is never locked during a remote call.
@@ -7,28 +8,34 @@ our own row, so a retry can never pay twice; the database is never locked during
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from statistics import mean, pstdev
 from typing import Any
 
-from authlib.common.security import generate_token
-from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from sqlmodel import Session
 
 from services.common.caller import Caller
-from services.common.clock import wire_time
+from services.common.db import record_first
 from services.common.ids import new_id
 from services.common.money import Money, to_minor
+from services.common.payments_client import (
+    PaymentRefused,
+    PaymentsClient,
+    PaymentsUnavailable,
+)
 from services.common.problems import Problem, not_found
 from services.credit import monitoring, policy
-from services.credit.bank import ClientRejected, SandboxBank
-from services.credit.gateway import Gateway, Refused, Unavailable
-from services.credit.models import Application, BankConsentLink, Instalment, Loan, Repayment
+from services.credit.bank import SandboxBank
+from services.credit.consents import (
+    consent_link,
+    no_such_consent,
+    owner_of,
+    pull_transactions,
+)
+from services.credit.models import Application, Instalment, Loan, Repayment
 from services.credit.repository import (
     ApplicationsRepository,
-    BankConsentLinksRepository,
     LoansRepository,
     RepaymentsRepository,
 )
@@ -37,7 +44,6 @@ from services.credit.schemas import (
     ApplicationCreate,
     ApplicationPublic,
     AttributeFairness,
-    BankConsentPublic,
     DecisionPublic,
     DisbursementPublic,
     FairnessReport,
@@ -45,13 +51,9 @@ from services.credit.schemas import (
     InlineCashFlow,
     InstalmentPublic,
     LoanPublic,
-    OpenBankingCashFlow,
     PayoutError,
     PointsLine,
     PsiBin,
-    PsuAuthorisation,
-    PsuDecision,
-    PsuDecisionPublic,
     ReasonPublic,
     Records,
     RepaymentCreate,
@@ -65,12 +67,6 @@ from services.credit.scorecard import Scorecard, Scored
 PAYOUT_STALE_AFTER = timedelta(seconds=60)
 RECENT_APPLICATIONS = 500
 FLOW_MONTHS = 12
-
-
-def owner_of(caller: Caller) -> str | None:
-    """Who owns what this caller creates, and whom credit's hops for it name: its participant;
-    nobody for a direct caller (or the gateway's look-ups), whose resources stay open to all."""
-    return caller.participant_id if caller.restricted else None
 
 
 # --- scoring ---------------------------------------------------------------------------------
@@ -164,271 +160,9 @@ def _cash_flow(
     flow = body.cash_flow
     if isinstance(flow, InlineCashFlow):
         return flow.monthly_inflow.minor, flow.inflow_volatility_pct
-    link = _consent_link(session, flow.consent_id, caller, _no_such_consent)
+    link = consent_link(session, flow.consent_id, caller, no_such_consent)
     transactions = pull_transactions(bank, flow, now, link.code_verifier if link else None)
     return flow_from_transactions(transactions, now, card.policy["currency"])
-
-
-# --- open banking: credit as a TPP ------------------------------------------------------------
-
-CONSENT_TTL = timedelta(days=1)  # long enough for the applicant to authorise, no standing access
-PKCE_VERIFIER_LENGTH = 64  # RFC 7636 allows 43-128 characters
-OB_PROBLEM = "urn:fintech-sandbox:problem:"  # problem types the gateway itself answers with
-
-
-def _aware_iso(value: Any) -> datetime | None:
-    if not value:
-        return None
-    moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _bank_message(problem: dict[str, Any]) -> str:
-    # OBIE errors carry their words in Errors[].Message, OAuth errors in error_description,
-    # the gateway's problems in title/detail.
-    errors = problem.get("Errors") or []
-    if errors and isinstance(errors[0], dict):
-        message = f"{errors[0].get('ErrorCode')}: {errors[0].get('Message')}"
-    elif "error" in problem:
-        message = f"{problem['error']}: {problem.get('error_description', '')}"
-    else:
-        message = f"{problem.get('title')}: {problem.get('detail', '')}"
-    return message.rstrip(". ")
-
-
-def _bank_error_code(problem: dict[str, Any]) -> str:
-    errors = problem.get("Errors") or []
-    return str(errors[0].get("ErrorCode", "")) if errors and isinstance(errors[0], dict) else ""
-
-
-def _bank_down(exc: Exception) -> Problem:
-    return Problem(503, "open-banking-unavailable", "Open banking is unavailable",
-                   f"Sandbox Bank could not be reached through the gateway: {exc}. Nothing was stored; "
-                   "retry later.")
-
-
-def _gateway_refused_credit(refused: Refused) -> bool:
-    """The gateway refused credit's own call (its key, limits): not the applicant's doing."""
-    return str(refused.problem.get("type", "")).startswith(OB_PROBLEM)
-
-
-def _bank_call(call: Any, *args: Any) -> Any:
-    """Run a bank call; the failures that are not about the applicant's consent become 503s."""
-    try:
-        return call(*args)
-    except Unavailable as down:
-        raise _bank_down(down) from None
-    except ClientRejected as rejected:
-        raise _bank_down(rejected) from None
-    except Refused as refused:
-        if _gateway_refused_credit(refused):
-            raise _bank_down(Exception(f"the gateway answered {refused.status} {_bank_message(refused.problem)}")) \
-                from None
-        raise
-
-
-def _consent_problem(slug: str, title: str, detail: str, consent_id: str, **extras: Any) -> Problem:
-    """A 409: the application cannot be decided with this consent (nothing is stored)."""
-    return Problem(409, slug, title, detail, consent_id=consent_id, **extras)
-
-
-def _refused_read(refused: Refused, consent_id: str) -> Problem:
-    """The bank would not release the data to the PSU's token: say why in the lender's words."""
-    message = _bank_message(refused.problem)
-    code = _bank_error_code(refused.problem)
-    if code == "UK.OBIE.Resource.InvalidConsentStatus":
-        if "expired" in message:
-            return _consent_problem("consent-expired", "The consent has expired",
-                                    f"Sandbox Bank says: {message}. Ask the applicant to authorise a new "
-                                    "consent.", consent_id, bank_error=refused.body)
-        if "deleted" in message or "Revoked" in message:
-            return _consent_problem("consent-revoked", "The consent was revoked",
-                                    f"Sandbox Bank says: {message}.", consent_id, bank_error=refused.body)
-    return _consent_problem("consent-unusable", "The bank would not release the transactions",
-                            f"Sandbox Bank answered {refused.status}: {message}.", consent_id,
-                            bank_error=refused.body)
-
-
-def _no_such_consent(consent_id: str) -> Problem:
-    # One answer for a consent the bank does not know and another lender's: existence is not disclosed.
-    return _consent_problem("consent-not-found", "No such consent",
-                            f"Sandbox Bank has no consent {consent_id} that the credit service created for "
-                            "you. Create one with POST /open-banking/consents.", consent_id)
-
-
-def _check_consent(consent: dict[str, Any], consent_id: str, now: datetime) -> None:
-    """Refuse, in plain words, a consent that cannot release anything now."""
-    status = consent.get("Status")
-    if status == "AwaitingAuthorisation":
-        raise _consent_problem("consent-not-authorised", "The applicant has not authorised the consent",
-                               f"Consent {consent_id} is still AwaitingAuthorisation: the applicant logs in "
-                               "at Sandbox Bank and authorises it, and the bank's code comes with the "
-                               "application.", consent_id, consent_status=status)
-    if status == "Rejected":
-        raise _consent_problem("consent-rejected", "The applicant rejected the consent",
-                               f"The applicant rejected consent {consent_id} at the bank; apply with inline "
-                               "data or a new consent.", consent_id, consent_status=status)
-    if status == "Revoked":
-        raise _consent_problem("consent-revoked", "The consent was revoked",
-                               f"The applicant revoked consent {consent_id} at the bank; nothing more can be "
-                               "read with it.", consent_id, consent_status=status)
-    if status != "Authorised":
-        raise _consent_problem("consent-unusable", "The consent cannot be used",
-                               f"Consent {consent_id} is {status}.", consent_id, consent_status=status)
-    expires_at = _aware_iso(consent.get("ExpirationDateTime"))
-    if expires_at is not None and now >= expires_at:
-        raise _consent_problem("consent-expired", "The consent has expired",
-                               f"Consent {consent_id} expired at {wire_time(expires_at)}; ask the applicant "
-                               "to authorise a new one.", consent_id, consent_status=status,
-                               expired_at=wire_time(expires_at))
-
-
-def _own_consent(bank: SandboxBank, consent_id: str) -> dict[str, Any]:
-    """The consent as the bank reports it to credit; only consents credit created are visible."""
-    try:
-        return _bank_call(bank.consent, consent_id)
-    except Refused as refused:
-        if refused.status == 404:  # the bank does not disclose another TPP's consents either
-            raise _no_such_consent(consent_id) from None
-        raise _refused_read(refused, consent_id) from None
-
-
-def pull_transactions(
-    bank: SandboxBank, flow: OpenBankingCashFlow, now: datetime, code_verifier: str | None
-) -> list[dict[str, Any]]:
-    """The OBIE AISP journey's last leg, as a TPP makes it: check the consent, swap the code (and
-    the consent's PKCE verifier) for the PSU's token with credit's own client credentials, check
-    the token is for this consent, check the account was shared, read its credits. The token is
-    dropped afterwards."""
-    consent_id = flow.consent_id
-    _check_consent(_own_consent(bank, consent_id), consent_id, now)
-    try:
-        granted = _bank_call(bank.redeem_code, flow.authorization_code, code_verifier)
-    except Refused as refused:
-        raise _consent_problem(
-            "authorization-code-invalid", "The authorisation code was not accepted",
-            f"Sandbox Bank answered {_bank_message(refused.problem)}. A code works once, for 10 minutes, "
-            "and only for the credit service's own consents; ask the applicant to authorise again.",
-            consent_id, bank_error=refused.body) from None
-    if granted.get("consent_id") != consent_id:
-        raise _consent_problem(
-            "authorization-code-mismatch", "The code is for another consent",
-            f"The authorisation code was issued for consent {granted.get('consent_id')}, not {consent_id}.",
-            consent_id)
-    token = str(granted["access_token"])
-    try:
-        shared = sorted(str(a.get("AccountId")) for a in _bank_call(bank.accounts, token))
-        if flow.account_id not in shared:  # authorised by another PSU than the account's holder
-            raise _consent_problem(
-                "account-not-in-consent", "The applicant did not share this account",
-                f"The PSU who authorised consent {consent_id} shared {', '.join(shared) or 'no account'}, not "
-                f"{flow.account_id}: only the account's holder can release its transactions.",
-                consent_id, shared_account_ids=shared)
-        return _bank_call(bank.transactions, token, flow.account_id, now - timedelta(days=365))
-    except Refused as refused:
-        raise _refused_read(refused, consent_id) from None
-
-
-def _authorisation_url(public_base: str, consent_id: str) -> str:
-    return f"{public_base.rstrip('/')}/credit/open-banking/consents/{consent_id}/authorisation"
-
-
-def bank_consent_public(
-    consent: dict[str, Any], client_id: str, public_base: str, link: BankConsentLink | None
-) -> BankConsentPublic:
-    status = consent["Status"]
-    # Only a consent credit holds the PKCE verifier of can be authorised through credit.
-    waiting = status == "AwaitingAuthorisation" and link is not None
-    steps = {
-        "AwaitingAuthorisation": "The applicant authorises the consent at the bank (psu_authorisation). Then apply "
-                                 "with cash_flow {source: open_banking, consent_id, authorization_code: the "
-                                 "bank's code, account_id: the account shared}.",
-        "Authorised": "Authorised: apply with the bank's authorisation code, within 10 minutes of the "
-                      "applicant's decision.",
-        "Rejected": "The applicant rejected it; create a new consent or apply with inline data.",
-        "Revoked": "The applicant revoked it; create a new consent or apply with inline data.",
-    }
-    return BankConsentPublic(
-        consent_id=consent["ConsentId"],
-        client_id=client_id,
-        status=status,
-        permissions=list(consent.get("Permissions", [])),
-        transactions_from=_aware_iso(consent.get("TransactionFromDateTime")),
-        expires_at=_aware_iso(consent.get("ExpirationDateTime")),
-        created_at=_aware_iso(consent["CreationDateTime"]),  # type: ignore[arg-type]
-        status_updated_at=_aware_iso(consent["StatusUpdateDateTime"]),  # type: ignore[arg-type]
-        psu_authorisation=PsuAuthorisation(url=_authorisation_url(public_base, consent["ConsentId"]), body={
-            "psu_id": "<the applicant's bank login>", "otp": "<one-time code: 123456 in the sandbox>",
-            "decision": "Authorise",
-        }) if waiting else None,
-        next_step=steps.get(status, ""),
-    )
-
-
-def _consent_link(
-    session: Session, consent_id: str, caller: Caller, not_yours: Callable[[str], Problem]
-) -> BankConsentLink | None:
-    """Credit's record of a consent it created (None: credit has none, the bank will answer);
-    another participant's is refused with `not_yours`, as the bank refuses another TPP's."""
-    link = BankConsentLinksRepository(session).get(consent_id)
-    if link is not None and not caller.may_use(link.participant_id):
-        raise not_yours(consent_id)
-    return link
-
-
-def create_bank_consent(
-    session: Session, bank: SandboxBank, now: datetime, public_base: str, caller: Caller
-) -> BankConsentPublic:
-    """Credit creates the account-access consent itself, with its own client-credentials token,
-    and keeps which participant asked for it and a fresh PKCE verifier for its code."""
-    owner = owner_of(caller)
-    try:
-        consent = _bank_call(bank.acting_for(owner).create_consent, now - timedelta(days=365), now + CONSENT_TTL)
-    except Refused as refused:
-        raise _bank_down(Exception(f"the bank refused the consent: {_bank_message(refused.problem)}")) from None
-    link = BankConsentLink(consent_id=consent["ConsentId"], participant_id=owner,
-                           code_verifier=generate_token(PKCE_VERIFIER_LENGTH), created_at=now)
-    BankConsentLinksRepository(session).add(link)
-    session.commit()
-    return bank_consent_public(consent, bank.client_id, public_base, link)
-
-
-def get_bank_consent(
-    session: Session, bank: SandboxBank, consent_id: str, public_base: str, caller: Caller
-) -> BankConsentPublic:
-    # Another lender's consent is a 404, as another TPP's is below.
-    link = _consent_link(session, consent_id, caller, lambda cid: not_found("Consent", cid))
-    try:
-        consent = _bank_call(bank.acting_for(owner_of(caller)).consent, consent_id)
-    except Refused as refused:
-        if refused.status in (403, 404):  # another TPP's consent is none of credit's business
-            raise not_found("Consent", consent_id) from None
-        raise _bank_down(Exception(f"the bank answered {refused.status} {_bank_message(refused.problem)}")) \
-            from None
-    return bank_consent_public(consent, bank.client_id, public_base, link)
-
-
-def authorise_bank_consent(
-    session: Session, bank: SandboxBank, consent_id: str, decision: PsuDecision, caller: Caller
-) -> PsuDecisionPublic:
-    """Relay the applicant's decision to the bank as credit's authorisation request (its client,
-    the PKCE challenge of the verifier credit keeps for this consent): the sandbox's headless
-    stand-in for the applicant's browser at the bank."""
-    link = _consent_link(session, consent_id, caller, lambda cid: not_found("Consent", cid))
-    if link is None:  # not created through credit: credit holds no verifier for it
-        raise not_found("Consent", consent_id)
-    request = {"consent_id": consent_id, "client_id": bank.client_id,
-               "code_challenge": create_s256_code_challenge(link.code_verifier), "code_challenge_method": "S256",
-               **decision.model_dump(exclude_none=True)}
-    try:
-        answer = _bank_call(bank.acting_for(owner_of(caller)).authorise, request)
-    except Refused as refused:
-        if refused.status == 404:
-            raise not_found("Consent", consent_id) from None
-        raise _consent_problem("psu-authorisation-refused", "The bank refused the applicant's decision",
-                               f"Sandbox Bank says: {_bank_message(refused.problem)}.", consent_id,
-                               bank_error=refused.body) from None
-    return PsuDecisionPublic.model_validate(answer)
 
 
 # --- applications ----------------------------------------------------------------------------
@@ -495,7 +229,6 @@ def apply(
             status="approved",
             created_at=decided_at,
         ))
-    session.commit()
     return application_public(card, application, loan)
 
 
@@ -648,14 +381,14 @@ def _error_of(status: int, problem: dict[str, Any]) -> dict[str, Any]:
             "title": str(problem.get("title", "")), "detail": problem.get("detail")}
 
 
-def disburse(session: Session, gateway: Gateway, clock: Any, loan_id: str, caller: Caller) -> LoanPublic:
+def disburse(session: Session, payments: PaymentsClient, clock: Any, loan_id: str, caller: Caller) -> LoanPublic:
     """Pay an approved loan into the borrower's wallet: all or nothing, at most once."""
     loan = _get_loan(session, loan_id, caller)
     if loan.status in ("disbursed", "repaid"):
         return loan_public(session, loan)  # already paid: disbursing again changes nothing
     now = clock.now()
     claimed = LoansRepository(session).claim_for_payout(loan.id, now, now - PAYOUT_STALE_AFTER)
-    session.commit()  # the intent is durable before any money can move
+    record_first(session, "the payout's claim is durable before any money can move")
     if not claimed:
         raise Problem(409, "disbursal-in-progress", "This loan is being disbursed",
                       "Another request is paying this loan out; fetch the loan in a moment.",
@@ -663,31 +396,32 @@ def disburse(session: Session, gateway: Gateway, clock: Any, loan_id: str, calle
     session.refresh(loan)
     try:
         # For the loan's lender, whoever asked: its limits, its audit entry.
-        journal = gateway.acting_for(loan.participant_id or caller.participant_id).transfer(
-            from_account_id=loan.lender_account_id,
-            to_account_id=loan.account_id,
+        journal = payments.transfer(
+            from_account=loan.lender_account_id,
+            to_account=loan.account_id,
             amount=Money.of(loan.principal_minor, loan.currency),
             description=f"Loan {loan.id} disbursement",
             key=f"{loan.id}-payout-{loan.payout_attempt}",
+            on_behalf_of=loan.participant_id or caller.participant_id,
         )
-    except Refused as refused:
+    except PaymentRefused as refused:
         loan.status = "approved"
         loan.payout_attempt += 1  # payments refused this key for good: the next attempt needs a new one
         loan.last_payout_error = _error_of(refused.status, refused.problem)
         session.add(loan)
-        session.commit()
+        record_first(session, "the refusal and the next attempt's key outlive the 409 raised next")
         raise Problem(
             409, "payout-refused", "The payout was refused",
             f"Payments answered {refused.status} {refused.problem.get('title')}: "
             f"{refused.problem.get('detail', '')} The loan stays undisbursed; no money moved.",
             loan_id=loan.id, payments_problem=refused.problem,
         ) from None
-    except Unavailable as down:
+    except PaymentsUnavailable as down:
         loan.status = "approved"  # same attempt, same key: a retry replays or completes it
         loan.last_payout_error = {"status": 503, "type": "urn:fintech-sandbox:problem:payments-unavailable",
                                   "title": "Payments unavailable", "detail": str(down)}
         session.add(loan)
-        session.commit()
+        record_first(session, "the loan is payable again, and says why, after the 503 raised next")
         raise Problem(
             503, "payments-unavailable", "Payments is unavailable",
             f"{down}. The loan stays undisbursed; retrying is safe (the payout's idempotency key "
@@ -705,7 +439,6 @@ def disburse(session: Session, gateway: Gateway, clock: Any, loan_id: str, calle
                    principal_minor=i.principal_minor, interest_minor=i.interest_minor)
         for i in equal_instalments(loan.principal_minor, loan.apr_bps, loan.term_months, disbursed_at.date())
     ])
-    session.commit()
     return loan_public(session, loan)
 
 
@@ -751,7 +484,7 @@ def repayment_refusal(loan: Loan, status: int, problem: dict[str, Any]) -> Probl
 
 
 def repay(
-    session: Session, gateway: Gateway, clock: Any, loan_id: str, body: RepaymentCreate, client_key: str | None,
+    session: Session, payments: PaymentsClient, clock: Any, loan_id: str, body: RepaymentCreate, client_key: str | None,
     caller: Caller,
 ) -> RepaymentPublic:
     """Move a repayment from the borrower's wallet to the lender, under the loan's mandate, then
@@ -786,28 +519,28 @@ def repay(
             id=new_id("rep"), loan_id=loan.id, client_key=client_key, amount_minor=body.amount.minor,
             currency=loan.currency, status="pending", created_at=clock.now(),
         ))
-        session.commit()  # the intent is durable before any money can move
+        record_first(session, "the repayment's intent is durable before any money can move")
     try:
         # The lender's debit of its borrower's account, under the mandate the account's owner gave it.
-        journal = gateway.acting_for(loan.participant_id or caller.participant_id).transfer(
-            from_account_id=loan.account_id, to_account_id=loan.lender_account_id,
+        journal = payments.transfer(
+            from_account=loan.account_id, to_account=loan.lender_account_id,
             amount=Money.of(repayment.amount_minor, repayment.currency),
             description=f"Loan {loan.id} repayment", key=repayment.id, mandate_id=loan.repayment_mandate_id,
+            on_behalf_of=loan.participant_id or caller.participant_id,
         )
-    except Refused as refused:
+    except PaymentRefused as refused:
         repayment.status = "failed"
         repayment.error = _error_of(refused.status, refused.problem)
         session.add(repayment)
-        session.commit()
+        record_first(session, "the failed repayment outlives the refusal raised next: a retry gets the same answer")
         raise repayment_refusal(loan, refused.status, refused.problem) from None
-    except Unavailable as down:
+    except PaymentsUnavailable as down:
         raise Problem(503, "payments-unavailable", "Payments is unavailable",
                       f"{down}. Retry with the same Idempotency-Key: it cannot be paid twice.") from None
     repayment.status = "completed"
     repayment.journal_id = journal["id"]
     session.add(repayment)
     _apply_to_schedule(session, loan, repayment.amount_minor)
-    session.commit()
     return _repayment_public(repayment)
 
 

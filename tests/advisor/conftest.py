@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.advisor.main import AdvisorSettings, create_app
-from services.advisor.payments_client import PaymentsClient
+from services.common.payments_client import PaymentsClient
 from services.common.clock import frozen_clock
 from services.common.demo import DEMO_REGULATOR_KEY
 from services.payments.main import PaymentsSettings
@@ -178,6 +178,6 @@ def gateway_stack(tmp_path: Path) -> Iterator[GatewayStack]:
         transports={"payments": httpx.ASGITransport(app=payments), "advisor": httpx.ASGITransport(app=advisor)},
     )
     with serve(gateway) as base, TestClient(payments) as direct, httpx.Client(base_url=base, timeout=30) as http:
-        client.base_url = base
+        client.http.base_url = base
         yield GatewayStack(http, direct, client)
     client.close()

@@ -73,7 +73,7 @@ def test_a_deposit_left_pending_by_an_outage_completes_once_on_retry(tmp_path) -
             pending = deposit(advisor, account_id, "800.00").json()
             assert pending["status"] == "pending" and pending["trades"] == []
             assert balance(payments, LI_WEI) == "5000.00"
-            app.state.advisor.payments.base_url = payments  # payments is back
+            app.state.advisor.payments.http.base_url = payments  # payments is back
             done = advisor.post(f"/deposits/{pending['id']}/retry").json()
             again = advisor.post(f"/deposits/{pending['id']}/retry").json()
             assert done["status"] == again["status"] == "completed"

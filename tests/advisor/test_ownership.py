@@ -81,11 +81,11 @@ def test_demo_robo_funds_li_weis_account_under_the_demo_mandate_as_itself(stack:
 
 def test_a_deposit_retried_later_is_still_the_robo_firms_debit(stack: GatewayStack) -> None:
     account_id = robo_account(stack)
-    gateway = stack.advisors_payments.base_url
-    stack.advisors_payments.base_url = "http://127.0.0.1:9"  # the gateway unreachable: left pending
+    gateway = stack.advisors_payments.http.base_url
+    stack.advisors_payments.http.base_url = "http://127.0.0.1:9"  # the gateway unreachable: left pending
     pending = robo_deposit(stack, account_id, "800.00").json()
     assert pending["status"] == "pending" and stack.balance(LI_WEI) == "5000.00"
-    stack.advisors_payments.base_url = gateway
+    stack.advisors_payments.http.base_url = gateway
     retried = stack.http.post(f"{A}/deposits/{pending['id']}/retry", headers={**ROBO, "X-Request-ID": "req-retry"})
     assert retried.status_code == 200 and retried.json()["status"] == "completed", retried.text
     assert stack.balance(LI_WEI) == "4200.00"

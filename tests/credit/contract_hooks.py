@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from services.common.payments_client import PaymentsClient as CreditPayments
 from services.credit.bank import SandboxBank
 from services.credit.gateway import Gateway
 from services.openbanking.main import OpenBankingSettings
@@ -35,6 +36,7 @@ def prepare(app: Any) -> dict[str, str]:
     client = TestClient(prefix_router({"/payments": payments, "/open-banking": bank}), base_url="http://gateway")
     settings = app.state.settings
     app.state.gateway = Gateway(client, settings.participant_key)
+    app.state.payments = CreditPayments.over(client, settings.participant_key)
     app.state.bank = SandboxBank(app.state.gateway, settings.ob_client_id, settings.ob_client_secret,
                                  app.state.clock)
     return {}

@@ -76,7 +76,7 @@ def test_payments_down_leaves_the_loan_undisbursed_and_a_retry_pays_once(tmp_pat
         assert credit.get(f"/loans/{loan_id}").json()["status"] == "approved"
         with payments_behind_gateway(tmp_path) as base:
             assert balance(base, CHEN_WALLET) == "800.00"
-            app.state.gateway.client = httpx.Client(base_url=base)  # payments is back
+            app.state.payments.http = httpx.Client(base_url=base)  # payments is back
             assert credit.post(f"/loans/{loan_id}/disbursement").json()["status"] == "disbursed"
             assert credit.post(f"/loans/{loan_id}/disbursement").json()["status"] == "disbursed"
             assert balance(base, LENDER_FLOAT) == "9980000.00"

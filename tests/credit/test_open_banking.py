@@ -20,7 +20,7 @@ import pytest
 
 from services.common.demo import DEMO_PARTICIPANTS, SERVICE_PARTICIPANT_KEYS
 from services.credit.gateway import Refused
-from services.credit.service import _refused_read
+from services.credit.consents import refused_read
 from tests.credit.conftest import (
     CREDIT_PARTICIPANT,
     LENDER_KEY,
@@ -218,6 +218,6 @@ def test_every_refusal_names_its_reason_and_stores_nothing(tmp_path: Path) -> No
 def test_a_read_the_bank_refuses_is_explained(message: str, slug: str) -> None:
     # The bank's clock can run ahead of credit's: then the bank, not credit, finds the consent expired.
     problem = {"Code": "403", "Errors": [{"ErrorCode": "UK.OBIE.Resource.InvalidConsentStatus", "Message": message}]}
-    explained = _refused_read(Refused(403, problem), "aac_x")
+    explained = refused_read(Refused(403, problem), "aac_x")
     assert (explained.status, explained.slug, explained.extras["consent_id"]) == (409, slug, "aac_x")
     assert explained.extras["bank_error"] == problem
