@@ -12,9 +12,9 @@ can see is still FastAPI's, and the OpenAPI document is what FastAPI makes of th
 
 A service keeps its endpoints on a stock `APIRouter`, as FastAPI's tutorial writes them, and its
 composition root chooses `served_directly(router)` to serve them this way (payments:
-`PAYMENTS_FAST_ROUTES`). A route uses the direct handler only when its endpoint takes exactly one pydantic model as its
-body, the `Request`, and optional header parameters with an explicit alias; any other route
-keeps FastAPI's handler. The endpoint must return a `Response` (its own status and body), as
+`PAYMENTS_FAST_ROUTES`). A route uses the direct handler only when its endpoint takes exactly
+one pydantic model as its body, the `Request`, and optional header parameters with an explicit
+alias (no `Depends`, no path or query parameters); any other route keeps FastAPI's handler. The endpoint must return a `Response` (its own status and body), as
 the payments POSTs do: the direct handler does not run the response model. (FastAPI's native telemetry, when configured, sees these requests
 without its per-operation spans.)
 """
