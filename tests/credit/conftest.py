@@ -18,13 +18,17 @@ from fastapi.testclient import TestClient
 from sandbox.gateway.main import GatewaySettings
 from sandbox.gateway.main import create_app as create_gateway_app
 from services.common.clock import Clock, frozen_clock
-from services.common.demo import DEMO_PARTICIPANTS, DEMO_REGULATOR_KEY, SERVICE_PARTICIPANT_KEYS
+from services.common.demo import (
+    DEMO_PARTICIPANTS,
+    DEMO_REGULATOR_KEY,
+    SERVICE_PARTICIPANT_KEYS,
+)
+from services.common.payments_client import PaymentsClient
 from services.credit.main import CreditSettings, create_app
 from services.credit.schemas import CHEN_EXAMPLE
 from services.credit.scorecard import Scorecard, load_scorecard
 from services.openbanking.main import OpenBankingSettings
 from services.openbanking.main import create_app as create_bank_app
-from services.openbanking.payments_client import PaymentsClient
 from services.payments.main import PaymentsSettings
 from services.payments.main import create_app as create_payments_app
 from tests.support.servers import prefix_router, serve

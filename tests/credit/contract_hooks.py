@@ -13,12 +13,12 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from services.common.payments_client import PaymentsClient
 from services.common.payments_client import PaymentsClient as CreditPayments
 from services.credit.bank import SandboxBank
 from services.credit.gateway import Gateway
 from services.openbanking.main import OpenBankingSettings
 from services.openbanking.main import create_app as create_bank_app
-from services.openbanking.payments_client import PaymentsClient
 from services.payments.main import PaymentsSettings
 from services.payments.main import create_app as create_payments_app
 from tests.support.servers import prefix_router, serve

@@ -67,21 +67,20 @@ def sandbox_in_process(data_dir: Path, **gateway_settings: Any) -> Iterator[str]
     from sandbox.gateway.main import create_app as create_gateway_app
     from services.advisor.main import AdvisorSettings
     from services.advisor.main import create_app as create_advisor_app
-    from services.advisor.payments_client import PaymentsClient as AdvisorPayments
+    from services.common.payments_client import PaymentsClient
     from services.credit.main import CreditSettings
     from services.credit.main import create_app as create_credit_app
     from services.openbanking.main import OpenBankingSettings
     from services.openbanking.main import create_app as create_bank_app
-    from services.openbanking.payments_client import PaymentsClient as BankPayments
     from services.payments.main import PaymentsSettings
     from services.payments.main import create_app as create_payments_app
     from tests.support.servers import serve
 
     to_gateway = httpx.Client(timeout=30)  # credit's client; its base URL is the gateway, known below
-    advisor_payments = AdvisorPayments("http://127.0.0.1:9", SERVICE_PARTICIPANT_KEYS["advisor"], timeout=30)
+    advisor_payments = PaymentsClient("http://127.0.0.1:9", SERVICE_PARTICIPANT_KEYS["advisor"], timeout=30)
     payments = create_payments_app(PaymentsSettings(data_dir=data_dir / "payments"))
     bank = create_bank_app(OpenBankingSettings(data_dir=data_dir / "bank"),
-                           payments_client=BankPayments("http://127.0.0.1:9", None))
+                           payments_client=PaymentsClient("http://127.0.0.1:9", None))
     credit = create_credit_app(CreditSettings(data_dir=data_dir / "credit"), payments_client=to_gateway)
     advisor = create_advisor_app(AdvisorSettings(data_dir=data_dir / "advisor"), payments_client=advisor_payments)
     gateway = create_gateway_app(GatewaySettings(data_dir=data_dir / "gateway", **gateway_settings), transports={
@@ -89,8 +88,8 @@ def sandbox_in_process(data_dir: Path, **gateway_settings: Any) -> Iterator[str]
         "credit": httpx.ASGITransport(app=credit), "advisor": httpx.ASGITransport(app=advisor)})
     with serve(gateway) as base:
         to_gateway.base_url = httpx.URL(base)
-        advisor_payments.base_url = base
-        bank.state.payments = BankPayments(base, SERVICE_PARTICIPANT_KEYS["openbanking"])
+        advisor_payments.http.base_url = httpx.URL(base)
+        bank.state.payments = PaymentsClient(base, SERVICE_PARTICIPANT_KEYS["openbanking"])
         try:
             yield base
         finally:
