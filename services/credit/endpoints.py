@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -11,6 +10,7 @@ from services.common.app import ClockDep
 from services.common.caller import CallerDep
 from services.common.db import SessionDep
 from services.common.fields import IdPath
+from services.common.forwarded import forwarded_origin
 from services.common.idempotency import IdempotencyKeyHeader
 from services.common.pagination import CursorQuery, LimitQuery, Page, page_of
 from services.common.payments_client import PaymentsClient
@@ -126,16 +126,9 @@ def create_application(
                          request.app.state.settings.lender_account_id, caller)
 
 
-_FORWARDED_HOST = re.compile(r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$")
-
-
 def public_gateway(request: Request) -> str:
     """The gateway as the caller reached it (its forwarded host), else the one credit calls."""
-    host = request.headers.get("x-forwarded-host")
-    proto = request.headers.get("x-forwarded-proto")
-    if host and _FORWARDED_HOST.match(host):
-        return f"{proto if proto in ('http', 'https') else 'http'}://{host}"
-    return str(request.app.state.settings.gateway_url).rstrip("/")
+    return forwarded_origin(request) or str(request.app.state.settings.gateway_url).rstrip("/")
 
 
 BANK_CONSENT_LINKS: dict[str, Any] = {

@@ -14,6 +14,7 @@ from urllib.parse import quote, urlencode
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from services.common.forwarded import forwarded_origin
 from services.openbanking.models import Consent, DomesticPayment, FundsConfirmation
 from services.openbanking.schemas import (
     OAuthError,
@@ -26,7 +27,6 @@ from services.openbanking.schemas import (
 
 PAGE_SIZE = 25
 _FORWARDED_PREFIX = re.compile(r"^(/[A-Za-z0-9._~\-]+)+$")
-_FORWARDED_HOST = re.compile(r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$")
 # What may stay as it is in a URL path (RFC 3986 pchar and "/", and "%" of escapes already made).
 _PATH_SAFE = "/:@!$&'()*+,;=-._~%"
 
@@ -38,12 +38,8 @@ def public_base(request: Request) -> str:
     configured = request.app.state.settings.public_url
     if configured:
         return configured.rstrip("/")
-    host = request.headers.get("x-forwarded-host")
-    proto = request.headers.get("x-forwarded-proto")
     prefix = request.headers.get("x-forwarded-prefix", "")
-    base = str(request.base_url).rstrip("/")
-    if host and _FORWARDED_HOST.match(host):
-        base = f"{proto if proto in ('http', 'https') else 'http'}://{host}"
+    base = forwarded_origin(request) or str(request.base_url).rstrip("/")
     if prefix and _FORWARDED_PREFIX.match(prefix):
         base += prefix
     return base

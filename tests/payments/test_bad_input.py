@@ -18,6 +18,7 @@ from services.common.db import Database, model_base
 from services.common.settings import ServiceSettings
 from services.payments import fastpath, repository
 from tests.payments.factories import MakeApp
+from tests.support.ledger import assert_problem, snapshot
 
 LI_WEI = "acc_00000000000000000000000001"  # CNY wallet, 5000.00
 ZHANG_MIN = "acc_00000000000000000000000002"  # CNY wallet, 1200.00
@@ -33,42 +34,12 @@ def cny(amount: Any) -> dict[str, Any]:
     return {"amount": amount, "currency": "CNY"}
 
 
-def _walk(client: TestClient, path: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    cursor = None
-    while True:
-        page = client.get(path, params={"limit": 100, **({"cursor": cursor} if cursor else {})}).json()
-        items += page["data"]
-        cursor = page["next_cursor"]
-        if not cursor:
-            return items
-
-
-def snapshot(client: TestClient) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """Every journal as the API shows it, and every account's balance."""
-    journals = _walk(client, "/journals")
-    balances = {a["id"]: a["balance"]["amount"] for a in _walk(client, "/accounts")}
-    return journals, balances
-
-
 @pytest.fixture
 def refundable(client: TestClient) -> str:
     """A P2P transfer that can be refunded (written before each test's snapshot)."""
     r = client.post("/transfers", json={"from_account_id": LI_WEI, "to_account_id": ZHANG_MIN, "amount": cny("20.00")})
     assert r.status_code == 201, r.text
     return r.json()["id"]
-
-
-def assert_problem(r: Any, status: int, slug: str, title: str | None = None) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"] == "application/problem+json"
-    problem = r.json()
-    assert problem["type"] == PROBLEM + slug
-    assert problem["status"] == status
-    if title is not None:
-        assert problem["title"] == title
-    assert problem["request_id"] == r.headers["x-request-id"]
-    return problem
 
 
 # --- unknown things: 404 ------------------------------------------------------------------------

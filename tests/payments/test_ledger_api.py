@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.payments.factories import MakeApp
+from tests.support.ledger import snapshot, walk
 
 PAYS = "4242424242424242"
 PROBLEM = "urn:fintech-sandbox:problem:"
@@ -37,23 +38,6 @@ def client(make_app: MakeApp) -> Iterator[TestClient]:
 
 def money(amount: str, currency: str = "CNY") -> dict[str, str]:
     return {"amount": amount, "currency": currency}
-
-
-def walk(client: TestClient, path: str, limit: int = 100, **params: Any) -> list[dict[str, Any]]:
-    """Every item of a cursor-paginated list, checking the page shape on the way."""
-    items: list[dict[str, Any]] = []
-    cursor = None
-    while True:
-        page = client.get(path, params={"limit": limit, **params, **({"cursor": cursor} if cursor else {})})
-        assert page.status_code == 200, page.text
-        body = page.json()
-        assert len(body["data"]) <= limit
-        assert body["has_more"] == (body["next_cursor"] is not None)
-        items += body["data"]
-        cursor = body["next_cursor"]
-        if not cursor:
-            return items
-        assert body["data"] and cursor == body["data"][-1]["id"]
 
 
 def open_account(client: TestClient, owner: str, kind: str = "personal", currency: str = "CNY") -> str:
@@ -100,10 +84,6 @@ def assert_ledger_ok(client: TestClient) -> list[dict[str, Any]]:
     assert report["journals"] == len(journals)
     assert report["postings"] == sum(len(j["postings"]) for j in journals)
     return journals
-
-
-def snapshot(client: TestClient) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    return walk(client, "/journals"), {a["id"]: a["balance"]["amount"] for a in walk(client, "/accounts")}
 
 
 # --- accounts -----------------------------------------------------------------------------------
