@@ -32,7 +32,7 @@ HASHED_FIELDS: tuple[str, ...] = (
 # Fields added later, hashed after the others only when set: entries written before they
 # existed (or without them) keep their hashes, and setting or clearing one breaks the entry.
 OPTIONAL_HASHED_FIELDS: tuple[str, ...] = ("counts", "phase", "intent_idx", "idempotency_key", "fingerprint",
-                                           "deadline_ms", "via", "epoch")
+                                           "deadline_ms", "via", "epoch", "trace_id")
 
 
 def entry_hash(prev_hash: str, fields: Mapping[str, Any]) -> str:

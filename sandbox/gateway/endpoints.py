@@ -225,10 +225,12 @@ def list_audit_entries(
                      Query(description="Write-ahead entries of money movements only, of one phase.")] = None,
     via: Annotated[str | None, Query(max_length=40, pattern=r"^[a-z0-9_]+$",
                                      description="Hops a sandbox service sent on a participant's behalf.")] = None,
+    trace_id: Annotated[str | None, Query(pattern=r"^[0-9a-f]{32}$", description="Every entry of one trace "
+                                          "(`X-Trace-Id`): the request and the hops it caused.")] = None,
 ) -> AuditPage:
     """The live log, oldest first, with filters; poll with `after` to follow it."""
     filters = {"participant_id": participant_id, "service": service_name, "decision": decision, "status": status,
-               "request_id": request_id, "phase": phase, "via": via}
+               "request_id": request_id, "phase": phase, "via": via, "trace_id": trace_id}
     rows = repository.list_audit(session, limit, after, filters)
     has_more = len(rows) > limit
     rows = rows[:limit]

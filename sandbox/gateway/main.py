@@ -137,6 +137,7 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
         ],
     )
     app.state.gateway = gateway
+    gateway.tracer_provider = app.state.tracer_provider  # its hops to the services are client spans
     # The gateway's own clock decides testing windows, daily limits and screening windows: its
     # /_sandbox routes are the regulator's (endpoints.clock_router), not the shared open ones.
     app.router.routes[:] = [r for r in app.router.routes if not _is_shared_clock_route(r)]

@@ -111,5 +111,8 @@ class AuditEntry(GatewayModel, table=True):
     # On a `reset` entry (phase "reset"): the epoch the regulator's reset began. The regulator's
     # counts and the gateway's limits take entries from the latest reset on. Added with resets.
     epoch: int | None = Field(default=None)
+    # The W3C trace id of the request (32 hex digits): its spans at every hop share it, and so do
+    # the entries of a service's own hops through the gateway. Added with traces.
+    trace_id: str | None = Field(default=None, max_length=32, index=True)
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)

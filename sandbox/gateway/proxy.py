@@ -61,6 +61,7 @@ from services.common.idempotency import REPLAY_HEADER, RETENTION, fingerprint_of
 from services.common.ids import new_id
 from services.common.problems import PROBLEM_MEDIA_TYPE, problem_body
 from services.common.requestctx import current_request_id
+from services.common.tracing import current_trace_id, traced_transport
 
 log = logging.getLogger("sandbox.gateway")
 
@@ -182,6 +183,7 @@ class RequestEntry:
     method: str
     path: str
     service: str | None = None
+    trace_id: str | None = None  # W3C trace id: every hop of the request in one trace
     participant_id: str | None = None
     via: str | None = None  # the sandbox service whose key acted for participant_id
     operation: str | None = None
@@ -395,6 +397,9 @@ class Gateway:
         self.limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self._client: httpx.AsyncClient | None = None
         self._transports: dict[str, httpx.AsyncBaseTransport] = {}  # upstream URL → transport
+        # The gateway's traces (set by create_app; None: tracing disabled): each forwarded
+        # request and look-up is a client span, with traceparent on the hop to the service.
+        self.tracer_provider: Any = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -404,7 +409,9 @@ class Gateway:
         if self._client is None:
             self._client = httpx.AsyncClient(
                 timeout=self.timeout, limits=self.limits, follow_redirects=False, trust_env=False,
-                mounts={url: t for url, t in self.mounts.items()},
+                mounts={url: traced_transport(t, self.tracer_provider) for url, t in self.mounts.items()},
+                transport=traced_transport(httpx.AsyncHTTPTransport(limits=self.limits, trust_env=False),
+                                          self.tracer_provider),
             )
         return self._client
 
@@ -417,7 +424,7 @@ class Gateway:
         transport = self._transports.get(url)
         if transport is None:
             transport = self.mounts.get(url) or httpx.AsyncHTTPTransport(limits=self.limits)
-            self._transports[url] = transport
+            transport = self._transports[url] = traced_transport(transport, self.tracer_provider)
         return transport
 
     async def aclose(self) -> None:
@@ -561,7 +568,8 @@ class Gateway:
         started = time.perf_counter()
         now = self.clock.now()
         entry = RequestEntry(at=iso(now), request_id=current_request_id() or new_id("req"),
-                             method=request.method, path=request.url.path[:500], service=service)
+                             method=request.method, path=request.url.path[:500], service=service,
+                             trace_id=current_trace_id())
         return Call(request, service, request.url.path[len(prefix):] or "/", entry, started, now)
 
     def _authenticate(self, call: Call, api_key: str | None) -> bool:

@@ -155,6 +155,11 @@ class AuditEntryPublic(BaseModel):
     epoch: int | None = Field(default=None, description=(
         "On a `reset` entry: the epoch it starts (1 for the first reset). Counts, reports and limits "
         "take only the entries from the latest reset on; the log itself is never erased."))
+    trace_id: str | None = Field(default=None, description=(
+        "The W3C trace id of the request (32 hex digits, as in its `X-Trace-Id` and its problem "
+        "documents): the participant's own when it sent a `traceparent`. Every hop of one request "
+        "shares it; with traces exported, Jaeger shows them as one trace. Null on entries written "
+        "before traces, or with tracing disabled."))
     prev_hash: str
     hash: str
 

@@ -146,7 +146,7 @@ def audit_public(row: AuditEntry | dict[str, Any]) -> AuditEntryPublic:
         payer=r["payer"], payee=r["payee"], customer=r["customer"], card_last4=r["card_last4"],
         error=r["error"], alert_id=r["alert_id"], counts_toward=_counts_toward(r),
         phase=r.get("phase"), intent_index=r.get("intent_idx"), idempotency_key=r.get("idempotency_key"),
-        via=r.get("via"), epoch=r.get("epoch"), prev_hash=r["prev_hash"], hash=r["hash"],
+        via=r.get("via"), epoch=r.get("epoch"), trace_id=r.get("trace_id"), prev_hash=r["prev_hash"], hash=r["hash"],
     )
 
 

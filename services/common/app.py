@@ -29,6 +29,7 @@ from services.common.problems import (
 from services.common.requestctx import RequestContextMiddleware, RequestIdLogFilter
 from services.common.reset import ResetHooks, install_reset
 from services.common.settings import ServiceSettings
+from services.common.tracing import install_tracing
 
 
 # `async def` although they only read app state: FastAPI runs a plain `def` dependency in the
@@ -119,6 +120,8 @@ def build_service_app(
         if on_shutdown:
             on_shutdown()
         database.dispose()
+        if app.state.tracer_provider is not None:
+            app.state.tracer_provider.shutdown()  # sends the spans still batched
 
     # /docs and /redoc load Swagger UI and ReDoc from the installed fastapi-offline package (at
     # /static-offline-docs, no web fonts), not a CDN: the pages work in an offline classroom.
@@ -146,6 +149,8 @@ def build_service_app(
     for router in routers:
         app.include_router(router)
     install_openapi_conventions(app, deadline_fenced=key_table is not None)
+    # Last: its middleware goes outside the request context's, so a crash's 500 has the header.
+    install_tracing(app, name, [database.engine])
     return app
 
 

@@ -30,6 +30,7 @@ import httpx
 from services.common.caller import ON_BEHALF_HEADER
 from services.common.money import Money
 from services.common.requestctx import current_request_id
+from services.common.tracing import traced_client
 
 NOT_NOW = frozenset({408, 425, 429})  # 4xx answers that say "retry later", not "no"
 IN_FLIGHT = "idempotency-key-in-flight"
@@ -96,14 +97,15 @@ def refusal_or_unavailable(response: httpx.Response) -> PaymentRefused | Payment
 class PaymentsClient:
     def __init__(self, base_url: str, api_key: str | None, timeout: float = 10.0,
                  transport: httpx.BaseTransport | None = None) -> None:
-        self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, transport=transport)
+        # Each call a client span of the calling service, traceparent on the hop to the gateway.
+        self.http = traced_client(httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, transport=transport))
         self.api_key = api_key
 
     @classmethod
     def over(cls, http: httpx.Client, api_key: str | None) -> PaymentsClient:
         """A client on an httpx client the caller already has (its base URL the gateway)."""
         client = cls.__new__(cls)
-        client.http, client.api_key = http, api_key
+        client.http, client.api_key = traced_client(http), api_key
         return client
 
     def headers(self, on_behalf_of: str | None = None, extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -8,6 +8,8 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from services.common.tracing import statement_span
+
 
 class Prepared:
     """A Core statement compiled once per dialect by SQLAlchemy and run on the driver's own
@@ -57,10 +59,11 @@ class Prepared:
         conn = session if isinstance(session, Connection) else session.connection()
         sql, bound = self._params(conn.dialect, params)
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.execute(sql, bound)
-        except conn.dialect.loaded_dbapi.Error as exc:
-            raise as_sqlalchemy_error(conn, exc, sql, bound, cursor) from exc
+        with statement_span(conn.dialect.name, sql):
+            try:
+                cursor.execute(sql, bound)
+            except conn.dialect.loaded_dbapi.Error as exc:
+                raise as_sqlalchemy_error(conn, exc, sql, bound, cursor) from exc
         return cursor
 
 

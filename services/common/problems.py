@@ -9,11 +9,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from services.common.requestctx import current_request_id
+from services.common.tracing import current_trace_id
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 # Not a URL to fetch (RFC 9457 allows that): a stable name clients can switch on.
@@ -40,6 +41,9 @@ class ProblemDetails(BaseModel):
     detail: str | None = None
     instance: str | None = None
     request_id: str | None = None
+    trace_id: str | None = Field(default=None, description=(
+        "The W3C trace id of the request (32 hex digits), as in `X-Trace-Id` and the gateway's "
+        "audit entry: every hop of the request in Jaeger, when traces are exported."))
     errors: list[FieldError] | None = None
 
 
@@ -88,6 +92,8 @@ def problem_body(
     if instance:
         body["instance"] = instance
     body["request_id"] = current_request_id()
+    if trace_id := current_trace_id():
+        body["trace_id"] = trace_id
     body.update({k: v for k, v in extras.items() if v is not None})
     return body
 

@@ -60,16 +60,18 @@ class _BodyTooLarge(Exception):
 
 def _problem_bytes(status: int, slug: str, title: str, detail: str, request_id: str) -> bytes:
     from services.common.problems import PROBLEM_TYPE_BASE
+    from services.common.tracing import current_trace_id
 
-    return json.dumps(
-        {
-            "type": PROBLEM_TYPE_BASE + slug,
-            "title": title,
-            "status": status,
-            "detail": detail,
-            "request_id": request_id,
-        }
-    ).encode()
+    body = {
+        "type": PROBLEM_TYPE_BASE + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "request_id": request_id,
+    }
+    if trace_id := current_trace_id():  # as every other problem carries it
+        body["trace_id"] = trace_id
+    return json.dumps(body).encode()
 
 
 class RequestContextMiddleware:
