@@ -1,4 +1,4 @@
-"""`fintech-sandbox` (also `python -m sandbox`): run, reset, openapi, compose, bench, fuzz, verify-log."""
+"""`fintech-sandbox` (also `python -m sandbox`): run, reset, openapi, compose, bench, fuzz, demo, verify-log."""
 
 from __future__ import annotations
 
@@ -182,6 +182,12 @@ def _run_contract_fuzz(args: argparse.Namespace, st: Path, base: str, key: str, 
         return subprocess.call(cmd)
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from sandbox.demo.runner import main as play
+
+    return play(args)
+
+
 def _verify_log(args: argparse.Namespace) -> int:
     try:
         module = importlib.import_module("sandbox.gateway.cli_verify")
@@ -225,6 +231,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="also fuzz openapi/sandbox.json through the gateway as a participant admitted for "
                    "the run")
     p.set_defaults(func=_fuzz)
+
+    p = sub.add_parser("demo", help="play the seed's examples as narrated calls against the running sandbox "
+                       "(demo --list names them)")
+    from sandbox.demo.runner import add_arguments as demo_arguments
+
+    demo_arguments(p)
+    p.set_defaults(func=_demo)
 
     p = sub.add_parser("verify-log", help="verify the gateway's tamper-evident audit log "
                        "(options after it go to the verifier: verify-log --help)", add_help=False)
