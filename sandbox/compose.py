@@ -29,7 +29,7 @@ def _service(spec: ServiceSpec, specs: list[ServiceSpec]) -> dict[str, Any]:
         "image": "fintech-sandbox:local",
         "build": {"context": "."},
         "command": ["uvicorn", *uvicorn_args(spec, "0.0.0.0", spec.port)],
-        "environment": environment(spec, compose=True),
+        "environment": {**environment(spec, compose=True), **tracing_environment(spec)},
         "ports": [f"{spec.port}:{spec.port}"],
         "depends_on": depends,
         "healthcheck": {
@@ -41,6 +41,31 @@ def _service(spec: ServiceSpec, specs: list[ServiceSpec]) -> dict[str, Any]:
         },
         "restart": "unless-stopped",
     }
+
+
+# Traces (docs/tracing.md): opt-in, `--profile tracing` starts Jaeger. The services export to it
+# only when OTEL_EXPORTER_OTLP_ENDPOINT is given on the host, so without the profile nothing
+# tries to reach a collector that is not there.
+JAEGER_PROFILE = "tracing"
+OTLP_ENDPOINT = "${OTEL_EXPORTER_OTLP_ENDPOINT:-}"
+JAEGER = {
+    "image": "jaegertracing/all-in-one:1.62.0",
+    "profiles": [JAEGER_PROFILE],
+    "environment": {"COLLECTOR_OTLP_ENABLED": "true"},
+    "ports": ["16686:16686", "4318:4318"],  # the UI, OTLP over HTTP
+    "healthcheck": {
+        "test": ["CMD", "wget", "-q", "--spider", "http://127.0.0.1:14269/"],  # Jaeger's admin port
+        "interval": "5s",
+        "timeout": "3s",
+        "retries": 20,
+    },
+    "restart": "unless-stopped",
+}
+
+
+def tracing_environment(spec: ServiceSpec) -> dict[str, str]:
+    """The OpenTelemetry variables of a container: its service.name, and where to export."""
+    return {"OTEL_SERVICE_NAME": spec.name, "OTEL_EXPORTER_OTLP_ENDPOINT": OTLP_ENDPOINT}
 
 
 def document() -> dict[str, Any]:
@@ -63,6 +88,7 @@ def document() -> dict[str, Any]:
     }
     for spec in specs:
         services[spec.name] = _service(spec, specs)
+    services["jaeger"] = JAEGER
     return {"services": services, "volumes": {"pgdata": {}}}
 
 

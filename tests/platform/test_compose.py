@@ -38,7 +38,7 @@ def test_committed_compose_file_is_what_the_topology_generates(committed: dict) 
 
 def test_every_topology_service_is_a_compose_service_on_its_port(committed: dict) -> None:
     assert SPECS, "no service is built"
-    assert set(committed["services"]) == {"postgres"} | {s.name for s in SPECS}
+    assert set(committed["services"]) == {"postgres", "jaeger"} | {s.name for s in SPECS}
     for spec in SPECS:
         service = committed["services"][spec.name]
         assert service["ports"] == [f"{spec.port}:{spec.port}"]
@@ -66,7 +66,8 @@ def _as_compose(spec: ServiceSpec, launcher_env: dict[str, str]) -> dict[str, st
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
 def test_compose_environment_is_the_launchers_modulo_hosts_and_database(committed: dict, spec: ServiceSpec) -> None:
     launcher = environment(spec, compose=False, data_dir=".sandbox-data", port_offset=0)
-    in_compose = committed["services"][spec.name]["environment"]
+    in_compose = {k: v for k, v in committed["services"][spec.name]["environment"].items()
+                  if not k.startswith("OTEL_")}  # compose's own addition (below)
     assert in_compose == _as_compose(spec, launcher)
     assert all(isinstance(v, str) for v in in_compose.values())  # no YAML ints or booleans
     assert all(k.startswith(spec.env_prefix) for k in in_compose)
@@ -76,6 +77,25 @@ def test_compose_environment_is_the_launchers_modulo_hosts_and_database(committe
         for other in SPECS:
             if other is not GATEWAY:
                 assert in_compose[f"GATEWAY_UPSTREAM_{other.name.upper()}"] == f"http://{other.name}:{other.port}"
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_compose_exports_traces_only_when_the_host_names_an_endpoint(committed: dict, spec: ServiceSpec) -> None:
+    env = committed["services"][spec.name]["environment"]
+    assert env["OTEL_SERVICE_NAME"] == spec.name
+    # Empty unless given (`OTEL_EXPORTER_OTLP_ENDPOINT=http://jaeger:4318 docker compose --profile
+    # tracing up`): without Jaeger running, nothing tries to reach it.
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "${OTEL_EXPORTER_OTLP_ENDPOINT:-}"
+
+
+def test_jaeger_is_opt_in_with_its_ui_and_otlp_ports(committed: dict) -> None:
+    jaeger = committed["services"]["jaeger"]
+    assert jaeger["image"].startswith("jaegertracing/all-in-one:")
+    assert jaeger["profiles"] == ["tracing"]  # `docker compose up` alone does not start it
+    assert jaeger["environment"] == {"COLLECTOR_OTLP_ENABLED": "true"}
+    assert set(jaeger["ports"]) == {"16686:16686", "4318:4318"}
+    for spec in SPECS:  # no service waits on an opt-in container
+        assert "jaeger" not in committed["services"][spec.name]["depends_on"]
 
 
 def test_every_container_has_a_healthcheck_probing_readiness(committed: dict) -> None:
