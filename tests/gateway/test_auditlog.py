@@ -109,3 +109,16 @@ def test_editing_what_an_entry_counts_toward_is_named(sandbox: Sandbox) -> None:
     _tamper(sandbox, "UPDATE audit_log SET counts = NULL WHERE idx = 2")
     result = sandbox.client.get("/sandbox/audit/verify", headers=REGULATOR).json()
     assert result["first_broken"]["index"] == 2
+
+
+def test_entries_from_before_traces_still_verify_and_a_changed_trace_id_is_named(sandbox: Sandbox) -> None:
+    """A log written before entries had a trace id (a database from then: the column is added at
+    start-up, NULL) verifies as it did; changing one entry's trace id breaks it."""
+    _traffic(sandbox, 2)
+    assert all(len(e["trace_id"]) == 32 for e in sandbox.entries(with_intents=True))
+    head = ChainHead()
+    before_traces = [head.seal({"at": "t", "status": 200, "path": f"/p/{i}", "trace_id": None}) for i in range(2)]
+    assert verify_chain({k: v for k, v in row.items() if k != "trace_id"} for row in before_traces).ok
+    _tamper(sandbox, "UPDATE audit_log SET trace_id = '00000000000000000000000000000001' WHERE idx = 1")
+    result = sandbox.client.get("/sandbox/audit/verify", headers=REGULATOR).json()
+    assert result["first_broken"]["index"] == 1
