@@ -7,7 +7,9 @@ service function:
   error, after its response is serialised and *before* the response is sent; an endpoint that
   raises (a `Problem` included) has its work rolled back. A commit that fails is the request's
   error: the client gets the 500 problem+json, never a success whose writes were lost.
-- `Database.run(work)` commits after `work(session)` returns, and rolls back if it raises.
+- `Database.run(work)` commits after `work(session)` returns, and rolls back if it raises;
+  `Database.unit_of_work(work)` does the same at once, for start-up code outside any request
+  (the demo world's seed).
 - `Idempotency.run` (services/common/idempotency.py) commits the key's claim first, then the
   work together with the saved response, as its crash-safety needs.
 
@@ -33,20 +35,19 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import anyio
 from fastapi import Depends, Request
-from starlette.concurrency import run_in_threadpool
-from datetime import UTC, datetime
-
 from sqlalchemy import DateTime, Engine, MetaData, event, text
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.types import TypeDecorator
 from sqlalchemy.orm import registry
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, SQLModel, create_engine
+from starlette.concurrency import run_in_threadpool
 
 from services.common.upgrade import add_missing_columns
 
@@ -332,13 +333,15 @@ class Database:
         they must not hold the loop; more units wait in the pool's queue, which also bounds the
         connections in use."""
         if self.is_sqlite:
-            return self._unit(work)
+            return self.unit_of_work(work)
         loop = asyncio.get_running_loop()
         # The worker runs in a copy of this context, so logs carry the request id.
-        return await loop.run_in_executor(self._unit_threads(), contextvars.copy_context().run, self._unit, work)
+        return await loop.run_in_executor(self._unit_threads(), contextvars.copy_context().run, self.unit_of_work, work)
 
-    def _unit(self, work: Callable[[Session], T]) -> T:
-        """`work` as one unit of work: committed once it returns, rolled back if it raises."""
+    def unit_of_work(self, work: Callable[[Session], T]) -> T:
+        """`work` as one unit of work, here and now: committed once it returns, rolled back if it
+        raises. `run` calls it from a request; start-up code outside any request (a service
+        seeding its demo world) calls it directly."""
         with self.session() as session:
             result = work(session)
             if session.in_transaction():  # nothing left to commit when `work` committed its own

@@ -84,7 +84,7 @@ from sqlmodel import Session
 
 from services.common.caller import DIRECT_CALLER, Caller, caller_of
 from services.common.clock import Clock
-from services.common.db import Database, UTCDateTime
+from services.common.db import Database, UTCDateTime, record_first
 from services.common.ids import new_id
 from services.common.prepared import Prepared
 from services.common.problems import PROBLEM_MEDIA_TYPE, Problem
@@ -352,7 +352,7 @@ class Idempotency:
                 "id": self.record_id, "scope": self.scope, "key": self.key, "fingerprint": self.fingerprint,
                 "state": "in_flight", "created_at": self.clock.now(), "token": self.token,
                 "claimed_at": self.wall_clock()}).close()
-            session.commit()  # visible at once, so a concurrent duplicate sees it in flight
+            record_first(session, "the claim is visible at once, so a concurrent duplicate sees it in flight")
         except IntegrityError:
             session.rollback()
             return False
@@ -373,7 +373,7 @@ class Idempotency:
             .where(t.c.id == record.id, t.c.state == record.state, held_by, unchanged)
             .values(state="in_flight", token=token, claimed_at=self.wall_clock(), fenced_deadline=None)
         ).rowcount
-        session.commit()
+        record_first(session, "the claim taken over is visible at once, before the work runs under it")
         if taken != 1:
             return False
         self.record_id, self.token = record.id, token

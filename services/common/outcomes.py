@@ -106,17 +106,17 @@ def outcomes_router(table: Table) -> APIRouter:
         clock = request.app.state.clock
 
         def fence(session: Session) -> IdempotencyOutcome:
+            """One unit of work (`database.run` commits it, with the state it answers)."""
             t = table
             for _ in range(2):  # a claim may win the race for the key's row: then read it again
                 found = session.execute(select(t).where(t.c.scope == scope, t.c.key == key)).first()
                 if found is None:
                     try:
-                        session.execute(insert(t).values(
-                            id=new_id("idem"), scope=scope, key=key, fingerprint=fingerprint, state="fenced",
-                            created_at=clock.now(), fenced_deadline=deadline))
-                        session.commit()
+                        with session.begin_nested():  # losing the race undoes the insert alone
+                            session.execute(insert(t).values(
+                                id=new_id("idem"), scope=scope, key=key, fingerprint=fingerprint, state="fenced",
+                                created_at=clock.now(), fenced_deadline=deadline))
                     except IntegrityError:
-                        session.rollback()
                         continue
                 elif found.fingerprint == fingerprint and found.state == "in_flight":
                     expires = lease_expires_at(found, lease)
@@ -125,12 +125,10 @@ def outcomes_router(table: Table) -> APIRouter:
                         session.execute(update(t).where(t.c.id == found.id, t.c.state == "in_flight", holder)
                                         .values(state="fenced", token=None, claimed_at=None,
                                                 fenced_deadline=deadline))
-                        session.commit()
                 elif found.fingerprint == fingerprint and found.state == "fenced" \
                         and (found.fenced_deadline or 0) < deadline:
                     session.execute(update(t).where(t.c.id == found.id, t.c.state == "fenced")
                                     .values(fenced_deadline=deadline))
-                    session.commit()
                 break
             return _outcome(session, table, key, fingerprint, scope, lease)
 

@@ -74,9 +74,7 @@ def create_app(settings: OpenBankingSettings | None = None, clock: Clock | None 
     db.create_tables()
 
     def seed() -> None:
-        with db.session() as session:  # start-up's own unit of work, outside any request
-            service.seed_bank(session, clock.now())
-            session.commit()
+        db.unit_of_work(lambda session: service.seed_bank(session, clock.now()))  # outside any request
 
     seed()
     payments = payments_client or PaymentsClient(settings.gateway_url, settings.participant_key)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from fastapi import FastAPI
 from pydantic_settings import SettingsConfigDict
 from sqlalchemy import func, select
+from sqlmodel import Session
 
 from services.common.app import build_service_app, configure_logging
 from services.common.clock import Clock
@@ -48,41 +49,43 @@ check is an incorrect number.
 """
 
 
-def seed_demo_accounts(db: Database, clock: Clock) -> None:
+def seed_demo_accounts(session: Session, now: datetime) -> None:
     """Open the demo world's accounts with their opening balances, once."""
-    with db.session() as session:
-        if session.execute(select(func.count()).select_from(Account)).scalar_one():
-            return
-        now = clock.now()
-        for demo in DEMO_ACCOUNTS:
-            account = Account(id=demo.id, kind=demo.kind, owner_name=demo.owner_name,
-                              currency=demo.currency, participant_id=demo.held_by, created_at=now)
-            service.open_with_balance(session, account, to_minor(demo.opening_balance, demo.currency), now)
-        session.commit()
+    if session.execute(select(func.count()).select_from(Account)).scalar_one():
+        return
+    for demo in DEMO_ACCOUNTS:
+        account = Account(id=demo.id, kind=demo.kind, owner_name=demo.owner_name,
+                          currency=demo.currency, participant_id=demo.held_by, created_at=now)
+        service.open_with_balance(session, account, to_minor(demo.opening_balance, demo.currency), now)
 
 
-def seed_demo_mandates(db: Database) -> None:
+def seed_demo_mandates(session: Session) -> None:
     """Grant the demo world's mandates once each, from the day its accounts were opened (the
     sandbox's first start): a restart, or an older database that lacks them, adds what is missing."""
-    with db.session() as session:
-        for demo in DEMO_MANDATES:
-            account = session.get(Account, demo.debtor_account_id)
-            if account is None or session.get(Mandate, demo.id) is not None:
-                continue
-            service.add_mandate(session, Mandate(
-                id=demo.id,
-                debtor_account_id=account.id,
-                grantor_participant_id=account.participant_id,
-                grantee_participant_id=demo.grantee_participant_id,
-                currency=account.currency,
-                max_per_debit_minor=to_minor(demo.max_per_debit, account.currency),
-                max_per_period_minor=to_minor(demo.max_per_period, account.currency),
-                period=demo.period,
-                purpose=demo.purpose,
-                expires_at=account.created_at + timedelta(days=demo.valid_days),
-                created_at=account.created_at,
-            ))
-        session.commit()
+    session.flush()  # the accounts just opened, if any, are read back below
+    for demo in DEMO_MANDATES:
+        account = session.get(Account, demo.debtor_account_id)
+        if account is None or session.get(Mandate, demo.id) is not None:
+            continue
+        service.add_mandate(session, Mandate(
+            id=demo.id,
+            debtor_account_id=account.id,
+            grantor_participant_id=account.participant_id,
+            grantee_participant_id=demo.grantee_participant_id,
+            currency=account.currency,
+            max_per_debit_minor=to_minor(demo.max_per_debit, account.currency),
+            max_per_period_minor=to_minor(demo.max_per_period, account.currency),
+            period=demo.period,
+            purpose=demo.purpose,
+            expires_at=account.created_at + timedelta(days=demo.valid_days),
+            created_at=account.created_at,
+        ))
+
+
+def seed_demo_world(session: Session, now: datetime) -> None:
+    """The demo world's accounts, then the mandates over them: start-up's one unit of work."""
+    seed_demo_accounts(session, now)
+    seed_demo_mandates(session)
 
 
 def create_app(settings: PaymentsSettings | None = None, clock: Clock | None = None) -> FastAPI:
@@ -94,8 +97,7 @@ def create_app(settings: PaymentsSettings | None = None, clock: Clock | None = N
 
     def seed() -> None:
         if settings.seed_demo_data:
-            seed_demo_accounts(db, clock)
-            seed_demo_mandates(db)
+            db.unit_of_work(lambda session: seed_demo_world(session, clock.now()))
 
     seed()
     app = build_service_app(
