@@ -94,8 +94,7 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
     db = Database(database_url(settings.database_url, settings.data_dir, "gateway"), GatewayModel.metadata)
     db.create_tables()
     if settings.seed_demo_data:
-        with db.session() as session:
-            service.seed_demo_participants(session, clock.now())
+        db.unit_of_work(lambda session: service.seed_demo_participants(session, clock.now()))
     upstreams: dict[str, str] = {}
     prefixes: dict[str, str] = {}
     for spec in SERVICES:

@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+from sqlmodel import Session
 
 from sandbox.gateway import repository, service
 from sandbox.gateway.auditlog import ChainHead
@@ -119,14 +120,15 @@ async def _reset_gateway(gateway: Gateway, seed: bool, request_id: str, reconcil
 
 def seeded_participants(db: Database, seed: bool, now: datetime) -> tuple[list[Participant], int]:
     """Participants back to the seeded set, in one transaction: (them, how many admitted ones went)."""
-    with db.session() as session:
+    def reseed(session: Session) -> tuple[set[str], list[Participant]]:
         before = {row.id for row in repository.all_participants(session)}
         repository.delete_participants(session)
         if seed:
-            service.seed_demo_participants(session, now)  # commits
-        else:
-            session.commit()
-        participants = repository.all_participants(session)
+            service.seed_demo_participants(session, now)
+        session.flush()
+        return before, repository.all_participants(session)
+
+    before, participants = db.unit_of_work(reseed)
     return participants, len(before - {row.id for row in participants})
 
 

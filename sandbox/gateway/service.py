@@ -32,12 +32,17 @@ from sandbox.gateway.schemas import (
     RuleHitPublic,
     VerificationPublic,
 )
+from services.common.db import record_first
 from services.common.demo import DEMO_PARTICIPANT_LIMITS, DEMO_PARTICIPANTS
 from services.common.ids import new_id
 from services.common.money import Money, to_minor
 from services.common.problems import Problem, not_found
 
 REPORTING = "CNY"
+# Why a regulator's change commits before its unit of work ends: the handler then appends it to
+# the audit log (its own transaction) and the gateway's memory follows it; neither may record a
+# change the database might still lose, and on SQLite the log's writer would wait on ours.
+CHANGE_BEFORE_LOG = "the change is durable before the audit log and the gateway's memory record it"
 
 
 def _key_hint(api_key: str) -> str:
@@ -52,7 +57,6 @@ def seed_demo_participants(session: Session, now: datetime) -> None:
             row = repository.get_participant(session, demo.id)
             if row is not None and row.kind != demo.kind and row.key_hash == hash_key(demo.api_key):
                 row.kind = demo.kind
-        session.commit()
         return
     start = now.replace(hour=0, minute=0, second=0, microsecond=0)
     for demo in DEMO_PARTICIPANTS:
@@ -67,7 +71,6 @@ def seed_demo_participants(session: Session, now: datetime) -> None:
             max_customers=limits.max_customers, rate_limit_per_minute=limits.rate_limit_per_minute,
             created_at=now,
         ))
-    session.commit()
 
 
 def participant_public(row: Participant) -> ParticipantPublic:
@@ -103,7 +106,7 @@ def admit_participant(session: Session, gateway: Gateway, body: ParticipantCreat
         created_at=now,
     )
     session.add(row)
-    session.commit()
+    record_first(session, CHANGE_BEFORE_LOG)
     gateway.remember(row)
     return ParticipantAdmitted(**participant_public(row).model_dump(), api_key=api_key)
 
@@ -126,7 +129,7 @@ def set_status(session: Session, gateway: Gateway, participant_id: str, status: 
                       participant_id=row.id)
     row.status, row.status_reason = status, reason
     session.add(row)
-    session.commit()
+    record_first(session, CHANGE_BEFORE_LOG)
     gateway.remember(row)
     return participant_public(row)
 
@@ -212,7 +215,7 @@ def assign_alert(session: Session, alert_id: str, assignee: str) -> AlertPublic:
     row = _open_alert(session, alert_id)
     row.status, row.assignee = "assigned", assignee
     session.add(row)
-    session.commit()
+    record_first(session, CHANGE_BEFORE_LOG)
     return alert_public(row)
 
 
@@ -220,7 +223,7 @@ def close_alert(session: Session, alert_id: str, resolution: str, note: str | No
     row = _open_alert(session, alert_id)
     row.status, row.resolution, row.note, row.closed_at = "closed", resolution, note, now
     session.add(row)
-    session.commit()
+    record_first(session, CHANGE_BEFORE_LOG)
     return alert_public(row)
 
 
