@@ -1,6 +1,7 @@
 """The README's walkthroughs stay true: a fresh sandbox is launched as `make run` does (every
-service on SQLite, on ports moved by an offset), then the example scripts and the README's own
-curl blocks run against it, unchanged but for the port, and what they print is checked."""
+service on SQLite, on ports moved by an offset), then the README's own curl blocks and its
+narrated scenarios (and the example scripts that play them) run against it, unchanged but for
+the port, and what they print is checked."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from sandbox.topology import built_services
+from tests.support.docs_runner import first_missing_line
 from tests.support.ports import free_port_offset
 from tests.support.stack import sandbox_for
 
@@ -82,25 +84,37 @@ def check_the_advisor_walkthrough_replays_its_figures(gateway: str) -> None:
         assert any(line.startswith(expected.rstrip()) for line in out), (expected, out)
 
 
-def check_the_tpp_journey_ends_in_the_ledger_and_the_log(gateway: str) -> None:
+def _narrated_sessions() -> list[tuple[str, str]]:
+    """The README's narrated-scenario session: each `$ ` command and the lines it documents."""
+    start = README.index("```console", README.index("## Narrated scenarios"))
+    start = README.index("```console", start + 1)  # the first is `demo --list`, which the docs runner runs
+    body = README[start + len("```console"):README.index("```", start + len("```console"))]
+    sessions: list[tuple[str, list[str]]] = []
+    for line in body.strip("\n").splitlines():
+        if line.startswith("$ "):
+            sessions.append((line[2:], []))
+        else:
+            sessions[-1][1].append(line)
+    return [(command, "\n".join(lines)) for command, lines in sessions]
+
+
+def check_the_narrated_scenarios_print_what_the_readme_shows(gateway: str) -> None:
+    """The 310 loan and the TPP journey, as `fintech-sandbox demo` narrates them (its own checks
+    pass, or it exits 1), printing the lines the README documents, console links included."""
+    port = int(gateway.rsplit(":", 1)[1])
+    sessions = _narrated_sessions()
+    assert [command.split()[-1] for command, _ in sessions] == ["loan-310", "tpp-journey"]
+    for command, documented in sessions:
+        out = _bash(f"{command} --gateway-url {gateway}", gateway)
+        documented = documented.replace("127.0.0.1:8005", f"127.0.0.1:{port + 5}")
+        assert first_missing_line(documented, out) is None, (first_missing_line(documented, out), out)
+    # The example scripts are one line now: they play the same scenarios, the gateway URL first.
     out = _bash(f"examples/tpp_journey.sh {gateway}", gateway)
-    assert "AcceptedCreditSettlementCompleted" in out
-    assert re.search(r"ledger: pay_\w+ payment 25.00 -> acc_00000000000000000000000b04 \(Coffee beans\)", out)
-    hops = re.findall(r"log #\d+ (ptp_\w+) POST (\S+) 201 approve", out)
-    assert hops == [("ptp_00000000000000000000000013", "/payments/transfers"),
-                    ("ptp_00000000000000000000000002", "/open-banking/v3.1/pisp/domestic-payments")]
-
-
-def check_the_310_loan_lands_in_the_merchants_wallet(gateway: str) -> None:
-    out = _bash(f"examples/loan_310.sh {gateway}", gateway)
-    assert "decision: approve" in out
-    assert len(re.findall(r"^  [A-Z_]+ +- *\d+  ", out, re.MULTILINE)) == 4  # the top four reasons
-    assert "disbursed 20000.00 CNY" in out
-    before, after = re.findall(r"holds ([\d.]+) CNY", out)
-    assert float(after) - float(before) == 20000.00
-    assert "decision_ms" in out
+    assert "PASSED tpp-journey" in out and "AcceptedCreditSettlementCompleted" in out
+    out = _bash(f"examples/loan_310.sh {gateway} --no-color", gateway)
+    assert "PASSED loan-310" in out
     # The lender collects under the wallet owner's mandate to it, not on a key that may debit anything.
-    assert "debited under the loan's mandate mdt_00000000000000000000000002" in out
+    assert "✓ Demo Lender may debit Chen's account under an active mandate" in out
 
 
 def test_every_readme_walkthrough_runs_against_a_fresh_sandbox(gateway: str) -> None:
@@ -108,5 +122,4 @@ def test_every_readme_walkthrough_runs_against_a_fresh_sandbox(gateway: str) -> 
     check_the_payments_walkthrough_moves_money(gateway)
     check_the_gateway_walkthrough_approves_flags_blocks_and_refuses(gateway)
     check_the_advisor_walkthrough_replays_its_figures(gateway)
-    check_the_tpp_journey_ends_in_the_ledger_and_the_log(gateway)
-    check_the_310_loan_lands_in_the_merchants_wallet(gateway)
+    check_the_narrated_scenarios_print_what_the_readme_shows(gateway)
