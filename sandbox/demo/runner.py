@@ -40,7 +40,8 @@ def console_url_beside(gateway_url: str) -> str:
 
 def main(args: argparse.Namespace) -> int:
     # soft_wrap: a long line (a body, a console link) stays one line, readable and greppable in CI logs.
-    out = Console(no_color=args.no_color, highlight=False, soft_wrap=True)
+    # --no-color: no styles at all (rich also goes plain when not on a terminal, or with NO_COLOR set).
+    out = Console(color_system=None if args.no_color else "auto", highlight=False, soft_wrap=True)
     if args.list:
         width = max(len(s.name) for s in SCENARIOS)
         for s in SCENARIOS:
