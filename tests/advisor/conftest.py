@@ -14,12 +14,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.advisor.main import AdvisorSettings, create_app
-from services.common.payments_client import PaymentsClient
 from services.common.clock import frozen_clock
 from services.common.demo import DEMO_REGULATOR_KEY
+from services.common.payments_client import PaymentsClient
 from services.payments.main import PaymentsSettings
 from services.payments.main import create_app as create_payments_app
-from tests.support.servers import prefix_router, serve
+from tests.support.servers import payments_behind_gateway, serve
 
 LI_WEI = "acc_00000000000000000000000001"  # a Demo Wallet Co wallet holding CNY 5,000
 ZHANG_MIN = "acc_00000000000000000000000002"  # a Demo Wallet Co wallet holding CNY 1,200
@@ -44,18 +44,6 @@ MEDIUM_30 = {
 
 def answers(**overrides: Any) -> dict[str, Any]:
     return {**MEDIUM_30, **overrides}
-
-
-@contextmanager
-def payments_behind_gateway(tmp_path: Path) -> Iterator[str]:
-    """The real payments app over real HTTP, under /payments as the gateway routes it."""
-    payments = create_payments_app(PaymentsSettings(data_dir=tmp_path / "payments"))
-    with serve(prefix_router({"/payments": payments})) as base:
-        yield base
-
-
-def balance(base: str, account_id: str) -> str:
-    return httpx.get(f"{base}/payments/accounts/{account_id}/balance").json()["available"]["amount"]
 
 
 def advisor_app(tmp_path: Path, payments_url: str = "http://127.0.0.1:9", database_url: str | None = None,

@@ -10,12 +10,11 @@ from tests.advisor.conftest import (
     CUSTODY,
     LI_WEI,
     advisor_app,
-    balance,
     deposit,
     funded_account,
     open_account,
-    payments_behind_gateway,
 )
+from tests.support.servers import balance, payments_behind_gateway
 
 
 def test_deposit_moves_money_from_the_wallet_to_custody_and_buys_units(advisor: TestClient, payments: str) -> None:

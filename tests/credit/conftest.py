@@ -31,7 +31,7 @@ from services.openbanking.main import OpenBankingSettings
 from services.openbanking.main import create_app as create_bank_app
 from services.payments.main import PaymentsSettings
 from services.payments.main import create_app as create_payments_app
-from tests.support.servers import prefix_router, serve
+from tests.support.servers import serve
 
 CHEN_WALLET = "acc_00000000000000000000000004"
 LENDER_FLOAT = "acc_00000000000000000000000005"
@@ -73,19 +73,6 @@ def credit(tmp_path: Path) -> Iterator[TestClient]:
     """The credit service alone (nothing listens where its gateway would be)."""
     with TestClient(credit_app(tmp_path)) as client:
         yield client
-
-
-@contextmanager
-def payments_behind_gateway(tmp_path: Path) -> Iterator[str]:
-    """The real payments app over real HTTP, under /payments as the gateway routes it."""
-    payments = create_payments_app(PaymentsSettings(data_dir=tmp_path / "payments"))
-    with serve(prefix_router({"/payments": payments})) as base:
-        yield base
-
-
-def balance(base: str, account_id: str) -> str:
-    """The available balance exactly as payments states it (a decimal string, never a float)."""
-    return httpx.get(f"{base}/payments/accounts/{account_id}/balance").json()["available"]["amount"]
 
 
 def amount(money: dict[str, str]) -> Decimal:

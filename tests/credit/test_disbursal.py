@@ -14,10 +14,9 @@ from tests.credit.conftest import (
     ZHANG_MIN,
     amount,
     application,
-    balance,
     credit_app,
-    payments_behind_gateway,
 )
+from tests.support.servers import balance, payments_behind_gateway
 
 
 def test_chen_applies_and_the_loan_lands_in_the_wallet(tmp_path: Path, database_url: str | None) -> None:

@@ -11,8 +11,8 @@ from sandbox.gateway.main import GatewaySettings
 from sandbox.gateway.main import create_app as create_gateway_app
 from services.payments.main import PaymentsSettings
 from services.payments.main import create_app as create_payments_app
-from tests.credit.conftest import CHEN_WALLET, LENDER_FLOAT, amount, application, balance, credit_app
-from tests.support.servers import prefix_router, serve
+from tests.credit.conftest import CHEN_WALLET, LENDER_FLOAT, amount, application, credit_app
+from tests.support.servers import balance, prefix_router, serve
 
 
 def test_chen_gets_the_loan_through_the_gateway(tmp_path: Path) -> None:
