@@ -29,7 +29,7 @@ def database_files(data_dir: Path, names: list[str]) -> list[Path]:
 
 def wipe_databases(data_dir: Path) -> list[Path]:
     """Delete every service's and the gateway's database in `data_dir` (logs stay): `run --fresh`."""
-    files = database_files(data_dir, [spec.name for spec in SERVICES])
+    files = database_files(data_dir, [spec.name for spec in SERVICES if spec.has_database])
     for path in files:
         path.unlink()
     return files
@@ -48,7 +48,7 @@ def reset(data_dir: Path, port_offset: int = 0) -> int:
     if _answering(gateway_port):
         return reset_running(f"http://127.0.0.1:{gateway_port}")
     running = [f"{spec.name} (port {spec.port + port_offset})" for spec in SERVICES
-               if spec is not GATEWAY and _answering(spec.port + port_offset)]
+               if spec.kind == "service" and _answering(spec.port + port_offset)]
     if running:
         print(f"The gateway does not answer on port {gateway_port}, but {', '.join(running)} do: stop the "
               "sandbox (Ctrl-C in its terminal) or start it whole, then reset again.", file=sys.stderr)
@@ -97,7 +97,7 @@ def reset_offline(data_dir: Path) -> int:
     from sandbox.gateway.reset import reset_gateway_offline
     from services.common.db import Database, database_url
 
-    services = [spec.name for spec in SERVICES if spec is not GATEWAY]
+    services = [spec.name for spec in SERVICES if spec.kind == "service"]
     files = database_files(data_dir, services)
     for path in files:
         path.unlink()

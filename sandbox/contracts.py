@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from sandbox.participant_contract import ServiceContract, participant_contract, screened_by_gateway
-from sandbox.topology import ServiceSpec, built_services
+from sandbox.topology import ServiceSpec, api_services
 
 OPENAPI_DIR = Path(__file__).resolve().parent.parent / "openapi"
 PARTICIPANT_FILE = "sandbox.json"  # what participants call at the gateway (sandbox/participant_contract.py)
@@ -56,7 +56,7 @@ def render(document: dict[str, Any]) -> str:
 def participant_document(documents: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """openapi/sandbox.json from the services' documents (by service name), as the gateway serves them."""
     services = [ServiceContract(spec.name, spec.gateway_prefix, documents[spec.name])
-                for spec in built_services() if spec.gateway_prefix is not None]
+                for spec in api_services() if spec.kind == "service"]
     return participant_contract(services, screened_by_gateway())
 
 
@@ -64,7 +64,7 @@ def export(out_dir: Path = OPENAPI_DIR) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     documents = {}
-    for spec in built_services():
+    for spec in api_services():  # the console is a UI: no document of its own
         path = out_dir / f"{spec.name}.json"
         documents[spec.name] = build_app(spec).openapi()
         path.write_text(render(documents[spec.name]), encoding="utf-8")

@@ -107,11 +107,15 @@ def stop(running: list[Running]) -> None:
 
 
 def banner(running: list[Running], data_dir: Path) -> str:
-    gateway = next((r for r in running if r.spec.gateway_prefix is None), None)
+    gateway = next((r for r in running if r.spec.kind == "gateway"), None)
     lines = ["", "Fintech sandbox is up (SQLite files in %s; logs in %s)" % (data_dir, data_dir / "logs"), ""]
     lines.append(f"  {'service':<12} {'direct URL':<24} {'API docs':<32} {'through the gateway'}")
     for r in running:
         base = f"http://127.0.0.1:{r.port}"
+        if r.spec.kind == "console":  # a web UI, not an API: open it in a browser
+            lines.append(f"  {r.spec.name:<12} {base + '/':<24} {'-':<32} open in a browser: service map, "
+                         "live feed, alerts, integrity")
+            continue
         via = (f"http://127.0.0.1:{gateway.port}{r.spec.gateway_prefix}/..."
                if gateway and r.spec.gateway_prefix else ("regulator API at /sandbox/..." if r is gateway else "-"))
         lines.append(f"  {r.spec.name:<12} {base:<24} {base + '/docs':<32} {via}")

@@ -4,7 +4,14 @@ from it by `fintech-sandbox compose`), the OpenAPI export and the contract tests
 from __future__ import annotations
 
 import importlib.util
+import json
 from dataclasses import dataclass
+from typing import Literal
+
+# What a process in the topology is: the gateway (the regulator's door), a service behind it
+# (an API with its own database, exported to openapi/ and fuzzed), or the console (a web UI that
+# reads the others' public APIs: no database, no OpenAPI document of its own).
+SpecKind = Literal["gateway", "service", "console"]
 
 
 @dataclass(frozen=True)
@@ -13,8 +20,18 @@ class ServiceSpec:
     port: int
     app: str  # "module:factory", a zero-argument create_app() reading its settings from env
     env_prefix: str  # settings come from <PREFIX>DATABASE_URL, <PREFIX>DATA_DIR, ...
-    gateway_prefix: str | None  # path prefix at the gateway; None for the gateway itself
+    gateway_prefix: str | None  # path prefix at the gateway; None for the gateway and the console
     title: str
+    kind: SpecKind = "service"
+
+    @property
+    def has_api(self) -> bool:
+        """An API with an OpenAPI document (exported, fuzzed, /docs), not a UI."""
+        return self.kind != "console"
+
+    @property
+    def has_database(self) -> bool:
+        return self.kind != "console"
 
     @property
     def module(self) -> str:
@@ -29,7 +46,9 @@ class ServiceSpec:
 
 
 GATEWAY = ServiceSpec("gateway", 8000, "sandbox.gateway.main:create_app", "GATEWAY_", None,
-                      "Regulatory sandbox gateway")
+                      "Regulatory sandbox gateway", kind="gateway")
+CONSOLE = ServiceSpec("console", 8005, "sandbox.console.main:create_app", "CONSOLE_", None,
+                      "Sandbox console: the service map, live feed, alerts and integrity", kind="console")
 SERVICES: tuple[ServiceSpec, ...] = (
     GATEWAY,
     ServiceSpec("payments", 8001, "services.payments.main:create_app", "PAYMENTS_", "/payments",
@@ -40,6 +59,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
                 "Robo-advisor"),
     ServiceSpec("openbanking", 8004, "services.openbanking.main:create_app", "OPENBANKING_",
                 "/open-banking", "Open banking: Sandbox Bank's OBIE API"),
+    CONSOLE,
 )
 
 
@@ -51,7 +71,13 @@ def by_name(name: str) -> ServiceSpec:
 
 
 def built_services() -> list[ServiceSpec]:
+    """Every process the launcher and compose start: the gateway, the services, the console."""
     return [spec for spec in SERVICES if spec.is_built()]
+
+
+def api_services() -> list[ServiceSpec]:
+    """The built processes with an API (the gateway and the services): exported, fuzzed, /docs."""
+    return [spec for spec in built_services() if spec.has_api]
 
 
 def environment(
@@ -68,6 +94,14 @@ def environment(
 
     p = spec.env_prefix
     env = {f"{p}GATEWAY_URL": url(GATEWAY)}
+    if spec.kind == "console":
+        from services.common.demo import DEMO_REGULATOR_KEY
+
+        # The console reads only public APIs: the regulator's at the gateway, and every
+        # process's health (and payments' invariants) on its own port.
+        env[f"{p}REGULATOR_KEY"] = DEMO_REGULATOR_KEY
+        env[f"{p}SERVICE_URLS"] = json.dumps({other.name: url(other) for other in SERVICES if other.has_api})
+        return env
     if compose:
         env[f"{p}DATABASE_URL"] = f"postgresql://postgres:sandbox@postgres:5432/{spec.name}"
     else:
@@ -76,6 +110,6 @@ def environment(
         env[f"{p}PARTICIPANT_KEY"] = SERVICE_PARTICIPANT_KEYS[spec.name]
     if spec is GATEWAY:
         for other in SERVICES:
-            if other is not GATEWAY:
+            if other.kind == "service":
                 env[f"{p}UPSTREAM_{other.name.upper()}"] = url(other)
     return env

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from sandbox import compose
-from sandbox.topology import GATEWAY, SERVICES, ServiceSpec, built_services, environment
+from sandbox.topology import CONSOLE, GATEWAY, SERVICES, ServiceSpec, built_services, environment
 
 SPECS = built_services()
 INSTALL_HINT = (
@@ -75,7 +75,7 @@ def test_compose_environment_is_the_launchers_modulo_hosts_and_database(committe
     assert in_compose[f"{spec.env_prefix}GATEWAY_URL"] == f"http://gateway:{GATEWAY.port}"
     if spec is GATEWAY:
         for other in SPECS:
-            if other is not GATEWAY:
+            if other.kind == "service":
                 assert in_compose[f"GATEWAY_UPSTREAM_{other.name.upper()}"] == f"http://{other.name}:{other.port}"
 
 
@@ -116,23 +116,29 @@ def test_start_up_waits_on_health(committed: dict) -> None:
         depends = services[spec.name]["depends_on"]
         assert isinstance(depends, dict), "depends_on must use conditions, not a bare list"
         assert all(d == {"condition": "service_healthy"} for d in depends.values()), depends
-        assert "postgres" in depends
+        assert ("postgres" in depends) == spec.has_database
     gateway_deps = set(services[GATEWAY.name]["depends_on"])
-    assert gateway_deps == {"postgres"} | {s.name for s in SPECS if s is not GATEWAY}
+    assert gateway_deps == {"postgres"} | {s.name for s in SPECS if s.kind == "service"}
     for spec in SPECS:
-        if spec is not GATEWAY:  # nothing waits on the gateway, so there is no cycle
+        if spec.kind == "service":  # no service waits on the gateway, so there is no cycle
             assert GATEWAY.name not in services[spec.name]["depends_on"]
+    # The console reads the gateway's API and waits for it; nothing waits on the console.
+    assert set(services[CONSOLE.name]["depends_on"]) == {GATEWAY.name}
+    assert not [s.name for s in SPECS if CONSOLE.name in services[s.name]["depends_on"]]
 
 
 def test_postgres_init_creates_one_database_per_service(committed: dict) -> None:
     sql = compose.POSTGRES_INIT.read_text(encoding="utf-8")
     created = re.findall(r"^CREATE DATABASE (\w+);$", sql, flags=re.MULTILINE)
-    assert sorted(created) == sorted(s.name for s in SPECS)
+    assert sorted(created) == sorted(s.name for s in SPECS if s.has_database)
     assert len(created) == len(set(created))
     postgres = committed["services"]["postgres"]
     assert f"./{compose.POSTGRES_INIT.relative_to(compose.ROOT)}:/docker-entrypoint-initdb.d/init.sql:ro" in postgres["volumes"]
     password = postgres["environment"]["POSTGRES_PASSWORD"]
     for spec in SPECS:
+        if not spec.has_database:  # the console keeps nothing: it reads the others' APIs
+            assert f"{spec.env_prefix}DATABASE_URL" not in committed["services"][spec.name]["environment"]
+            continue
         url = committed["services"][spec.name]["environment"][f"{spec.env_prefix}DATABASE_URL"]
         assert url == f"postgresql://postgres:{password}@postgres:5432/{spec.name}"
 

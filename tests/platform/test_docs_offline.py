@@ -17,10 +17,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from sandbox.contracts import load_factory
-from sandbox.topology import ServiceSpec, built_services
+from sandbox.topology import ServiceSpec, api_services
 from tests.support.servers import wait_ready
 
-SERVICES = built_services()
+SERVICES = api_services()  # the console's own pages: tests/console
 PAGES = ("/docs", "/redoc")
 # page -> the document it renders: every service's own, but the gateway's /docs and /redoc show
 # the participant's contract (sandbox/gateway/docs.py) and its own document moves under /sandbox.

@@ -50,11 +50,15 @@ def test_run_exit_when_ready_starts_everything_prints_urls_and_leaves_nothing_ru
 
     assert "Fintech sandbox is up" in out
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith("  ") and line.split()}
-    gateway_port = next(s.port for s in SPECS if s.gateway_prefix is None) + offset
+    gateway_port = next(s.port for s in SPECS if s.kind == "gateway") + offset
     for spec in SPECS:
         url = f"http://127.0.0.1:{spec.port + offset}"
         assert spec.name in rows, f"{spec.name} missing from the banner:\n{out}"
         row = rows[spec.name]
+        if spec.kind == "console":  # a web UI: no API docs, no database, only its log
+            assert row[1] == f"{url}/" and row[2] == "-", row
+            assert (data_dir / "logs" / f"{spec.name}.log").exists()
+            continue
         assert row[1] == url and row[2] == f"{url}/docs", row
         if spec.gateway_prefix:
             assert row[3] == f"http://127.0.0.1:{gateway_port}{spec.gateway_prefix}/...", row

@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from sandbox.contracts import OPENAPI_DIR, PARTICIPANT_FILE, load_factory, scratch_env
-from sandbox.topology import built_services
+from sandbox.topology import api_services
 from services.common.problems import PROBLEM_MEDIA_TYPE
 from tests.support.gateway_fuzz import admit_fuzz_participant, sandbox_in_process
 
@@ -69,7 +69,7 @@ def check_405(response: httpx.Response, method: str, path: str, allowed: set[str
     return problems
 
 
-@pytest.mark.parametrize("spec", built_services(), ids=lambda spec: spec.name)
+@pytest.mark.parametrize("spec", api_services(), ids=lambda spec: spec.name)
 def test_each_service_answers_a_method_it_does_not_serve_with_405_and_allow(spec) -> None:  # type: ignore[no-untyped-def]
     with scratch_env(spec):
         app = load_factory(spec)()

@@ -19,15 +19,15 @@ from sandbox.participant_contract import (
     proxied_operations,
     walk,
 )
-from sandbox.topology import built_services
+from sandbox.topology import api_services
 
-PROXIED = [spec for spec in built_services() if spec.gateway_prefix is not None]
+PROXIED = [spec for spec in api_services() if spec.kind == "service"]
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
 
 @cache
 def _service_documents() -> dict[str, dict[str, Any]]:
-    return {spec.name: build_app(spec).openapi() for spec in built_services()}
+    return {spec.name: build_app(spec).openapi() for spec in api_services()}
 
 
 @cache

@@ -17,7 +17,7 @@ from sandbox.topology import built_services
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = built_services()
-GATEWAY_PORT = next(s.port for s in SPECS if s.gateway_prefix is None)
+GATEWAY_PORT = next(s.port for s in SPECS if s.kind == "gateway")
 REGULATOR_KEY = "sbx_regulator_key"
 
 
