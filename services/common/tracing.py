@@ -29,7 +29,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import httpx
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.instrumentation.httpx import AsyncOpenTelemetryTransport, SyncOpenTelemetryTransport
 from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
@@ -100,6 +100,12 @@ def install_tracing(app: Any, service_name: str, engines: list[Engine]) -> Trace
     app.state.tracer_provider = provider
     if provider is None:
         return None
+    if ids_only(provider):
+        # Nothing is recorded, so the instrumentations' attributes, route matching and message
+        # wrappers would be paid for nothing: a span context per request is all that is needed.
+        app.add_middleware(TraceIdHeaderMiddleware)
+        app.add_middleware(TraceContextMiddleware, tracer=provider.get_tracer(__name__))
+        return provider
     # No spans for each ASGI message: two per request that say nothing a learner can use.
     FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, meter_provider=_NO_METRICS,
                                        excluded_urls=UNTRACED_PATHS, exclude_spans=["receive", "send"])
@@ -109,6 +115,52 @@ def install_tracing(app: Any, service_name: str, engines: list[Engine]) -> Trace
         EngineTracer(tracer, engine, connections)
     app.add_middleware(TraceIdHeaderMiddleware)
     return provider
+
+
+def ids_only(provider: TracerProvider | None) -> bool:
+    """Whether the provider only hands out trace ids (nothing sampled, nothing exported)."""
+    return provider is not None and provider.sampler is ALWAYS_OFF
+
+
+class TraceContextMiddleware:
+    """Trace ids only: the request continues the caller's `traceparent` (or starts a trace) as
+    an unsampled span, so the trace id and the next hop's `traceparent` exist."""
+
+    def __init__(self, app: Any, tracer: trace.Tracer) -> None:
+        self.app = app
+        self.tracer = tracer
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        carrier = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]
+                   if name in (b"traceparent", b"tracestate")}
+        context = propagate.extract(carrier) if carrier else None
+        with self.tracer.start_as_current_span("request", context=context, kind=trace.SpanKind.SERVER,
+                                               record_exception=False, set_status_on_exception=False):
+            await self.app(scope, receive, send)
+
+
+def _inject_traceparent(request: httpx.Request) -> None:
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    for name, value in carrier.items():
+        request.headers[name] = value  # replaces one a participant sent: the hop is ours
+
+
+class _PropagatingAsyncTransport(httpx.AsyncBaseTransport):
+    """Trace ids only: the hop carries `traceparent`, and no client span is made."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        _inject_traceparent(request)
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 def current_trace_id() -> str | None:
@@ -158,6 +210,9 @@ class _ServedServiceTransport(httpx.BaseTransport):
         provider = _provider_of_current_span()
         if provider is None or not trace.get_current_span().get_span_context().is_valid:
             return self.inner.handle_request(request)  # not inside a traced request
+        if ids_only(provider):
+            _inject_traceparent(request)
+            return self.inner.handle_request(request)
         traced = self._traced.get(id(provider))
         if traced is None:
             traced = self._traced[id(provider)] = SyncOpenTelemetryTransport(
@@ -181,6 +236,8 @@ def traced_transport(transport: httpx.AsyncBaseTransport, provider: TracerProvid
     """An async transport (the gateway's, per upstream) whose requests are client spans."""
     if provider is None:
         return transport
+    if ids_only(provider):
+        return _PropagatingAsyncTransport(transport)
     return AsyncOpenTelemetryTransport(transport, tracer_provider=provider, meter_provider=_NO_METRICS)
 
 

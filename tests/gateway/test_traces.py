@@ -44,17 +44,29 @@ class Stack:
 def stack(tmp_path: Path) -> Iterator[Stack]:
     """Gateway, credit and payments on loopback ports, each app built to record its spans."""
     with also_export_to(InMemorySpanExporter()) as spans:
-        to_gateway = httpx.Client()  # credit's calls go through the gateway, whose port we learn below
-        payments = create_payments_app(PaymentsSettings(data_dir=tmp_path / "payments"))
-        with serve(payments) as payments_url, serve(credit_app(tmp_path, to_gateway)) as credit_url:
-            gateway = create_gateway_app(GatewaySettings(
-                data_dir=tmp_path / "gateway", upstream_payments=payments_url, upstream_credit=credit_url))
-            with serve(gateway) as gateway_url, \
-                    httpx.Client(base_url=f"{gateway_url}/credit", headers={"X-API-Key": "sbx_demo_lender_key"},
-                                 timeout=30) as lender, \
-                    httpx.Client(base_url=gateway_url, headers={"X-API-Key": DEMO_REGULATOR_KEY}) as regulator:
-                to_gateway.base_url = httpx.URL(gateway_url)
-                yield Stack(lender, regulator, spans)
+        yield from _served(tmp_path, spans)
+
+
+@pytest.fixture
+def ids_only_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    """The same, in the default mode: no endpoint, nothing recorded."""
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)
+    yield from _served(tmp_path, InMemorySpanExporter())
+
+
+def _served(tmp_path: Path, spans: InMemorySpanExporter) -> Iterator[Stack]:
+    to_gateway = httpx.Client()  # credit's calls go through the gateway, whose port we learn below
+    payments = create_payments_app(PaymentsSettings(data_dir=tmp_path / "payments"))
+    with serve(payments) as payments_url, serve(credit_app(tmp_path, to_gateway)) as credit_url:
+        gateway = create_gateway_app(GatewaySettings(
+            data_dir=tmp_path / "gateway", upstream_payments=payments_url, upstream_credit=credit_url))
+        with serve(gateway) as gateway_url, \
+                httpx.Client(base_url=f"{gateway_url}/credit", headers={"X-API-Key": "sbx_demo_lender_key"},
+                             timeout=30) as lender, \
+                httpx.Client(base_url=gateway_url, headers={"X-API-Key": DEMO_REGULATOR_KEY}) as regulator:
+            to_gateway.base_url = httpx.URL(gateway_url)
+            yield Stack(lender, regulator, spans)
 
 
 def _service(span: ReadableSpan) -> str:
@@ -119,6 +131,17 @@ def test_a_310_loan_is_one_trace_across_gateway_credit_and_payments(stack: Stack
     assert {(e["service"], e["via"] is not None) for e in entries} == {("credit", False), ("payments", True)}
     assert all(e["trace_id"] == LENDER_TRACE for e in entries)
     assert stack.regulator.get("/sandbox/audit/verify").json()["ok"] is True
+
+
+def test_without_a_collector_the_loans_hops_still_share_the_lenders_trace_id(ids_only_stack: Stack) -> None:
+    decided = ids_only_stack.lender.post("/applications", json=application())
+    loan = ids_only_stack.lender.post(f"/loans/{decided.json()['loan_id']}/disbursement",
+                                      headers={"traceparent": TRACEPARENT})
+    assert loan.status_code == 200, loan.text
+    assert loan.headers["x-trace-id"] == LENDER_TRACE
+    entries = ids_only_stack.audit_entries(trace_id=LENDER_TRACE)
+    assert {(e["service"], e["via"] is not None) for e in entries} == {("credit", False), ("payments", True)}
+    assert ids_only_stack.spans.get_finished_spans() == ()  # nothing recorded
 
 
 def test_a_refusal_names_the_participants_trace(stack: Stack) -> None:
