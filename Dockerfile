@@ -6,4 +6,4 @@ COPY services ./services
 COPY sandbox ./sandbox
 RUN pip install --no-cache-dir . && useradd --create-home sandbox
 USER sandbox
-EXPOSE 8000 8001 8002 8003 8004
+EXPOSE 8000 8001 8002 8003 8004 8005
