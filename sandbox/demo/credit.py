@@ -46,6 +46,12 @@ def loan_310(scene: Scene) -> None:
         show=("score.score", "score.band", "score.probability_of_default", "decision.outcome",
               "decision.risk_tier", "decision.apr_percent", "decision.amount_offered.amount",
               "timings.decision_ms")))
+    offered = application["decision.amount_offered.amount"]
+    scene.check(offered is not None and Decimal(offered) == ASKED,
+                f"offered the {ASKED} CNY asked for: within the credit line the score earns",
+                f"offered {offered} of a {application['decision.limit.amount']} CNY line "
+                f"({application['decision.rule']}): earlier runs' loans still use it; "
+                "`fintech-sandbox reset` starts over")
     for reason in application["score.reasons"] or []:
         scene.say(f"      reason {reason['code']}: -{reason['points_lost']} points: {reason['text']}")
     scene.check(application["decision.outcome"] == "approve" and application["decision.rule"] == "score",

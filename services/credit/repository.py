@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlmodel import Session
 
 from services.credit.models import Application, BankConsentLink, Instalment, Loan, Repayment
@@ -54,6 +54,14 @@ class LoansRepository:
         return self.session.execute(
             select(Loan).where(Loan.application_id == application_id)
         ).scalar_one_or_none()
+
+    def outstanding_minor(self, account_id: str, currency: str) -> int:
+        """What the borrower paid into `account_id` still owes (principal less repaid), over
+        every loan not yet repaid, approved ones not yet paid out included."""
+        owed = select(func.coalesce(func.sum(Loan.principal_minor - Loan.repaid_minor), 0)).where(
+            Loan.account_id == account_id, Loan.currency == currency,
+            Loan.status.in_(("approved", "disbursing", "disbursed")))
+        return int(self.session.execute(owed).scalar_one())
 
     def claim_for_payout(self, loan_id: str, now: datetime, stale_before: datetime) -> bool:
         """approved -> disbursing, or take over a payout whose worker vanished; one winner."""

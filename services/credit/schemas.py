@@ -269,11 +269,15 @@ class DecisionPublic(BaseModel):
     """Approve, refer (to a human underwriter) or decline, and the terms when approved."""
 
     outcome: Literal["approve", "refer", "decline"]
-    rule: Literal["score", "magic-applicant"]
+    rule: Literal["score", "magic-applicant", "credit-line-used"] = Field(
+        description="What decided it: the score, a magic applicant name, or `credit-line-used` (the "
+                    "score qualifies, but the borrower's outstanding loans already use the whole limit).")
     risk_tier: str | None
     apr_percent: str | None = Field(description="Annual percentage rate, e.g. `7.20`.")
-    limit: Money | None
-    amount_offered: Money | None
+    limit: Money | None = Field(description="The credit line the score earns: what the borrower may owe "
+                                            "in all, across loans, not per loan.")
+    amount_offered: Money | None = Field(description="At most the amount requested and what is left of "
+                                                     "the limit after the borrower's outstanding loans.")
 
 
 class Timings(BaseModel):

@@ -181,6 +181,7 @@ def apply(
     decision = policy.decide(
         card, scored, applicant_type=body.applicant_type, applicant_name=body.applicant_name,
         monthly_inflow_minor=inflow_minor, requested_minor=body.requested_amount.minor, currency=currency,
+        outstanding_minor=LoansRepository(session).outstanding_minor(body.account_id, currency),
     )
     decided_at = clock.now()
     monitoring_data = body.monitoring

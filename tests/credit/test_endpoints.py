@@ -24,6 +24,21 @@ def test_chen_is_approved_with_score_reasons_terms_and_timings(credit: TestClien
     assert credit.get(f"/applications/{body['id']}").json() == body
 
 
+def test_the_limit_is_a_line_across_loans_not_a_cap_per_loan(credit: TestClient) -> None:
+    """Chen's line is 55,800.00: 20,000 and 20,000 leave 15,800 to offer, then nothing."""
+    offered = []
+    for _ in range(4):
+        body = credit.post("/applications", json=application()).json()
+        offered.append((body["decision"]["outcome"], body["decision"]["rule"],
+                        (body["decision"]["amount_offered"] or {}).get("amount"), body["loan_id"] is not None))
+    assert offered == [("approve", "score", "20000.00", True), ("approve", "score", "20000.00", True),
+                       ("approve", "score", "15800.00", True), ("decline", "credit-line-used", None, False)]
+    assert body["decision"]["limit"] == {"amount": "55800.00", "currency": "CNY"}
+    # Another borrower's line is their own.
+    other = credit.post("/applications", json=application(account_id="acc_00000000000000000000000002")).json()
+    assert other["decision"]["amount_offered"] == {"amount": "20000.00", "currency": "CNY"}
+
+
 def test_a_weak_applicant_is_declined_with_four_reasons_and_no_loan(credit: TestClient) -> None:
     body = credit.post("/applications", json=application(
         monthly_inflow={"amount": "1500.00", "currency": "CNY"}, inflow_volatility_pct=85,
@@ -96,8 +111,9 @@ def test_fairness_report_flags_the_age_proxy_on_the_holdout(credit: TestClient) 
 
 
 def test_population_stability_flags_a_shift_in_recent_applicants(credit: TestClient) -> None:
-    for _ in range(20):  # twenty strong applicants: nothing like the training population
-        credit.post("/applications", json=application(monitoring={"sex": "F", "age_band": "30-44"}))
+    for i in range(20):  # twenty strong applicants (twenty borrowers): nothing like the training population
+        credit.post("/applications", json=application(account_id=f"acc_{i:026d}",
+                                                      monitoring={"sex": "F", "age_band": "30-44"}))
     report = credit.get("/fairness").json()
     assert report["stability"]["recent_applications"] == 20
     assert report["stability"]["psi"] > 0.25

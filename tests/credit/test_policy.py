@@ -12,11 +12,12 @@ WEAK = CHEN | {"monthly_inflow": Decimal(2000), "inflow_volatility_pct": Decimal
                "months_in_business": Decimal(3), "debt_service_ratio_pct": Decimal(60)}
 
 
-def _decide(card: Scorecard, inputs, name="Chen's Tea Stall", requested=2_000_000, kind="business"):
+def _decide(card: Scorecard, inputs, name="Chen's Tea Stall", requested=2_000_000, kind="business", owed=0):
     scored = card.score(inputs)
     inflow = int(inputs["monthly_inflow"] * 100)
     return scored, decide(card, scored, applicant_type=kind, applicant_name=name,
-                          monthly_inflow_minor=inflow, requested_minor=requested, currency="CNY")
+                          monthly_inflow_minor=inflow, requested_minor=requested, currency="CNY",
+                          outstanding_minor=owed)
 
 
 def test_a_strong_applicant_is_approved_in_tier_a(card: Scorecard) -> None:
@@ -30,6 +31,19 @@ def test_a_strong_applicant_is_approved_in_tier_a(card: Scorecard) -> None:
 def test_a_request_above_the_limit_is_offered_the_limit(card: Scorecard) -> None:
     _, decision = _decide(card, CHEN, requested=10_000_000)
     assert decision.offered_minor == decision.limit_minor == 5_580_000
+
+
+def test_what_the_borrower_still_owes_uses_up_the_limit(card: Scorecard) -> None:
+    _, decision = _decide(card, CHEN, owed=4_000_000)
+    assert decision.limit_minor == 5_580_000
+    assert (decision.outcome, decision.offered_minor) == ("approve", 1_580_000)  # what is left of the line
+
+
+def test_a_borrower_whose_line_is_used_up_is_declined_with_the_limit_shown(card: Scorecard) -> None:
+    for owed in (5_580_000, 6_000_000):
+        _, decision = _decide(card, CHEN, owed=owed)
+        assert (decision.outcome, decision.rule, decision.offered_minor) == ("decline", "credit-line-used", None)
+        assert decision.limit_minor == 5_580_000
 
 
 def test_a_weak_applicant_is_declined(card: Scorecard) -> None:
