@@ -3,9 +3,10 @@ clock, problems, request ids, health and the OpenAPI conventions around a servic
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import asynccontextmanager, suppress
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -16,8 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.common.clock import Clock
 from services.common.db import Database
+from services.common.duework import DueWork, run_due_work, run_due_work_forever
 from services.common.fields import JsonInt
 from services.common.health import health_router
+from services.common.outbox import OUTBOX_TABLE, outbox_router
 from services.common.outcomes import outcomes_router
 from services.common.problems import (
     PROBLEM_MEDIA_TYPE,
@@ -58,6 +61,9 @@ class ClockState(BaseModel):
     """The service's current time, as every rule in it sees it."""
 
     now: datetime
+    fired: dict[str, int] = Field(default_factory=dict, description=(
+        "What fell due by the new time and was done, by kind (e.g. `cross-border-settlement`: 2); "
+        "empty when nothing was due or on a read."))
 
 
 def clock_router() -> APIRouter:
@@ -74,11 +80,14 @@ def clock_router() -> APIRouter:
         response_model=ClockState,
         responses=problem_responses(403, 422),
     )
-    def advance_clock(body: ClockAdvance, clock: ClockDep, settings: SettingsDep) -> ClockState:
-        """Move time forward (consent expiry, key retention, wash-sale windows)."""
+    async def advance_clock(body: ClockAdvance, clock: ClockDep, settings: SettingsDep,
+                            request: Request) -> ClockState:
+        """Move time forward (consent expiry, key retention, wash-sale windows), then do what
+        fell due by the new time (settlements, instalments, expiries)."""
         if not settings.allow_time_travel:
             raise Problem(403, "time-travel-disabled", "Time travel is disabled on this service")
-        return ClockState(now=clock.advance(timedelta(seconds=body.seconds)))
+        now = clock.advance(timedelta(seconds=body.seconds))
+        return ClockState(now=now, fired=await run_due_work(request.app.state.due_work, now))
 
     return router
 
@@ -113,10 +122,19 @@ def build_service_app(
     openapi_tags: list[dict[str, Any]] | None = None,
     on_shutdown: Callable[[], None] | None = None,
     reset: ResetHooks | None = None,
+    due_work: Sequence[DueWork] = (),
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI):  # type: ignore[no-untyped-def]
+        runner = None
+        if due_work and settings.due_work_interval_seconds > 0:
+            runner = asyncio.create_task(run_due_work_forever(
+                due_work, clock.now, settings.due_work_interval_seconds))
         yield
+        if runner is not None:
+            runner.cancel()
+            with suppress(asyncio.CancelledError):
+                await runner
         if on_shutdown:
             on_shutdown()
         database.dispose()
@@ -137,6 +155,7 @@ def build_service_app(
     app.state.db = database
     app.state.clock = clock
     app.state.service_name = name
+    app.state.due_work = tuple(due_work)
     app.state.idempotency_lease = timedelta(seconds=settings.idempotency_lease_seconds)
     install_problem_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
@@ -146,6 +165,10 @@ def build_service_app(
     key_table = database.metadata.tables.get("idempotency_keys")
     if key_table is not None:  # the gateway reconciles its open intents through this read
         app.include_router(outcomes_router(key_table))
+    events_table = database.metadata.tables.get(OUTBOX_TABLE)
+    if events_table is not None:  # the gateway relays the service's events from here
+        app.state.outbox_table = events_table
+        app.include_router(outbox_router(events_table))
     for router in routers:
         app.include_router(router)
     install_openapi_conventions(app, deadline_fenced=key_table is not None)

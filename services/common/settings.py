@@ -28,6 +28,9 @@ class ServiceSettings(BaseSettings):
     # Let a teacher or the gateway put this service back to its seeded state (/_sandbox/reset).
     allow_reset: bool = True
     log_level: str = "INFO"
+    # How often (real seconds) the service does what fell due without a clock move (0: only on
+    # a move of its clock): a ripple payment settling, a consent expiring. services/common/duework.py
+    due_work_interval_seconds: float = Field(default=1.0, ge=0)
     # How long an Idempotency-Key claim is held (wall clock) before a retry may take it over.
     idempotency_lease_seconds: float = Field(default=30.0, gt=0)
 
