@@ -17,7 +17,7 @@ from services.common.fastroute import served_directly
 from services.common.money import to_minor
 from services.common.reset import ResetHooks
 from services.common.settings import ServiceSettings
-from services.payments import service
+from services.payments import events, service
 from services.payments.endpoints import router
 from services.payments.fastpath import forget_known_accounts
 from services.payments.models import Account, IdempotencyKeys, Mandate, PaymentsModel
@@ -29,6 +29,9 @@ class PaymentsSettings(ServiceSettings):
     # Serve the JSON POSTs through the direct handler (services/common/fastroute.py): same
     # answers and OpenAPI, less CPU per movement. Off: every route is FastAPI's stock APIRoute.
     fast_routes: bool = True
+    # Write a domain event to the outbox with every change (services/payments/events.py). Off
+    # only to measure what the outbox costs (`fintech-sandbox bench payments` runs both).
+    record_events: bool = True
 
 
 DESCRIPTION = """Wallets, merchant accounts and a real double-entry ledger, after Alipay and WeChat Pay.
@@ -94,6 +97,8 @@ def create_app(settings: PaymentsSettings | None = None, clock: Clock | None = N
     clock = clock or Clock()
     db = Database(database_url(settings.database_url, settings.data_dir, "payments"), PaymentsModel.metadata)
     db.create_tables()
+    if not settings.record_events:
+        events.stop_recording(db.engine)
 
     def seed() -> None:
         if settings.seed_demo_data:

@@ -9,9 +9,12 @@ from sqlmodel import Field
 
 from services.common.db import UTCDateTime, model_base
 from services.common.idempotency import idempotency_table
+from services.common.outbox import outbox_table
 
 PaymentsModel = model_base("PaymentsModel")
 IdempotencyKeys = idempotency_table(PaymentsModel.metadata)
+# Domain events, written in the unit of work of their change (services/payments/events.py).
+Events = outbox_table(PaymentsModel.metadata)
 
 
 # An account holds one currency; `balance_minor` is kept equal to the sum of its postings.

@@ -89,4 +89,5 @@ def qr_payment(session: Session, body: QrPaymentCreate, now: datetime, idem_id: 
         now,
         idem_id,
         caller,
+        resource="qr_payment",
     )

@@ -16,7 +16,7 @@ from services.common.demo import GATEWAY_LOOKUPS
 from services.common.ids import new_id
 from services.common.money import AmountIn, Money
 from services.common.problems import Problem, not_found
-from services.payments import cards, ledger, mandates
+from services.payments import cards, events, ledger, mandates
 from services.payments.fastpath import AccountRef, NewJournal
 from services.payments.models import Account, FxQuote, Journal, Mandate
 from services.payments.presenters import account_public, journal_public, mandate_public
@@ -152,7 +152,10 @@ def deposit(session: Session, body: DepositCreate, now: datetime, idem_id: str |
         created_at=now,
     )
     legs = ledger.move(funding.id, wallet.id, journal.amount_minor)
-    return record_movement(session, journal, legs, {funding.id: funding, wallet.id: wallet})
+    result = record_movement(session, journal, legs, {funding.id: funding, wallet.id: wallet})
+    # The wallet's participant topped it up: the card funding side is the sandbox's own.
+    events.movement_events(session, "deposit", result, now, wallet.participant_id)
+    return result
 
 
 def withdraw(session: Session, body: WithdrawalCreate, now: datetime, idem_id: str | None,
@@ -181,7 +184,9 @@ def withdraw(session: Session, body: WithdrawalCreate, now: datetime, idem_id: s
         created_at=now,
     )
     legs = ledger.move(wallet.id, payouts.id, journal.amount_minor)
-    return record_movement(session, journal, legs, {payouts.id: payouts, wallet.id: wallet})
+    result = record_movement(session, journal, legs, {payouts.id: payouts, wallet.id: wallet})
+    events.movement_events(session, "withdrawal", result, now, wallet.participant_id)
+    return result
 
 
 def payer_and_payee(session: Session, payer_id: str, payee_id: str, mandate_id: str | None,
@@ -275,10 +280,11 @@ def check_within_mandate(session: Session, mandate: Mandate | None, amount_minor
 
 
 def transfer(session: Session, body: TransferCreate, now: datetime, idem_id: str | None,
-             caller: Caller = DIRECT) -> JournalPublic:
+             caller: Caller = DIRECT, resource: str = "transfer") -> JournalPublic:
     """Anyone's account may be paid; only the caller's own debited, or another's under its
     owner's mandate. The steps: who pays whom (and on whose authority), what may move, the
-    legs, then the journal applied and recorded (`record_movement`)."""
+    legs, then the journal applied and recorded (`record_movement`) with its events
+    (`payments.<resource>.completed`, and `.received` for another participant's payee)."""
     accounts, payer, payee, mandate = payer_and_payee(
         session, body.from_account_id, body.to_account_id, body.mandate_id, caller, "A transfer")
     if payer.kind == "internal" or payee.kind == "internal":
@@ -315,7 +321,9 @@ def transfer(session: Session, body: TransferCreate, now: datetime, idem_id: str
         idempotency_key_id=idem_id,
         created_at=now,
     )
-    return record_movement(session, journal, legs, accounts)
+    result = record_movement(session, journal, legs, accounts)
+    events.movement_events(session, resource, result, now, payer.participant_id, payee.participant_id)
+    return result
 
 
 def refund(session: Session, body: RefundCreate, now: datetime, idem_id: str | None,
@@ -373,7 +381,11 @@ def refund(session: Session, body: RefundCreate, now: datetime, idem_id: str | N
         idempotency_key_id=idem_id,
         created_at=now,
     )
-    return record_movement(session, journal, legs, accounts)
+    result = record_movement(session, journal, legs, accounts)
+    # The refund's payer is the original payee (the merchant); the original payer receives it.
+    events.movement_events(session, "refund", result, now, accounts[payee].participant_id,
+                           accounts[payer].participant_id)
+    return result
 
 
 def open_with_balance(session: Session, account: Account, opening_minor: int, now: datetime) -> None:
