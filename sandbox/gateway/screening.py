@@ -471,7 +471,8 @@ class RuleSet:
             best = None
             for role, name in (("payer", tx.payer_name), ("payee", tx.payee_name)):
                 if name:
-                    match = watch_list.best_match(name, review_score)
+                    # The creditor's country is the payee's; nothing says where the payer lives.
+                    match = watch_list.best_match(name, review_score, tx.country if role == "payee" else None)
                     if match is not None and (best is None or match.score > best[1].score):
                         best = (role, match, name)
             if best is None:
@@ -482,7 +483,8 @@ class RuleSet:
                 f"{match.listed_name} (alias of {match.primary_name})"
             return RuleHit("sanctions", weight, f"{role} name {name!r} matches watch-list entry "
                            f"{match.entity_id} {listed} at {match.score:g}/100"
-                           + (" (a block-level match)" if forced else ""), forces_block=forced)
+                           + (" (a block-level match)" if forced else "") + f": {match.explain()}",
+                           forces_block=forced)
 
         return sanctions
 
