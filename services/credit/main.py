@@ -22,6 +22,7 @@ from services.common.settings import ServiceSettings
 from services.credit.bank import SandboxBank
 from services.credit.endpoints import router
 from services.credit.gateway import Gateway
+from services.credit.instalments import InstalmentCollector
 from services.credit.models import CreditModel
 from services.credit.scorecard import DEFAULT_ARTIFACT, load_scorecard
 
@@ -77,6 +78,8 @@ def create_app(
     )
     gateway = Gateway(client, settings.participant_key)
     bank = SandboxBank(gateway, settings.ob_client_id, settings.ob_client_secret, clock)
+    payments = PaymentsClient.over(client, settings.participant_key)
+    collector = InstalmentCollector(db, payments)
     app = build_service_app(
         name="credit",
         title="Credit",
@@ -94,9 +97,11 @@ def create_app(
         ],
         on_shutdown=gateway.close if payments_client is None else None,
         reset=ResetHooks(forget=[bank.forget_token]),  # credit seeds nothing of its own
+        # Instalments fall due by credit's clock and are collected (services/credit/instalments.py).
+        due_work=collector.due_work(),
     )
     app.state.scorecard = load_scorecard(settings.scorecard_path)
     app.state.gateway = gateway
-    app.state.payments = PaymentsClient.over(client, settings.participant_key)
+    app.state.payments = payments
     app.state.bank = bank
     return app

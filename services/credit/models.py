@@ -8,8 +8,11 @@ from sqlalchemy import JSON, BigInteger, Column, Date, DateTime, UniqueConstrain
 from sqlmodel import Field
 
 from services.common.db import model_base
+from services.common.outbox import outbox_table
 
 CreditModel = model_base("CreditModel")
+# Decisions, payouts and instalments, recorded with the change that made them (GET /_sandbox/events).
+Events = outbox_table(CreditModel.metadata)
 
 
 # An application and its automated decision, with the inputs exactly as scored.
@@ -77,6 +80,11 @@ class Loan(CreditModel, table=True):
     created_at: datetime = Field(sa_type=DateTime(timezone=True))
 
 
+# `status` moves scheduled -> due (its due date came, by credit's clock) -> paid, or due ->
+# overdue when payments refused its collection; a repayment can pay it at any point. Collection
+# is a debit under the loan's repayment mandate with the Idempotency-Key
+# `{loan_id}-instalment-{number}-attempt-{collection_attempt}`: the attempt number changes only
+# after a final refusal, so a retry after an unknown outcome reuses the key and never debits twice.
 class Instalment(CreditModel, table=True):
     __tablename__ = "instalments"
 
@@ -87,6 +95,14 @@ class Instalment(CreditModel, table=True):
     principal_minor: int = Field(sa_type=BigInteger)
     interest_minor: int = Field(sa_type=BigInteger)
     paid_minor: int = Field(default=0, sa_type=BigInteger)
+    status: str = Field(default="scheduled", max_length=10, index=True)  # scheduled | due | paid | overdue
+    collection_attempt: int = 0
+    # Set while a collection's debit is out (a runner that vanished is taken over after a while).
+    collecting_since: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    # Credit's date of the last collection that got an answer: an overdue one is retried once a day.
+    last_attempt_on: date | None = Field(default=None, sa_type=Date)
+    # Payments' last refusal of its collection (SQL NULL when there is none: it marks the overdue).
+    last_collection_error: dict | None = Field(default=None, sa_column=Column(JSON(none_as_null=True)))
 
 
 # A repayment is recorded (pending) before the transfer is sent, with its own id as the
@@ -98,6 +114,9 @@ class Repayment(CreditModel, table=True):
     id: str = Field(primary_key=True, max_length=40)
     loan_id: str = Field(foreign_key="loans.id", index=True, max_length=40)
     client_key: str | None = Field(default=None, max_length=255)
+    # The Idempotency-Key sent to payments when it is not the repayment's id: an instalment's
+    # scheduled collection (`{loan_id}-instalment-{n}-attempt-{k}`).
+    payments_key: str | None = Field(default=None, max_length=80, index=True)
     amount_minor: int = Field(sa_type=BigInteger)
     currency: str = Field(max_length=3)
     status: str = Field(max_length=10)  # pending | completed | failed

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import func, or_, select, update
 from sqlmodel import Session
 
-from services.credit.models import Application, BankConsentLink, Instalment, Loan, Repayment
+from services.credit.models import (
+    Application,
+    BankConsentLink,
+    Instalment,
+    Loan,
+    Repayment,
+)
 
 
 class ApplicationsRepository:
@@ -87,6 +93,51 @@ class LoansRepository:
         self.session.flush()
 
 
+class InstalmentsRepository:
+    """The queries of instalments falling due and their collection: each move is a conditional
+    update, so two runners at once find one winner."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def fallen_due(self, today: date) -> list[Instalment]:
+        """Scheduled instalments of disbursed loans whose due date has come."""
+        query = (select(Instalment).join(Loan, Loan.id == Instalment.loan_id)
+                 .where(Instalment.status == "scheduled", Instalment.due_date <= today, Loan.status == "disbursed")
+                 .order_by(Instalment.due_date, Instalment.id))
+        return list(self.session.execute(query).scalars())
+
+    def move(self, instalment_id: int, before: str, after: str) -> bool:
+        """`before` -> `after`, if it still is `before`."""
+        result = self.session.execute(update(Instalment).where(
+            Instalment.id == instalment_id, Instalment.status == before).values(status=after))
+        return result.rowcount == 1
+
+    def to_collect(self, today: date, stale_before: datetime) -> list[int]:
+        """Due or overdue instalments of disbursed loans not yet tried today, nobody collecting them."""
+        query = (select(Instalment.id).join(Loan, Loan.id == Instalment.loan_id)
+                 .where(Instalment.status.in_(("due", "overdue")), Loan.status == "disbursed",
+                        or_(Instalment.last_attempt_on.is_(None), Instalment.last_attempt_on < today),
+                        or_(Instalment.collecting_since.is_(None), Instalment.collecting_since < stale_before))
+                 .order_by(Instalment.due_date, Instalment.id))
+        return list(self.session.execute(query).scalars())
+
+    def claim_for_collection(self, instalment_id: int, now: datetime, today: date, stale_before: datetime) -> bool:
+        """Take the instalment's collection for this runner, or take over one whose runner vanished."""
+        result = self.session.execute(update(Instalment).where(
+            Instalment.id == instalment_id, Instalment.status.in_(("due", "overdue")),
+            or_(Instalment.last_attempt_on.is_(None), Instalment.last_attempt_on < today),
+            or_(Instalment.collecting_since.is_(None), Instalment.collecting_since < stale_before),
+        ).values(collecting_since=now))
+        return result.rowcount == 1
+
+    def refused_while_due(self) -> list[Instalment]:
+        """Due instalments whose collection payments refused: they are overdue."""
+        query = (select(Instalment).where(Instalment.status == "due", Instalment.last_collection_error.is_not(None))
+                 .order_by(Instalment.due_date, Instalment.id))
+        return list(self.session.execute(query).scalars())
+
+
 class RepaymentsRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -100,6 +151,17 @@ class RepaymentsRepository:
         return self.session.execute(
             select(Repayment).where(Repayment.loan_id == loan_id, Repayment.client_key == key)
         ).scalar_one_or_none()
+
+    def by_payments_key(self, loan_id: str, key: str) -> Repayment | None:
+        return self.session.execute(
+            select(Repayment).where(Repayment.loan_id == loan_id, Repayment.payments_key == key)
+        ).scalar_one_or_none()
+
+    def complete(self, repayment_id: str, journal_id: str) -> bool:
+        """pending -> completed with its journal, once: a second runner's answer changes nothing."""
+        result = self.session.execute(update(Repayment).where(
+            Repayment.id == repayment_id, Repayment.status == "pending").values(status="completed", journal_id=journal_id))
+        return result.rowcount == 1
 
     def completed(self, loan_id: str) -> list[Repayment]:
         query = (

@@ -307,14 +307,31 @@ class ApplicationPublic(BaseModel):
     timings: Timings
 
 
+class CollectionError(BaseModel):
+    """Why payments refused the last collection of an instalment; nothing was debited."""
+
+    status: int
+    type: str
+    title: str
+    detail: str | None
+
+
 class InstalmentPublic(BaseModel):
+    """One instalment of the schedule and where it stands."""
+
     number: int
     due_date: date
     principal: Money
     interest: Money
     total: Money
-    paid: Money
-    status: Literal["due", "partly_paid", "paid"]
+    paid: Money = Field(description="Repaid into it so far (repayments go to the oldest instalment first).")
+    status: Literal["scheduled", "due", "paid", "overdue"] = Field(description=(
+        "`scheduled` until its due date by credit's clock; then `due`, and collected from the borrower's "
+        "wallet under the loan's repayment mandate; `paid` once its total is in (collected or repaid); "
+        "`overdue` when payments refused the collection (the wallet could not pay, the mandate is not "
+        "live): collection is tried again once a day until it is paid."))
+    last_collection_error: CollectionError | None = Field(
+        default=None, description="Payments' answer to the last collection it refused; null once paid.")
 
 
 class DisbursementPublic(BaseModel):

@@ -13,12 +13,14 @@ from decimal import Decimal
 from statistics import mean, pstdev
 from typing import Any
 
+from pydantic import BaseModel
 from sqlmodel import Session
 
 from services.common.caller import Caller
 from services.common.db import record_first
 from services.common.ids import new_id
 from services.common.money import Money, to_minor
+from services.common.outbox import record_event
 from services.common.payments_client import (
     PaymentRefused,
     PaymentsClient,
@@ -33,7 +35,7 @@ from services.credit.consents import (
     owner_of,
     pull_transactions,
 )
-from services.credit.models import Application, Instalment, Loan, Repayment
+from services.credit.models import Application, Events, Instalment, Loan, Repayment
 from services.credit.repository import (
     ApplicationsRepository,
     LoansRepository,
@@ -44,6 +46,7 @@ from services.credit.schemas import (
     ApplicationCreate,
     ApplicationPublic,
     AttributeFairness,
+    CollectionError,
     DecisionPublic,
     DisbursementPublic,
     FairnessReport,
@@ -67,6 +70,15 @@ from services.credit.scorecard import Scorecard, Scored
 PAYOUT_STALE_AFTER = timedelta(seconds=60)
 RECENT_APPLICATIONS = 500
 FLOW_MONTHS = 12
+
+
+# --- events ----------------------------------------------------------------------------------
+
+def record(session: Session, type: str, subject_id: str, owner: str | None, now: datetime,
+           resource: BaseModel | dict[str, Any]) -> None:
+    """An event in the caller's unit of work: the resource as the API shows it, for its owner."""
+    data = resource.model_dump(mode="json") if isinstance(resource, BaseModel) else resource
+    record_event(session, Events, type, subject_id=subject_id, participant_id=owner, occurred_at=now, data=data)
 
 
 # --- scoring ---------------------------------------------------------------------------------
@@ -230,7 +242,9 @@ def apply(
             status="approved",
             created_at=decided_at,
         ))
-    return application_public(card, application, loan)
+    public = application_public(card, application, loan)
+    record(session, "credit.application.decided", application.id, owner, decided_at, public)
+    return public
 
 
 def _apr(bps: int | None) -> str | None:
@@ -348,24 +362,33 @@ def loan_public(session: Session, loan: Loan) -> LoanPublic:
             disbursed_at=_aware(loan.disbursed_at),  # type: ignore[arg-type]
         ),
         last_payout_error=PayoutError(**error) if error else None,
-        schedule=[
-            InstalmentPublic(
-                number=i.number,
-                due_date=i.due_date,
-                principal=Money.of(i.principal_minor, ccy),
-                interest=Money.of(i.interest_minor, ccy),
-                total=Money.of(i.principal_minor + i.interest_minor, ccy),
-                paid=Money.of(i.paid_minor, ccy),
-                status="paid" if i.paid_minor >= i.principal_minor + i.interest_minor
-                else "partly_paid" if i.paid_minor else "due",
-            )
-            for i in instalments
-        ],
+        schedule=[instalment_public(i, ccy) for i in instalments],
         repaid=Money.of(loan.repaid_minor, ccy),
         outstanding=Money.of(total_due - loan.repaid_minor, ccy),
         repayments=[_repayment_public(r) for r in RepaymentsRepository(session).completed(loan.id)],
         timings=_timings(application, loan),
     )
+
+
+def instalment_public(instalment: Instalment, currency: str) -> InstalmentPublic:
+    i, error = instalment, instalment.last_collection_error
+    return InstalmentPublic(
+        number=i.number,
+        due_date=i.due_date,
+        principal=Money.of(i.principal_minor, currency),
+        interest=Money.of(i.interest_minor, currency),
+        total=Money.of(i.principal_minor + i.interest_minor, currency),
+        paid=Money.of(i.paid_minor, currency),
+        status=i.status,  # type: ignore[arg-type]
+        last_collection_error=CollectionError(**error) if error else None,
+    )
+
+
+def record_instalment(session: Session, type: str, loan: Loan, instalment: Instalment,
+                      now: datetime) -> None:
+    """An instalment's event: the instalment as the loan's schedule shows it, with its loan's id."""
+    record(session, type, loan.id, loan.participant_id, now,
+           {"loan_id": loan.id, **instalment_public(instalment, loan.currency).model_dump(mode="json")})
 
 
 def get_loan(session: Session, loan_id: str, caller: Caller) -> LoanPublic:
@@ -440,7 +463,10 @@ def disburse(session: Session, payments: PaymentsClient, clock: Any, loan_id: st
                    principal_minor=i.principal_minor, interest_minor=i.interest_minor)
         for i in equal_instalments(loan.principal_minor, loan.apr_bps, loan.term_months, disbursed_at.date())
     ])
-    return loan_public(session, loan)
+    public = loan_public(session, loan)
+    # Only now that payments has answered, in the unit of work that records the payout.
+    record(session, "credit.loan.disbursed", loan.id, loan.participant_id, disbursed_at, public)
+    return public
 
 
 def _repayment_public(repayment: Repayment) -> RepaymentPublic:
@@ -541,24 +567,33 @@ def repay(
     repayment.status = "completed"
     repayment.journal_id = journal["id"]
     session.add(repayment)
-    _apply_to_schedule(session, loan, repayment.amount_minor)
+    apply_to_schedule(session, loan, repayment.amount_minor, clock.now())
     return _repayment_public(repayment)
 
 
-def _apply_to_schedule(session: Session, loan: Loan, amount_minor: int) -> None:
+def apply_to_schedule(session: Session, loan: Loan, amount_minor: int, now: datetime) -> None:
+    """Money repaid goes to the oldest instalment first; each one it completes is paid (event),
+    whether it was still scheduled, due or overdue."""
     left = amount_minor
     instalments = LoansRepository(session).instalments(loan.id)
+    completed: list[Instalment] = []
     for instalment in instalments:
         due = instalment.principal_minor + instalment.interest_minor - instalment.paid_minor
         take = min(due, left)
         if take > 0:
             instalment.paid_minor += take
             left -= take
+            if take == due:
+                instalment.status = "paid"
+                instalment.last_collection_error = None
+                completed.append(instalment)
             session.add(instalment)
     loan.repaid_minor += amount_minor
     if loan.repaid_minor >= sum(i.principal_minor + i.interest_minor for i in instalments):
         loan.status = "repaid"
     session.add(loan)
+    for instalment in completed:
+        record_instalment(session, "credit.instalment.paid", loan, instalment, now)
 
 
 # --- fairness and stability ------------------------------------------------------------------

@@ -109,7 +109,7 @@ def test_repayments_go_back_to_the_lender_and_clear_the_schedule(tmp_path: Path)
         again = credit.post(f"/loans/{loan_id}/repayments", json={"amount": first}, headers={"Idempotency-Key": "k1"})
         assert again.json() == rep.json()
         loan = credit.get(f"/loans/{loan_id}").json()
-        assert [i["status"] for i in loan["schedule"]] == ["paid", "due"]
+        assert [i["status"] for i in loan["schedule"]] == ["paid", "scheduled"]  # the second is not due yet
         too_much = credit.post(f"/loans/{loan_id}/repayments", json={"amount": {"amount": "9999.00", "currency": "CNY"}})
         assert too_much.status_code == 409
         credit.post(f"/loans/{loan_id}/repayments", json={"amount": loan["outstanding"]}).raise_for_status()
