@@ -5,7 +5,9 @@ access log, log level warning, and measures them one after another:
 
 1. a bare FastAPI app (the baseline): POST /transfers parses the same JSON body with a pydantic
    model and answers 201 with JSON, and does nothing else;
-2. payments on a SQLite file (PAYMENTS_DATA_DIR, a temporary directory);
+2. payments on a SQLite file (PAYMENTS_DATA_DIR, a temporary directory), twice: recording a
+   domain event with every transfer (the outbox, the default) and without
+   (PAYMENTS_RECORD_EVENTS=false), so the table shows what the outbox costs;
 3. payments on PostgreSQL (PAYMENTS_DATABASE_URL, a fresh database made for the run and
    dropped after it); skipped, and said so, when PostgreSQL cannot be reached.
 
@@ -62,6 +64,8 @@ POSTGRES_ENV = "SANDBOX_TEST_POSTGRES_URL"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 PAYMENTS_APP = "services.payments.main:create_app"
 BARE_APP = "sandbox.bench.payments:bare_app"
+NO_EVENTS_LABEL = "payments, SQLite, no events"
+OUTBOX_LOSS_TARGET = 0.10  # what recording an event with every movement may cost, at most
 
 
 # --- the baseline: FastAPI doing nothing but parse and answer ----------------------------------
@@ -404,9 +408,27 @@ def _print_table(results: list[Result]) -> None:
         match = "matches" if r.journals_added == answered else "DOES NOT MATCH"
         print(f"    journals added during the load: {r.journals_added:,}; transfers answered 201 "
               f"(warm-up + measured): {answered:,}: {match}")
+    _print_outbox_cost(results)
     for r in results:
         for note in r.notes:
             print(f"  note ({r.label}): {note}")
+
+
+def _print_outbox_cost(results: list[Result]) -> None:
+    """Payments on SQLite with its outbox against without: throughput and CPU per request."""
+    with_events = next((r for r in results if r.label == "payments on SQLite" and r.stats), None)
+    without = next((r for r in results if r.label == NO_EVENTS_LABEL and r.stats), None)
+    if with_events is None or without is None or with_events.stats is None or without.stats is None:
+        return
+    tps_ratio = with_events.stats["ok_rps"] / without.stats["ok_rps"] if without.stats["ok_rps"] else 0.0
+    print(f"\n  the outbox's cost (SQLite): with events {with_events.stats['ok_rps']:,.0f}/s, without "
+          f"{without.stats['ok_rps']:,.0f}/s: {tps_ratio:.0%} of the throughput")
+    if with_events.cpu_ms and without.cpu_ms:
+        cpu_ratio = with_events.cpu_ms / without.cpu_ms
+        verdict = "met" if cpu_ratio <= 1 + OUTBOX_LOSS_TARGET else "MISSED"
+        print(f"    CPU per request {with_events.cpu_ms:.3f} ms with, {without.cpu_ms:.3f} ms without: "
+              f"{cpu_ratio - 1:+.1%} (target: at most +{OUTBOX_LOSS_TARGET:.0%}, {verdict}; the stable "
+              "figure on a shared machine)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -437,6 +459,9 @@ def main(argv: list[str] | None = None) -> int:
             Server("bare FastAPI (baseline)", BARE_APP, {}, "bare", tmpdir / "bare.log"),
             Server("payments on SQLite", PAYMENTS_APP, {**quiet, "PAYMENTS_DATA_DIR": str(tmpdir / "sqlite")},
                    "payments", tmpdir / "payments-sqlite.log"),
+            Server(NO_EVENTS_LABEL, PAYMENTS_APP,
+                   {**quiet, "PAYMENTS_DATA_DIR": str(tmpdir / "sqlite-no-events"), "PAYMENTS_RECORD_EVENTS": "false"},
+                   "payments", tmpdir / "payments-sqlite-no-events.log"),
         ]
         if args.sqlite_only:
             skipped_pg = "--sqlite-only"
