@@ -9,9 +9,12 @@ from sqlmodel import Field
 
 from services.common.db import model_base
 from services.common.idempotency import idempotency_table
+from services.common.outbox import outbox_table
 
 AdvisorModel = model_base("AdvisorModel")
 IdempotencyKeys = idempotency_table(AdvisorModel.metadata)
+# Deposits completed, rebalances and harvests, recorded with the change (GET /_sandbox/events).
+Events = outbox_table(AdvisorModel.metadata)
 
 
 # A questionnaire's answers and the score they earned, kept so an allocation can be explained later.

@@ -13,12 +13,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+from pydantic import BaseModel
 from sqlmodel import Session
 
 from services.advisor import harvesting, portfolios, projections, rebalancing, risk
 from services.advisor.assumptions import Assumptions
 from services.advisor.market import MarketSimulator, Shock
-from services.advisor.models import Deposit, InvestorAccount, Lot, LotDisposal, MarketShockRow, RiskProfile, Trade
+from services.advisor.models import (
+    Deposit,
+    Events,
+    InvestorAccount,
+    Lot,
+    LotDisposal,
+    MarketShockRow,
+    RiskProfile,
+    Trade,
+)
 from services.advisor.repository import AdvisorRepository
 from services.advisor.schemas import (
     AccountCreate,
@@ -30,6 +40,7 @@ from services.advisor.schemas import (
     DepositCreate,
     DepositPublic,
     DisposalPublic,
+    FeeScenario,
     FundPublic,
     GlidePathPublic,
     GlidePoint,
@@ -45,7 +56,6 @@ from services.advisor.schemas import (
     ProjectionPublic,
     ProjectionRequest,
     ProjectionYear,
-    FeeScenario,
     RebalancePublic,
     RebalanceRequest,
     RiskProfilePublic,
@@ -55,13 +65,18 @@ from services.advisor.schemas import (
     TradePublic,
     WeightPublic,
 )
+from services.advisor.units import format_nav, format_units, units_for, value_of
 from services.common.caller import Caller
 from services.common.db import record_first
 from services.common.ids import new_id
 from services.common.money import Money, to_minor
-from services.common.payments_client import PaymentRefused, PaymentsClient, PaymentsUnavailable
+from services.common.outbox import record_event
+from services.common.payments_client import (
+    PaymentRefused,
+    PaymentsClient,
+    PaymentsUnavailable,
+)
 from services.common.problems import Problem, not_found
-from services.advisor.units import format_nav, format_units, units_for, value_of
 
 CNY = "CNY"
 ROBO_FEE = 0.0025
@@ -404,6 +419,15 @@ def invest(session: Session, adv: Advisor, account: InvestorAccount, buys: dict[
     return trades, deferred
 
 
+# ---- events ---------------------------------------------------------------------------------
+
+def record(session: Session, type: str, subject_id: str, account: InvestorAccount, now: datetime,
+           resource: BaseModel) -> None:
+    """An event in the caller's unit of work, for the account's firm: the resource as the API shows it."""
+    record_event(session, Events, type, subject_id=subject_id, participant_id=account.participant_id,
+                 occurred_at=now, data=resource.model_dump(mode="json"))
+
+
 # ---- deposits (funding through payments) ---------------------------------------------------
 
 def deposit_public(session: Session, adv: Advisor, deposit: Deposit) -> DepositPublic:
@@ -494,7 +518,10 @@ def settle_deposit(session: Session, adv: Advisor, account: InvestorAccount, dep
     buys = rebalancing.invest_cash(class_values(adv, lots, navs), account.cash_minor, target, adv.min_trade_minor)
     invest(session, adv, account, buys, navs, now, "deposit", deposit.id)
     session.flush()
-    return deposit_public(session, adv, deposit)
+    public = deposit_public(session, adv, deposit)
+    # Only now that payments has answered, in the unit of work that records the money and units.
+    record(session, "advisor.deposit.completed", deposit.id, account, now, public)
+    return public
 
 
 @dataclass(frozen=True)
@@ -566,6 +593,8 @@ def rebalance(session: Session, adv: Advisor, account_id: str, body: RebalanceRe
                              trades=[trade_public(t, adv, not body.dry_run) for t in trades], deferred=deferred)
     if body.dry_run:
         session.rollback()  # a dry run lists the trades and keeps nothing
+    elif trades:  # within the threshold nothing trades, and nothing was rebalanced
+        record(session, "advisor.account.rebalanced", account.id, account, now, result)
     return result
 
 
@@ -611,6 +640,8 @@ def harvest(session: Session, adv: Advisor, account_id: str, body: HarvestReques
     )
     if body.dry_run:
         session.rollback()
+    elif harvested:
+        record(session, "advisor.account.harvested", account.id, account, now, result)
     return result
 
 
