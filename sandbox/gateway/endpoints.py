@@ -302,7 +302,7 @@ def assign_alert(alert_id: AlertId, body: AlertAssign, request: Request, session
 def close_alert(alert_id: AlertId, body: AlertClose, request: Request, session: SessionDep,
                 gateway: GatewayDep, clock: ClockDep) -> AlertPublic:
     """Close an alert as a false positive, suspicious, or reported."""
-    result = service.close_alert(session, alert_id, body.resolution, body.note, clock.now())
+    result = service.close_alert(session, gateway, alert_id, body.resolution, body.note, clock.now())
     _log_change(request, gateway, clock, 200)
     return result
 

@@ -18,13 +18,18 @@ from sandbox.gateway import service
 from sandbox.gateway.docs import install_docs
 from sandbox.gateway.door import UnauthenticatedLimiter
 from sandbox.gateway.endpoints import clock_router, receipts, router
+from sandbox.gateway.events import EventStore, Relay
+from sandbox.gateway.events_api import participant_router, regulator_router
+from sandbox.gateway.webhook_rules import AllowList, DisablePolicy, RetryPolicy
+from sandbox.gateway.webhooks import DispatchSettings, Dispatcher
 from sandbox.gateway.models import GatewayModel
-from sandbox.gateway.proxy import Gateway
+from sandbox.gateway.proxy import Gateway, iso
 from sandbox.gateway.screening import DEFAULT_RULES_FILE, RuleSet
 from sandbox.topology import GATEWAY, SERVICES
 from services.common.app import build_service_app, configure_logging
 from services.common.clock import Clock
 from services.common.db import Database, database_url
+from services.common.ids import new_id
 from services.common.demo import DEMO_PARTICIPANTS, DEMO_REGULATOR_KEY, SERVICE_PARTICIPANT_KEYS
 from services.common.settings import ServiceSettings
 
@@ -63,6 +68,23 @@ class GatewaySettings(ServiceSettings):
     # same amount) made by that participant is the same payment, counted once. Default: the
     # demo service participants.
     service_participants: dict[str, str] | None = None
+    # Events (docs/events.md): the relay reads every service's outbox this often, this many at a
+    # time; a clock move relays at once.
+    relay_interval_s: float = 0.5
+    relay_batch: int = 200
+    # Webhooks: where deliveries may go (comma-separated names, addresses, networks; empty:
+    # loopback only), how long a receiver has to answer, the retry schedule (exponential with
+    # jitter, wall-clock seconds) and when an endpoint is disabled (this many consecutive failed
+    # attempts spanning at least this long).
+    webhook_allowed_hosts: str = ""
+    webhook_poll_s: float = 0.25
+    webhook_batch: int = 100
+    webhook_timeout_s: float = 5.0
+    webhook_retry_base_s: float = 5.0
+    webhook_retry_cap_s: float = 3600.0
+    webhook_max_attempts: int = 8
+    webhook_disable_after_failures: int = 10
+    webhook_disable_after_s: float = 3600.0
 
 
 def demo_service_participants() -> dict[str, str]:
@@ -119,6 +141,15 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
         window_s=settings.unauthenticated_window_s, logged_per_window=settings.unauthenticated_logged_per_window,
         tracked_addresses=settings.unauthenticated_tracked_addresses)
     gateway.load()
+    gateway.events = EventStore(db.engine)
+    gateway.relay = Relay(db.engine, gateway.events, gateway.upstreams, lambda: gateway.client, settings.relay_batch)
+    gateway.webhook_allow = AllowList.from_setting(settings.webhook_allowed_hosts)
+    gateway.dispatcher = Dispatcher(db.engine, db.reader, gateway.events, DispatchSettings(
+        poll_s=settings.webhook_poll_s, batch=settings.webhook_batch, timeout_s=settings.webhook_timeout_s,
+        retry=RetryPolicy(settings.webhook_retry_base_s, settings.webhook_retry_cap_s, settings.webhook_max_attempts),
+        disable=DisablePolicy(settings.webhook_disable_after_failures, settings.webhook_disable_after_s),
+        allow=gateway.webhook_allow), on_disabled=lambda endpoint, reason: _log_disabled(gateway, endpoint, reason))
+    gateway.relay.on_stored.append(gateway.dispatcher.wake)
 
     app = build_service_app(
         name="gateway",
@@ -127,12 +158,16 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
         settings=settings,
         database=db,
         clock=clock,
-        routers=[router, receipts],
+        routers=[router, receipts, regulator_router, participant_router],
         openapi_tags=[
             {"name": "participants", "description": "Admit, suspend and inspect participants"},
             {"name": "alerts", "description": "Alerts from review and block decisions; the rule set"},
             {"name": "audit", "description": "The tamper-evident log, its verification and receipts"},
             {"name": "reports", "description": "Exit reports over a testing window"},
+            {"name": "events", "description": "Events from every service and the gateway: a participant's "
+             "own at `/events`, every one at `/sandbox/events` (docs/events.md)"},
+            {"name": "webhooks", "description": "A participant's signed webhook endpoints (Standard Webhooks) "
+             "and their delivery log"},
         ],
     )
     app.state.gateway = gateway
@@ -151,13 +186,18 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
             if gateway.open_intents:
                 log.info("reconciling %d open intents: %s", len(gateway.open_intents),
                          await gateway.reconcile_open())
-            reconciler = asyncio.create_task(gateway.run_reconciler(settings.reconcile_interval_s))
+            background = [asyncio.create_task(gateway.run_reconciler(settings.reconcile_interval_s)),
+                          asyncio.create_task(gateway.relay.run_forever(settings.relay_interval_s)),
+                          asyncio.create_task(gateway.dispatcher.run_forever())]
             try:
                 yield state
             finally:
-                reconciler.cancel()
-                with suppress(asyncio.CancelledError):
-                    await reconciler
+                for task in background:
+                    task.cancel()
+                for task in background:
+                    with suppress(asyncio.CancelledError):
+                        await task
+                await gateway.dispatcher.aclose()
                 await gateway.aclose()
 
     app.router.lifespan_context = lifespan
@@ -169,6 +209,13 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
         app.router.add_route(prefix, _proxy_endpoint(gateway, label, prefix), methods=methods,
                              include_in_schema=False)
     return app
+
+
+def _log_disabled(gateway: Gateway, endpoint: Any, reason: str) -> None:
+    """The gateway's own change to a participant's endpoint is on the record like the others."""
+    gateway.audit({"at": iso(gateway.clock.now()), "request_id": new_id("req"), "participant_id": endpoint.participant_id,
+                   "method": "POST", "path": f"/webhooks/endpoints/{endpoint.id}"[:500], "status": 200,
+                   "latency_us": 0, "operation": f"webhook endpoint disabled: {reason}"[:200]})
 
 
 def _is_shared_clock_route(route: Any) -> bool:

@@ -116,3 +116,89 @@ class AuditEntry(GatewayModel, table=True):
     trace_id: str | None = Field(default=None, max_length=32, index=True)
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)
+
+
+# -- events and webhooks (docs/events.md) --------------------------------------------------------
+
+# An event the gateway stores: relayed from a service's outbox, or the gateway's own
+# (`sandbox.alert.opened`, …). `seq` is the events API's cursor. The gateway assigns it itself,
+# under one lock held until the insert commits (events.EventStore), so seq order is commit order
+# on every backend: a reader that has seen seq n can never later find a committed n-1.
+class StoredEvent(GatewayModel, table=True):
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_participant_seq", "participant_id", "seq"),)
+
+    seq: int = Field(primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False})
+    id: str = Field(max_length=40, unique=True)  # evt_…, the service's: storing one twice is refused
+    type: str = Field(max_length=80, index=True)
+    source: str = Field(max_length=20)  # the service it came from, or "sandbox" (the gateway's own)
+    participant_id: str | None = Field(default=None, max_length=40)
+    subject_id: str = Field(max_length=80)
+    occurred_at: datetime = Field(sa_type=UTCDateTime)  # by the source's (sandbox) clock
+    stored_at: datetime = Field(sa_type=UTCDateTime)  # wall clock: when the gateway committed it
+    data: str  # JSON object
+
+
+# A participant's webhook endpoint. The secret is kept as it is (it must sign); during a
+# rotation's grace period the previous one signs too.
+class WebhookEndpoint(GatewayModel, table=True):
+    __tablename__ = "webhook_endpoints"
+
+    id: str = Field(primary_key=True, max_length=40)  # whe_…
+    participant_id: str = Field(max_length=40, index=True)
+    url: str = Field(max_length=2000)
+    description: str = Field(default="", max_length=200)
+    event_types: str = Field(default="", max_length=4000)  # newline-separated patterns; empty: all
+    secret: str = Field(max_length=80)
+    previous_secret: str | None = Field(default=None, max_length=80)
+    previous_secret_until: datetime | None = Field(default=None, sa_type=UTCDateTime)  # wall clock
+    status: str = Field(default="enabled", max_length=10)  # enabled | disabled
+    disabled_reason: str | None = Field(default=None, max_length=200)
+    # Events after this seq are delivered to it: none from before it was registered.
+    from_seq: int = Field(sa_type=BigInteger)
+    consecutive_failures: int = 0
+    failing_since: datetime | None = Field(default=None, sa_type=UTCDateTime)  # wall clock
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+# One event owed to one endpoint, tried until it succeeds or runs out of attempts.
+class WebhookDelivery(GatewayModel, table=True):
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_deliveries_due", "status", "next_attempt_at"),
+                      Index("ix_deliveries_endpoint", "endpoint_id", "id"))
+
+    id: str = Field(primary_key=True, max_length=40)  # whd_…
+    endpoint_id: str = Field(max_length=40)
+    participant_id: str = Field(max_length=40)
+    event_seq: int = Field(sa_type=BigInteger)
+    event_id: str = Field(max_length=40)
+    event_type: str = Field(max_length=80)
+    status: str = Field(default="pending", max_length=10)  # pending | succeeded | failed
+    attempts: int = 0
+    next_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime)  # wall clock
+    last_status_code: int | None = None
+    last_error: str | None = Field(default=None, max_length=200)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class WebhookAttempt(GatewayModel, table=True):
+    __tablename__ = "webhook_attempts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: str = Field(max_length=40, index=True)
+    number: int
+    at: datetime = Field(sa_type=UTCDateTime)
+    status_code: int | None = None  # None: no answer (refused connection, timeout, host not allowed)
+    latency_ms: float
+    error: str | None = Field(default=None, max_length=200)
+    signed_with: int = 1  # how many secrets signed it (2 during a rotation's grace period)
+
+
+# Where the webhook fan-out has read the events store up to (one row, name "webhooks").
+class EventCursor(GatewayModel, table=True):
+    __tablename__ = "event_cursors"
+
+    name: str = Field(primary_key=True, max_length=20)
+    seq: int = Field(sa_type=BigInteger)

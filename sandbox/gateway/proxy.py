@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from contextlib import suppress
+from contextlib import nullcontext, suppress
 from dataclasses import MISSING, dataclass, field
 from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime, timedelta
@@ -27,6 +27,7 @@ from starlette.responses import Response, StreamingResponse
 from sandbox.gateway import repository
 from sandbox.gateway.auditlog import ChainHead
 from sandbox.gateway.door import FloodSummary, UnauthenticatedLimiter, json_depth_exceeds
+from sandbox.gateway.events import EventStore, Relay
 from sandbox.gateway.limits import (
     AllowedOperation,
     Breach,
@@ -376,6 +377,11 @@ class Gateway:
         self.open_intents: dict[int, OpenIntent] = {}  # intent index → movement awaiting reconciliation
         self.max_json_depth = MAX_JSON_DEPTH
         self.door: UnauthenticatedLimiter | None = None  # unauthenticated requests per address
+        # The events store (events.py), set by create_app: an alert's opening is one of its events.
+        self.events: EventStore | None = None
+        self.relay: Relay | None = None  # the services' outboxes into the store
+        self.dispatcher: Any = None  # webhooks.Dispatcher: the store out to participants' endpoints
+        self.webhook_allow: Any = None  # webhook_rules.AllowList: where deliveries may go
         self.head = ChainHead()
         self._audit_lock = threading.Lock()  # regulator handlers append from worker threads
         # The regulator's reset (sandbox/gateway/reset.py) starts a new epoch: what the gateway
@@ -534,14 +540,18 @@ class Gateway:
     # -- the audit log -------------------------------------------------------------------------
 
     def audit(self, fields: dict[str, Any], alert: dict[str, Any] | None = None) -> tuple[int, str]:
-        """Seal and write one entry (and its alert). No await between the two: one writer."""
+        """Seal and write one entry (and its alert, with its `sandbox.alert.opened` event, in the
+        same transaction). No await between the two: one writer."""
         complete_entry(fields)
-        with self._audit_lock:
+        # The events store's lock first, before the transaction begins (sandbox/gateway/events.py).
+        opens_alert = alert is not None and self.events is not None
+        with self.events.writing() if opens_alert else nullcontext(), self._audit_lock:  # type: ignore[union-attr]
             if alert is not None:
                 alert["audit_index"] = self.head.next_idx
             self.head.seal(fields)
             try:
-                repository.append_audit(self.db.engine, fields, alert)
+                repository.append_audit(self.db.engine, fields, alert,
+                                        self.events if opens_alert else None)
             except BaseException:
                 self.head.rewind(fields)
                 raise

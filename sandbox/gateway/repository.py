@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, Select, Table, and_, case, delete, exists, func, insert, or_, select, true
 from sqlmodel import Session
 
+from sandbox.gateway.events import EventStore, own_event
 from sandbox.gateway.models import Alert, AuditEntry, Participant
 from services.common.prepared import Prepared
 
@@ -68,12 +70,24 @@ def _insert(table: Table, keys: tuple[str, ...]) -> Prepared:
     return Prepared(insert(table).inline(), list(keys))
 
 
-def append_audit(engine: Engine, entry: dict[str, Any], alert: dict[str, Any] | None) -> None:
-    """One short transaction: the entry, and the alert it opened if any."""
+def append_audit(engine: Engine, entry: dict[str, Any], alert: dict[str, Any] | None,
+                 events: EventStore | None = None) -> None:
+    """One short transaction: the entry, and the alert it opened if any with its
+    `sandbox.alert.opened` event (`events`, whose lock the caller holds)."""
     with engine.begin() as conn:
         _insert(AUDIT, tuple(entry)).execute(conn, entry).close()
         if alert is not None:
             _insert(ALERTS, tuple(alert)).execute(conn, alert).close()
+            if events is not None:
+                events.insert(conn, [alert_opened_event(alert)])
+
+
+def alert_opened_event(alert: dict[str, Any]) -> dict[str, Any]:
+    data = {key: alert[key] for key in ("id", "participant_id", "audit_index", "request_id", "operation",
+                                        "decision", "score", "ruleset_version", "status", "created_at")}
+    data["rules"] = [hit["rule"] for hit in json.loads(alert["rules"])]
+    data["amount"] = {"amount": alert["amount"], "currency": alert["currency"]}
+    return own_event("sandbox.alert.opened", alert["participant_id"], alert["id"], alert["created_at"], data)
 
 
 def last_reset(engine: Engine) -> tuple[int, int] | None:

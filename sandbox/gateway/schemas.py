@@ -349,3 +349,139 @@ class RuleSetPublic(BaseModel):
     screened_operations: list[str]
     rules: dict[str, Any]
     watch_list_version: str
+
+
+# -- events and webhooks (docs/events.md) --------------------------------------------------------
+
+ENDPOINT_PREFIX = "whe"
+DELIVERY_PREFIX = "whd"
+# An event type or every type under one: `payments.transfer.completed`, `payments.transfer`,
+# `payments` or `payments.*` (sandbox/gateway/webhook_rules.py).
+EVENT_TYPE_PATTERN = r"^[a-z][a-z0-9_]{0,39}(\.[a-z][a-z0-9_]{0,39}){0,4}(\.\*)?$"
+EventTypePattern = Annotated[str, StringConstraints(pattern=EVENT_TYPE_PATTERN, max_length=80)]
+
+
+class EventPublic(BaseModel):
+    """Something that happened in the sandbox, as a participant's events API and webhooks show it."""
+
+    seq: int = Field(description="Its place in the gateway's store: the cursor (`after`) to read on from.")
+    id: str = Field(examples=["evt_01m98j2x4h2qta9mk9rdkjhs71"], description="Stable: the same on every "
+                    "read and every delivery (`webhook-id`); deduplicate on it.")
+    type: str = Field(examples=["payments.transfer.completed"])
+    source: str = Field(description="The service it happened in, or `sandbox` (the gateway's own: alerts, "
+                        "suspensions).", examples=["payments"])
+    participant_id: str | None = Field(description="The participant whose resource it is about: only it "
+                                       "sees the event (the regulator sees every one).")
+    subject_id: str = Field(description="The resource it is about (tr_…, loan_…, alt_…).")
+    occurred_at: datetime = Field(description="When it happened, by the sandbox clock.")
+    stored_at: datetime = Field(description="When the gateway stored it (wall clock).")
+    data: dict[str, Any] = Field(description="The resource as its service's API shows it.")
+
+
+class EventPage(BaseModel):
+    """Events after the cursor, oldest first. Poll again with `after=next_after` (it stays put
+    when nothing new came): nothing is skipped, whatever order the writers committed in."""
+
+    data: list[EventPublic]
+    next_after: int = Field(ge=0)
+    has_more: bool
+
+
+def _no_duplicates(values: list[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+EventTypes = Annotated[list[EventTypePattern], Field(max_length=20), BeforeValidator(
+    lambda v: _no_duplicates(v) if isinstance(v, list) and all(isinstance(x, str) for x in v) else v)]
+
+
+class WebhookEndpointCreate(BaseModel):
+    """Where to deliver this participant's events, and which."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "url": "http://127.0.0.1:9000/webhooks", "event_types": ["payments.transfer.completed", "credit.*"]}]})
+
+    url: str = Field(min_length=1, max_length=2000, description=(
+        "http(s) URL on a host the sandbox allows (loopback unless the operator set "
+        "`GATEWAY_WEBHOOK_ALLOWED_HOSTS`); a private address is never reached unless listed."))
+    event_types: EventTypes = Field(default_factory=list, description=(
+        "Types or prefixes (`payments.transfer.completed`, `payments`, `credit.*`); empty: every event."))
+    description: str | None = Text(200, "What it is for.", ["Ledger sync"], optional=True)
+
+
+class WebhookEndpointUpdate(BaseModel):
+    """Change what is set; `enabled: true` re-enables an endpoint disabled after failing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(None, min_length=1, max_length=2000)
+    event_types: EventTypes | None = None
+    description: str | None = Text(200, "What it is for.", optional=True)
+    enabled: bool | None = Field(None, description="false disables it now; true re-enables it and "
+                                 "clears its failure count.")
+
+
+class SecretRotation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    grace_seconds: JsonInt = Field(86_400, ge=0, le=7 * 86_400, description=(
+        "How long the previous secret still signs too (both signatures in `webhook-signature`)."))
+
+
+class WebhookEndpointPublic(BaseModel):
+    """A webhook endpoint. Its secret is shown only when it is created or rotated."""
+
+    id: str = Field(examples=["whe_01m98j2x4h2qta9mk9rdkjhs71"])
+    participant_id: str
+    url: str
+    description: str
+    event_types: list[str]
+    status: Literal["enabled", "disabled"]
+    disabled_reason: str | None
+    consecutive_failures: int
+    previous_secret_until: datetime | None = Field(description="Until when the previous secret signs "
+                                                   "too (after a rotation); null when only one signs.")
+    created_at: datetime
+    updated_at: datetime
+
+
+class WebhookEndpointWithSecret(WebhookEndpointPublic):
+    secret: str = Field(description="`whsec_…`: verify deliveries with it (Standard Webhooks); shown this once.")
+
+
+class WebhookAttemptPublic(BaseModel):
+    number: int
+    at: datetime
+    status_code: int | None = Field(description="The receiver's answer; null when none came.")
+    latency_ms: float
+    error: str | None
+    signed_with: int = Field(description="How many secrets signed it: 2 during a rotation's grace period.")
+
+
+class WebhookDeliveryPublic(BaseModel):
+    """One event owed to one endpoint: tried until the receiver answers 2xx, with backoff."""
+
+    id: str = Field(examples=["whd_01m98j2x4h2qta9mk9rdkjhs71"])
+    endpoint_id: str
+    event_id: str
+    event_type: str
+    status: Literal["pending", "succeeded", "failed"]
+    attempts: list[WebhookAttemptPublic]
+    next_attempt_at: datetime | None
+    created_at: datetime
+    delivered_at: datetime | None
+
+
+class ServiceClockMove(BaseModel):
+    reached: bool
+    now: datetime | None = None
+    fired: dict[str, int] = Field(default_factory=dict)
+    error: str | None = None
+
+
+class SandboxClockMoved(BaseModel):
+    """The sandbox clock moved: the gateway's and every service's, what fell due, what was relayed."""
+
+    now: datetime = Field(description="The gateway's new time.")
+    services: dict[str, ServiceClockMove]
+    events_relayed: int = Field(description="Events stored from the services' outboxes right after the move.")

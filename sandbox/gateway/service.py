@@ -3,6 +3,7 @@ verify the log, and report on a testing window."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -14,6 +15,7 @@ from sqlmodel import Session
 
 from sandbox.gateway import repository
 from sandbox.gateway.auditlog import verify_chain
+from sandbox.gateway.events import own_event
 from sandbox.gateway.limits import hash_key
 from sandbox.gateway.models import Alert, AuditEntry, Participant
 from sandbox.gateway.proxy import Gateway, iso
@@ -118,7 +120,20 @@ def get_participant(session: Session, participant_id: str) -> Participant:
     return row
 
 
-def set_status(session: Session, gateway: Gateway, participant_id: str, status: str, reason: str) -> ParticipantPublic:
+def set_status(session: Session, gateway: Gateway, participant_id: str, status: str, reason: str,
+               now: datetime | None = None) -> ParticipantPublic:
+    """Suspend or reinstate; the change and its event (`sandbox.participant.suspended` or
+    `.reinstated`) commit together."""
+    with _events_writing(gateway):  # before the unit's transaction begins (sandbox/gateway/events.py)
+        return _set_status(session, gateway, participant_id, status, reason, now or gateway.clock.now())
+
+
+def _events_writing(gateway: Gateway) -> Any:
+    return gateway.events.writing() if gateway.events is not None else contextlib.nullcontext()
+
+
+def _set_status(session: Session, gateway: Gateway, participant_id: str, status: str, reason: str,
+                now: datetime) -> ParticipantPublic:
     row = get_participant(session, participant_id)
     if row.kind == "service" and status != "active":
         # The sandbox's own services act for participants; stopping one would break every firm
@@ -127,11 +142,18 @@ def set_status(session: Session, gateway: Gateway, participant_id: str, status: 
                       f"{row.id} ({row.name}) is one of the sandbox's services, acting for participants; "
                       "suspend the participant it acts for instead (the audit log names it).",
                       participant_id=row.id)
+    changed = row.status != status
     row.status, row.status_reason = status, reason
     session.add(row)
+    public = participant_public(row)
+    if changed and gateway.events is not None:
+        what = "suspended" if status == "suspended" else "reinstated"
+        gateway.events.insert(session, [own_event(
+            f"sandbox.participant.{what}", row.id, row.id, now,
+            {"id": row.id, "name": row.name, "status": row.status, "reason": reason})])
     record_first(session, CHANGE_BEFORE_LOG)
     gateway.remember(row)
-    return participant_public(row)
+    return public
 
 
 # -- audit log ---------------------------------------------------------------------------------
@@ -219,12 +241,21 @@ def assign_alert(session: Session, alert_id: str, assignee: str) -> AlertPublic:
     return alert_public(row)
 
 
-def close_alert(session: Session, alert_id: str, resolution: str, note: str | None, now: datetime) -> AlertPublic:
-    row = _open_alert(session, alert_id)
-    row.status, row.resolution, row.note, row.closed_at = "closed", resolution, note, now
-    session.add(row)
-    record_first(session, CHANGE_BEFORE_LOG)
-    return alert_public(row)
+def close_alert(session: Session, gateway: Gateway, alert_id: str, resolution: str, note: str | None,
+                now: datetime) -> AlertPublic:
+    """Close an alert; its `sandbox.alert.closed` event commits with the change."""
+    with _events_writing(gateway):  # before the unit's transaction begins (sandbox/gateway/events.py)
+        row = _open_alert(session, alert_id)
+        row.status, row.resolution, row.note, row.closed_at = "closed", resolution, note, now
+        session.add(row)
+        public = alert_public(row)
+        if gateway.events is not None:
+            gateway.events.insert(session, [own_event(
+                "sandbox.alert.closed", row.participant_id, row.id, now,
+                {"id": row.id, "participant_id": row.participant_id, "status": "closed",
+                 "resolution": resolution, "closed_at": now})])
+        record_first(session, CHANGE_BEFORE_LOG)
+        return public
 
 
 # -- reports -----------------------------------------------------------------------------------

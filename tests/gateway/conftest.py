@@ -96,7 +96,15 @@ def fund(payments: Any, account_id: str, amount: str) -> None:
     assert response.status_code == 201, response.text
 
 
+# Where a test's gateway finds a service it was given no transport for: a closed port on
+# loopback, so its events relay never reads (and marks published) the outbox of a sandbox that
+# happens to run on this machine's default ports.
+NOWHERE = "http://127.0.0.1:9"
+
+
 def build_gateway(data_dir: Path, clock: Clock, transports: dict[str, Any] | None = None, **settings: Any):
+    for name in ("payments", "credit", "advisor", "openbanking"):
+        settings.setdefault(f"upstream_{name}", NOWHERE)
     return create_app(GatewaySettings(data_dir=data_dir, **settings), clock=clock, transports=transports)
 
 
