@@ -141,15 +141,15 @@ def _check_consent(consent: dict[str, Any], consent_id: str, now: datetime) -> N
         raise _consent_problem("consent-revoked", "The consent was revoked",
                                f"The applicant revoked consent {consent_id} at the bank; nothing more can be "
                                "read with it.", consent_id, consent_status=status)
-    if status != "Authorised":
-        raise _consent_problem("consent-unusable", "The consent cannot be used",
-                               f"Consent {consent_id} is {status}.", consent_id, consent_status=status)
     expires_at = _aware_iso(consent.get("ExpirationDateTime"))
-    if expires_at is not None and now >= expires_at:
+    if status == "Expired" or (status == "Authorised" and expires_at is not None and now >= expires_at):
         raise _consent_problem("consent-expired", "The consent has expired",
                                f"Consent {consent_id} expired at {wire_time(expires_at)}; ask the applicant "
                                "to authorise a new one.", consent_id, consent_status=status,
                                expired_at=wire_time(expires_at))
+    if status != "Authorised":
+        raise _consent_problem("consent-unusable", "The consent cannot be used",
+                               f"Consent {consent_id} is {status}.", consent_id, consent_status=status)
 
 
 def _own_consent(bank: SandboxBank, consent_id: str) -> dict[str, Any]:
@@ -216,6 +216,7 @@ def bank_consent_public(
                       "applicant's decision.",
         "Rejected": "The applicant rejected it; create a new consent or apply with inline data.",
         "Revoked": "The applicant revoked it; create a new consent or apply with inline data.",
+        "Expired": "It expired at the bank; create a new consent or apply with inline data.",
     }
     return BankConsentPublic(
         consent_id=consent["ConsentId"],

@@ -160,7 +160,8 @@ class ApplicationCreate(BaseModel):
     )
 
 
-ConsentStatus = Literal["AwaitingAuthorisation", "Authorised", "Rejected", "Revoked"]
+# As Sandbox Bank reports it: `Expired` once its ExpirationDateTime has passed by the bank's clock.
+ConsentStatus = Literal["AwaitingAuthorisation", "Authorised", "Rejected", "Revoked", "Expired"]
 
 
 class PsuAuthorisation(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from fastapi import FastAPI
@@ -10,6 +11,7 @@ from pydantic_settings import SettingsConfigDict
 from services.common.app import build_service_app, configure_logging
 from services.common.clock import Clock
 from services.common.db import Database, database_url
+from services.common.duework import DueWork
 from services.common.payments_client import PaymentsClient
 from services.common.reset import ResetHooks
 from services.common.settings import ServiceSettings
@@ -77,6 +79,10 @@ def create_app(settings: OpenBankingSettings | None = None, clock: Clock | None 
         db.unit_of_work(lambda session: service.seed_bank(session, clock.now()))  # outside any request
 
     seed()
+
+    def expire_consents(now: datetime) -> int:
+        return db.unit_of_work(lambda session: service.expire_consents(session, now))
+
     payments = payments_client or PaymentsClient(settings.gateway_url, settings.participant_key)
     app = build_service_app(
         name="openbanking",
@@ -88,6 +94,8 @@ def create_app(settings: OpenBankingSettings | None = None, clock: Clock | None 
         routers=ROUTERS,
         on_shutdown=payments.close,
         reset=ResetHooks(reseed=seed),
+        # Consents end at their ExpirationDateTime by the bank's clock: status Expired, and the event.
+        due_work=[DueWork("consent-expiry", expire_consents)],
         openapi_tags=[
             {"name": "authorisation", "description": "OAuth2 tokens, client registration, the PSU's decision"},
             {"name": "account access", "description": "AISP account-access consents"},

@@ -10,9 +10,12 @@ from sqlmodel import Field
 
 from services.common.db import UTCDateTime, model_base
 from services.common.idempotency import idempotency_table
+from services.common.outbox import outbox_table
 
 BankModel = model_base("BankModel")
 IdempotencyKeys = idempotency_table(BankModel.metadata)
+# Consents authorised, rejected, revoked and expired, recorded with the change (GET /_sandbox/events).
+Events = outbox_table(BankModel.metadata)
 
 
 class Psu(BankModel, table=True):

@@ -19,9 +19,12 @@ from services.openbanking.models import Consent, DomesticPayment, FundsConfirmat
 from services.openbanking.schemas import (
     OAuthError,
     OBFundsConfirmationConsentResponse1,
+    OBFundsConfirmationConsentResponseData,
     OBFundsConfirmationResponse1,
     OBReadConsentResponse1,
+    OBReadConsentResponseData,
     OBWriteDomesticConsentResponse5,
+    OBWriteDomesticConsentResponseData,
     OBWriteDomesticResponse5,
 )
 
@@ -77,11 +80,24 @@ def oauth_error(status: int, error: str, description: str) -> JSONResponse:
 
 # --- AISP -------------------------------------------------------------------------------------
 
-def account_access_consent(request: Request, consent: Consent) -> dict[str, Any]:
-    data = {"ConsentId": consent.id, "CreationDateTime": consent.created_at, "Status": consent.status,
+def consent_data(consent: Consent) -> dict[str, Any]:
+    """A consent's `Data` as its GET shows it, whatever its kind (an event carries it too)."""
+    if consent.kind == "account-access":
+        return _dump(OBReadConsentResponseData.model_validate(_account_access_data(consent)))
+    if consent.kind == "funds-confirmation":
+        return _dump(OBFundsConfirmationConsentResponseData.model_validate(_funds_consent_data(consent)))
+    return _dump(OBWriteDomesticConsentResponseData.model_validate(_payment_consent_data(consent)))
+
+
+def _account_access_data(consent: Consent) -> dict[str, Any]:
+    return {"ConsentId": consent.id, "CreationDateTime": consent.created_at, "Status": consent.status,
             "StatusUpdateDateTime": consent.status_updated_at, "Permissions": consent.permissions,
             "ExpirationDateTime": consent.expires_at, "TransactionFromDateTime": consent.transactions_from,
             "TransactionToDateTime": consent.transactions_to}
+
+
+def account_access_consent(request: Request, consent: Consent) -> dict[str, Any]:
+    data = _account_access_data(consent)
     return _dump(OBReadConsentResponse1.model_validate({
         "Data": data, "Risk": {}, "Links": self_link(request, f"/v3.1/aisp/account-access-consents/{consent.id}"),
         "Meta": {}}))
@@ -116,10 +132,14 @@ def _debtor(consent: Consent) -> dict[str, Any] | None:
     return None
 
 
-def payment_consent(request: Request, consent: Consent) -> dict[str, Any]:
-    data = {"ConsentId": consent.id, "CreationDateTime": consent.created_at, "Status": consent.status,
+def _payment_consent_data(consent: Consent) -> dict[str, Any]:
+    return {"ConsentId": consent.id, "CreationDateTime": consent.created_at, "Status": consent.status,
             "StatusUpdateDateTime": consent.status_updated_at, "Initiation": consent.data["Initiation"],
             "Debtor": _debtor(consent)}
+
+
+def payment_consent(request: Request, consent: Consent) -> dict[str, Any]:
+    data = _payment_consent_data(consent)
     return _dump(OBWriteDomesticConsentResponse5.model_validate({
         "Data": data, "Risk": consent.risk,
         "Links": self_link(request, f"/v3.1/pisp/domestic-payment-consents/{consent.id}"), "Meta": {}}))
@@ -141,10 +161,14 @@ def domestic_payment(request: Request, payment: DomesticPayment, consent: Consen
 
 # --- CBPII ------------------------------------------------------------------------------------
 
-def funds_confirmation_consent(request: Request, consent: Consent) -> dict[str, Any]:
-    data = {"ConsentId": consent.id, "CreationDateTime": consent.created_at, "Status": consent.status,
+def _funds_consent_data(consent: Consent) -> dict[str, Any]:
+    return {"ConsentId": consent.id, "CreationDateTime": consent.created_at, "Status": consent.status,
             "StatusUpdateDateTime": consent.status_updated_at, "ExpirationDateTime": consent.expires_at,
             "DebtorAccount": consent.data["DebtorAccount"]}
+
+
+def funds_confirmation_consent(request: Request, consent: Consent) -> dict[str, Any]:
+    data = _funds_consent_data(consent)
     return _dump(OBFundsConfirmationConsentResponse1.model_validate({
         "Data": data, "Links": self_link(request, f"/v3.1/cbpii/funds-confirmation-consents/{consent.id}"),
         "Meta": {}}))

@@ -228,10 +228,17 @@ class OBReadConsent1(BaseModel):
     Risk: OBRisk2
 
 
+# OBIE v3.1.11's statuses of an account-access or funds-confirmation consent, and `Expired`: the
+# sandbox's own, which v3.1.11 does not list (there an expired consent stays `Authorised` past its
+# ExpirationDateTime). The bank sets it when the consent's ExpirationDateTime passes by its clock,
+# so a TPP reading the consent sees why it stopped working.
+ConsentStatus = Literal["Authorised", "AwaitingAuthorisation", "Rejected", "Revoked", "Expired"]
+
+
 class OBReadConsentResponseData(BaseModel):
     ConsentId: str = Field(min_length=1, max_length=128)
     CreationDateTime: datetime
-    Status: Literal["Authorised", "AwaitingAuthorisation", "Rejected", "Revoked"]
+    Status: ConsentStatus
     StatusUpdateDateTime: datetime
     Permissions: list[Permission]
     ExpirationDateTime: datetime | None = None
@@ -547,7 +554,7 @@ class OBFundsConfirmationConsent1(BaseModel):
 class OBFundsConfirmationConsentResponseData(BaseModel):
     ConsentId: str = Field(min_length=1, max_length=128)
     CreationDateTime: datetime
-    Status: Literal["Authorised", "AwaitingAuthorisation", "Rejected", "Revoked"]
+    Status: ConsentStatus
     StatusUpdateDateTime: datetime
     ExpirationDateTime: datetime | None = None
     DebtorAccount: OBCashAccount

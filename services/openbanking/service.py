@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlmodel import Session
 
 from services.common.caller import Caller
@@ -24,6 +24,7 @@ from services.common.demo import (
 )
 from services.common.ids import new_id
 from services.common.money import Money, to_minor
+from services.common.outbox import record_event
 from services.common.payments_client import (
     PaymentRefused,
     PaymentsClient,
@@ -44,12 +45,14 @@ from services.openbanking.models import (
     BankState,
     Consent,
     DomesticPayment,
+    Events,
     FundsConfirmation,
     Psu,
     PsuAccount,
     TppClient,
 )
 from services.openbanking.oauth import BankAuthorizationServer, BankRequest, OAuth2Error
+from services.openbanking.presenters import consent_data
 from services.openbanking.schemas import (
     ACCOUNT_SCHEME,
     AuthorizeRequest,
@@ -65,6 +68,7 @@ from services.openbanking.schemas import (
 
 log = logging.getLogger("sandbox.openbanking")
 
+LIVE_CONSENT_STATUSES = ("Authorised", "AwaitingAuthorisation")  # what can still be decided, used or revoked
 EXPIRING_PSU_SECONDS = 60  # the `expire` magic PSU's consents last this long after authorising
 SERVICER_BIC = "SBXBCNSHXXX"  # Sandbox Bank's made-up BIC
 # Which sandbox participant each demo client belongs to: through the gateway, only that one's key
@@ -180,16 +184,53 @@ def revoke_consent(session: Session, consent: Consent, now: datetime) -> None:
     if consent.kind == "domestic-payment":
         raise OBIEError(409, "UK.OBIE.Resource.InvalidConsentStatus",
                         "A payment consent cannot be revoked; it is used once or left to lapse.")
-    if consent.status not in ("Authorised", "AwaitingAuthorisation"):
+    if consent.status not in LIVE_CONSENT_STATUSES:
         raise OBIEError(409, "UK.OBIE.Resource.InvalidConsentStatus",
                         f"Consent {consent.id} is {consent.status}; only a live consent can be revoked.")
     _set_status(consent, "Revoked", now)
     session.add(consent)
+    record_consent_event(session, consent, "revoked", now)
 
 
 def _set_status(consent: Consent, status: str, now: datetime) -> None:
     consent.status = status
     consent.status_updated_at = now
+
+
+# What OBIE's Event Notification API calls each change: a consent the PSU revoked has its own type;
+# any other change of a consent resource's status is a resource update.
+OBIE_EVENT_TYPES = {
+    "authorised": "urn:uk:org:openbanking:events:resource-update",
+    "rejected": "urn:uk:org:openbanking:events:resource-update",
+    "revoked": "urn:uk:org:openbanking:events:consent-authorization-revoked",
+    "expired": "urn:uk:org:openbanking:events:resource-update",
+}
+
+
+def record_consent_event(session: Session, consent: Consent, what: str, now: datetime) -> None:
+    """`openbanking.consent.<what>` in the caller's unit of work, for the participant holding the
+    consent's TPP client: the consent's Data as its GET shows it, with OBIE's event type."""
+    record_event(session, Events, f"openbanking.consent.{what}", subject_id=consent.id,
+                 participant_id=client_holder(session, consent.client_id), occurred_at=now,
+                 data={**consent_data(consent), "obie_event_type": OBIE_EVENT_TYPES[what]})
+
+
+def expire_consents(session: Session, now: datetime) -> int:
+    """Live consents whose ExpirationDateTime has passed by the bank's clock become Expired, each
+    with its event; a conditional update, so a second runner at the same moment finds none left."""
+    due = session.execute(select(Consent).where(
+        Consent.expires_at.is_not(None), Consent.expires_at <= now, Consent.deleted.is_(False),
+        Consent.status.in_(LIVE_CONSENT_STATUSES)).order_by(Consent.expires_at)).scalars().all()
+    expired = 0
+    for consent in due:
+        moved = session.execute(update(Consent).where(Consent.id == consent.id, Consent.status == consent.status)
+                                .values(status="Expired", status_updated_at=now)).rowcount
+        if moved != 1:
+            continue
+        session.refresh(consent)
+        record_consent_event(session, consent, "expired", now)
+        expired += 1
+    return expired
 
 
 # --- the PSU's decision -----------------------------------------------------------------------
@@ -233,15 +274,17 @@ def authorise(session: Session, server: BankAuthorizationServer, body: Authorize
     except OAuth2Error as error:
         raise OBIEError(400, "UK.OBIE.Field.Invalid", f"{error.error}: {error.description}") from None
     psu = login_psu(session, body.psu_id, body.otp)
-    if consent.status != "AwaitingAuthorisation":
-        raise OBIEError(409, "UK.OBIE.Resource.InvalidConsentStatus",
-                        f"Consent {consent.id} is {consent.status}; only AwaitingAuthorisation can be decided.")
+    # Expiry first: the same 403 whether or not the bank has marked the consent Expired yet.
     if rules.is_expired(consent.expires_at, now):
         raise OBIEError(403, "UK.OBIE.Resource.InvalidConsentStatus",
                         f"Consent {consent.id} expired before the PSU decided.")
+    if consent.status != "AwaitingAuthorisation":
+        raise OBIEError(409, "UK.OBIE.Resource.InvalidConsentStatus",
+                        f"Consent {consent.id} is {consent.status}; only AwaitingAuthorisation can be decided.")
     if psu.behaviour == "reject" or body.decision == "Reject":
         _set_status(consent, "Rejected", now)
         session.add(consent)
+        record_consent_event(session, consent, "rejected", now)
         refused = server.decision(grant, request, None)
         return AuthorizeResponse(consent_id=consent.id, status="Rejected", state=body.state,
                                  redirect_uri=refused.headers["Location"])
@@ -253,6 +296,7 @@ def authorise(session: Session, server: BankAuthorizationServer, body: Authorize
     _set_status(consent, "Authorised", now)
     session.add(consent)
     granted = server.decision(grant, request, psu)
+    record_consent_event(session, consent, "authorised", now)
     return AuthorizeResponse(consent_id=consent.id, status="Authorised", code=granted.redirect_params["code"],
                              state=body.state, redirect_uri=granted.headers["Location"])
 

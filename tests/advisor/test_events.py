@@ -8,7 +8,13 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from tests.advisor.conftest import advance, advisor_app, deposit, funded_account, open_account
+from tests.advisor.conftest import (
+    advance,
+    advisor_app,
+    deposit,
+    funded_account,
+    open_account,
+)
 from tests.support.servers import payments_behind_gateway
 
 
