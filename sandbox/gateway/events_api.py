@@ -3,12 +3,15 @@ of them, and the one sandbox clock (regulator key). docs/events.md tells the sto
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Annotated
 
 import httpx
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
+from sqlmodel import Session
 
 from sandbox.gateway import webhooks
 from sandbox.gateway.endpoints import (
@@ -84,18 +87,18 @@ def _log_change(gateway: Gateway, request: Request, participant_id: str, status:
                    "status": status, "latency_us": 0, "operation": operation})
 
 
-def _refusals_logged(gateway: Gateway, request: Request, policy: Policy, operation: str):  # type: ignore[no-untyped-def]
-    """A refused change is on the record too, with the status the participant got."""
-    class Logged:
-        def __enter__(self) -> None:
-            return None
-
-        def __exit__(self, kind, refused, _tb) -> bool:  # type: ignore[no-untyped-def]
-            if isinstance(refused, Problem):
-                _log_change(gateway, request, policy.id, refused.status, operation)
-            return False
-
-    return Logged()
+@contextmanager
+def _refusals_logged(gateway: Gateway, request: Request, session: Session, policy: Policy,
+                     operation: str) -> Iterator[None]:
+    """A refused change is on the record too, with the status the participant got. The unit of
+    work is rolled back first (the kit would roll it back anyway): on SQLite its transaction holds
+    the writer's lock, which the log's append needs."""
+    try:
+        yield
+    except Problem as refused:
+        session.rollback()
+        _log_change(gateway, request, policy.id, refused.status, operation)
+        raise
 
 
 # -- events --------------------------------------------------------------------------------------
@@ -136,7 +139,7 @@ def create_webhook_endpoint(body: WebhookEndpointCreate, caller: ParticipantDep,
     """Register an endpoint for this participant's events. The answer shows its signing secret
     (`whsec_…`) this once. A URL on a host the sandbox does not allow is refused (422
     `webhook-url-not-allowed`): loopback only, unless the operator lists hosts."""
-    with _refusals_logged(gateway, request, caller, "create_webhook_endpoint"):
+    with _refusals_logged(gateway, request, session, caller, "create_webhook_endpoint"):
         created = webhooks.create_endpoint(session, caller.id, body, gateway.webhook_allow, gateway.events)  # type: ignore[arg-type]
         record_first(session, CHANGE_BEFORE_LOG)
     _log_change(gateway, request, caller.id, 201, f"create_webhook_endpoint {created.id}")
@@ -165,7 +168,7 @@ def get_webhook_endpoint(endpoint_id: EndpointId, caller: ParticipantDep, sessio
 def update_webhook_endpoint(endpoint_id: EndpointId, body: WebhookEndpointUpdate, caller: ParticipantDep,
                             request: Request, session: SessionDep, gateway: GatewayDep) -> WebhookEndpointPublic:
     """Change its URL, types or description; `enabled: true` re-enables one disabled after failing."""
-    with _refusals_logged(gateway, request, caller, "update_webhook_endpoint"):
+    with _refusals_logged(gateway, request, session, caller, "update_webhook_endpoint"):
         updated = webhooks.update_endpoint(session, caller.id, endpoint_id, body, gateway.webhook_allow)
         record_first(session, CHANGE_BEFORE_LOG)
     _log_change(gateway, request, caller.id, 200, f"update_webhook_endpoint {endpoint_id}")
@@ -178,7 +181,7 @@ def update_webhook_endpoint(endpoint_id: EndpointId, body: WebhookEndpointUpdate
 def delete_webhook_endpoint(endpoint_id: EndpointId, caller: ParticipantDep, request: Request,
                             session: SessionDep, gateway: GatewayDep) -> Response:
     """Delete it, with what it was still owed and its delivery log."""
-    with _refusals_logged(gateway, request, caller, "delete_webhook_endpoint"):
+    with _refusals_logged(gateway, request, session, caller, "delete_webhook_endpoint"):
         webhooks.delete_endpoint(session, caller.id, endpoint_id)
         record_first(session, CHANGE_BEFORE_LOG)
     _log_change(gateway, request, caller.id, 204, f"delete_webhook_endpoint {endpoint_id}")
@@ -192,7 +195,7 @@ def rotate_webhook_secret(endpoint_id: EndpointId, body: SecretRotation, caller:
                           session: SessionDep, gateway: GatewayDep) -> WebhookEndpointWithSecret:
     """A new secret, shown this once. Until `grace_seconds` pass, deliveries carry a signature
     by each secret (space-separated in `webhook-signature`), so either verifies."""
-    with _refusals_logged(gateway, request, caller, "rotate_webhook_secret"):
+    with _refusals_logged(gateway, request, session, caller, "rotate_webhook_secret"):
         rotated = webhooks.rotate_secret(session, caller.id, endpoint_id, body.grace_seconds)
         record_first(session, CHANGE_BEFORE_LOG)
     _log_change(gateway, request, caller.id, 200, f"rotate_webhook_secret {endpoint_id} grace {body.grace_seconds} s")
@@ -216,10 +219,10 @@ def redeliver_webhook(delivery_id: DeliveryId, caller: ParticipantDep, request: 
                       gateway: GatewayDep) -> WebhookDeliveryPublic:
     """Send a delivery again now (same `webhook-id`), succeeded or failed. 409 while its endpoint
     is disabled."""
-    with _refusals_logged(gateway, request, caller, "redeliver_webhook"):
+    with _refusals_logged(gateway, request, session, caller, "redeliver_webhook"):
         row = webhooks.redeliver(session, caller.id, delivery_id)
+        [public] = webhooks.present_deliveries(session, [row])  # before the commit: no second transaction
         record_first(session, CHANGE_BEFORE_LOG)
-        [public] = webhooks.present_deliveries(session, [row])
     _log_change(gateway, request, caller.id, 202, f"redeliver_webhook {delivery_id}")
     if gateway.dispatcher is not None:
         gateway.dispatcher.wake()

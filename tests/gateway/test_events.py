@@ -5,7 +5,7 @@ changes (alerts, suspensions) are events too."""
 from __future__ import annotations
 
 from sandbox.gateway.events import EventStore
-from tests.gateway.conftest import REGULATOR
+from tests.gateway.conftest import REGULATOR, Sandbox
 from tests.gateway.events_world import EventsWorld, wait_for, world  # noqa: F401 - fixture
 
 
@@ -96,3 +96,17 @@ def test_events_need_a_participants_key(world: EventsWorld) -> None:
     refused = world.client.get("/events", headers=REGULATOR)
     assert refused.status_code == 403 and refused.json()["type"].endswith("regulator-key-not-a-participant")
     assert world.client.get("/sandbox/events", headers={"X-API-Key": world.admit()[1]}).status_code == 403
+
+
+def test_an_alert_opening_and_closing_are_the_participants_events(sandbox: Sandbox) -> None:
+    firm_id, key = sandbox.admit()
+    reviewed = sandbox.transfer(key, "12345.00")
+    assert reviewed.headers["x-sandbox-decision"].startswith("review")
+    [alert] = sandbox.client.get("/sandbox/alerts", headers=REGULATOR).json()["data"]
+    closed = sandbox.client.post(f"/sandbox/alerts/{alert['id']}/close", headers=REGULATOR,
+                                 json={"resolution": "false_positive"})
+    assert closed.status_code == 200, closed.text
+    events = sandbox.client.get("/events", headers={"X-API-Key": key}, params={"type": "sandbox.alert"}).json()["data"]
+    assert [(e["type"], e["subject_id"], e["participant_id"]) for e in events] == [
+        ("sandbox.alert.opened", alert["id"], firm_id), ("sandbox.alert.closed", alert["id"], firm_id)]
+    assert events[0]["data"]["rules"] == ["large_value"] and events[1]["data"]["resolution"] == "false_positive"
