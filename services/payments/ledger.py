@@ -99,3 +99,15 @@ def net_by_account(legs: list[Leg]) -> list[tuple[str, int]]:
     for leg in legs:
         totals[leg.account_id] = totals.get(leg.account_id, 0) + leg.amount_minor
     return sorted(totals.items())
+
+
+def into_transit(payer: str, in_transit: str, sell_minor: int) -> list[Leg]:
+    """A cross-border payment when paid: the payer's money leaves for the in-transit account
+    (internal, per currency sold) and waits there until the rail settles or returns it."""
+    return move(payer, in_transit, sell_minor)
+
+
+def back_from_transit(in_transit: str, payer: str, sell_minor: int) -> list[Leg]:
+    """A returned cross-border payment: everything the payer sent comes back, fee included
+    (the fee is taken only when the rail delivers)."""
+    return move(in_transit, payer, sell_minor)

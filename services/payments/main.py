@@ -17,7 +17,7 @@ from services.common.fastroute import served_directly
 from services.common.money import to_minor
 from services.common.reset import ResetHooks
 from services.common.settings import ServiceSettings
-from services.payments import events, service
+from services.payments import cross_border, events, service
 from services.payments.endpoints import router
 from services.payments.fastpath import forget_known_accounts
 from services.payments.models import Account, IdempotencyKeys, Mandate, PaymentsModel
@@ -114,6 +114,8 @@ def create_app(settings: PaymentsSettings | None = None, clock: Clock | None = N
         clock=clock,
         routers=[served_directly(router) if settings.fast_routes else router],
         reset=ResetHooks(reseed=seed, forget=[lambda: forget_known_accounts(db.engine)]),
+        # Cross-border payments settle (or come back) when their rail's time has passed.
+        due_work=cross_border.settlement_due_work(db),
         openapi_tags=[
             {"name": "accounts", "description": "Wallets and merchant accounts"},
             {"name": "movements", "description": "Top-ups, withdrawals, transfers, payments, refunds"},

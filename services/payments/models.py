@@ -108,3 +108,19 @@ class FxQuote(PaymentsModel, table=True):
     expires_at: datetime = Field(sa_type=UTCDateTime)
     # Set in the same transaction as the payment's journal; unique, so a quote pays once.
     journal_id: str | None = Field(default=None, foreign_key="journals.id", unique=True, max_length=40)
+
+
+# A cross-border payment on its way: debited from the payer into the in-transit account when
+# paid, `pending` until `due_at` (its rail's settlement time), then `settled` (credited to the
+# payee) or `returned` (back to the payer: a beneficiary the rail cannot pay). Each close is a
+# journal of its own (`closing_journal_id`), written with the conditional update that closes it.
+class CrossBorderTransit(PaymentsModel, table=True):
+    __tablename__ = "cross_border_transits"
+
+    journal_id: str = Field(primary_key=True, foreign_key="journals.id", max_length=40)  # the xb_ payment
+    quote_id: str = Field(foreign_key="fx_quotes.id", max_length=40)
+    status: str = Field(max_length=8, index=True)  # pending | settled | returned
+    due_at: datetime = Field(sa_type=UTCDateTime, index=True)  # when it settles (or comes back)
+    comes_back: bool = False  # the magic beneficiary: returned at due_at instead of settled
+    closed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    closing_journal_id: str | None = Field(default=None, max_length=40, unique=True)

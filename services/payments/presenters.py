@@ -11,7 +11,7 @@ from datetime import datetime
 from services.common.money import Money
 from services.payments import fx, mandates
 from services.payments.fastpath import NewJournal, PostingRow
-from services.payments.models import Account, FxQuote, Journal, Mandate, Posting
+from services.payments.models import Account, CrossBorderTransit, FxQuote, Journal, Mandate, Posting
 from services.payments.schemas import (
     AccountPublic,
     CrossBorderDetails,
@@ -37,7 +37,8 @@ def account_public(account: Account) -> AccountPublic:
     )
 
 
-def journal_public(journal: Journal | NewJournal, postings: list[Posting] | list[PostingRow], quote: FxQuote | None = None) -> JournalPublic:
+def journal_public(journal: Journal | NewJournal, postings: list[Posting] | list[PostingRow],
+                   quote: FxQuote | None = None, transit: CrossBorderTransit | None = None) -> JournalPublic:
     # Built without validation, as Money.of is: every field comes from a journal and postings
     # this service wrote, so they are right by construction (and it is on every movement's path).
     ccy = journal.currency
@@ -60,7 +61,7 @@ def journal_public(journal: Journal | NewJournal, postings: list[Posting] | list
             )
             for p in postings
         ],
-        fx=cross_border_details(quote, journal.created_at) if quote is not None else None,
+        fx=cross_border_details(quote, journal.created_at, transit) if quote is not None else None,
         mandate_id=journal.mandate_id,
         created_at=journal.created_at,
     )
@@ -85,8 +86,12 @@ def mandate_public(mandate: Mandate, used_this_period_minor: int, now: datetime)
     )
 
 
-def cross_border_details(quote: FxQuote, paid_at: datetime) -> CrossBorderDetails:
+def cross_border_details(quote: FxQuote, paid_at: datetime, transit: CrossBorderTransit | None) -> CrossBorderDetails:
+    """A payment without a transit record was booked before payments took time: it settled
+    when it was paid."""
     rule = fx.RAILS[quote.rail]
+    status = transit.status if transit is not None else "settled"
+    closed_at = transit.closed_at if transit is not None else paid_at
     return CrossBorderDetails(
         quote_id=quote.id,
         rail=quote.rail,  # type: ignore[arg-type]
@@ -94,7 +99,12 @@ def cross_border_details(quote: FxQuote, paid_at: datetime) -> CrossBorderDetail
         sell=Money.of(quote.sell_minor, quote.sell_currency),
         buy=Money.of(quote.buy_minor, quote.buy_currency),
         fee=Money.of(quote.fee_minor, quote.sell_currency),
-        settlement=Settlement(estimate=rule.settlement, settles_by=rule.settles_by(paid_at)),
+        settlement=Settlement(estimate=rule.settlement,
+                              settles_by=transit.due_at if transit is not None else rule.settles_by(paid_at)),
+        status=status,  # type: ignore[arg-type]
+        settled_at=closed_at if status == "settled" else None,
+        returned_at=closed_at if status == "returned" else None,
+        closing_journal_id=transit.closing_journal_id if transit is not None else None,
     )
 
 

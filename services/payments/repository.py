@@ -19,6 +19,7 @@ from services.payments.fastpath import AccountRef, NewJournal, PostingRow
 from services.payments.ledger import Leg
 from services.payments.models import (
     Account,
+    CrossBorderTransit,
     FxQuote,
     IdempotencyKeys,
     Journal,
@@ -188,6 +189,55 @@ class FxQuotesRepository:
         return result.rowcount == 1
 
 
+class TransitsRepository:
+    """Cross-border payments on their way (`CrossBorderTransit`)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, transit: CrossBorderTransit) -> CrossBorderTransit:
+        self.session.add(transit)
+        self.session.flush()
+        return transit
+
+    def get(self, journal_id: str) -> CrossBorderTransit | None:
+        return self.session.get(CrossBorderTransit, journal_id)
+
+    def of_journals(self, journal_ids: list[str]) -> dict[str, CrossBorderTransit]:
+        if not journal_ids:
+            return {}
+        rows = self.session.execute(
+            select(CrossBorderTransit).where(CrossBorderTransit.journal_id.in_(journal_ids))).scalars()
+        return {transit.journal_id: transit for transit in rows}
+
+    def due(self, now: datetime, comes_back: bool, limit: int) -> list[str]:
+        """The pending payments due by `now` that settle (or, `comes_back`, return), oldest due first."""
+        return list(self.session.execute(
+            select(CrossBorderTransit.journal_id)
+            .where(CrossBorderTransit.status == "pending", CrossBorderTransit.due_at <= now,
+                   CrossBorderTransit.comes_back.is_(comes_back))
+            .order_by(CrossBorderTransit.due_at).limit(limit)).scalars())
+
+    def close(self, journal_id: str, status: str, now: datetime, closing_journal_id: str) -> bool:
+        """Settle or return it unless that was done already: one conditional UPDATE, so two
+        runners at once (or one after a crash) close it once; on PostgreSQL the second waits
+        for the first's row lock, then finds it no longer pending."""
+        result = self.session.execute(
+            update(CrossBorderTransit)
+            .where(CrossBorderTransit.journal_id == journal_id, CrossBorderTransit.status == "pending")
+            .values(status=status, closed_at=now, closing_journal_id=closing_journal_id))
+        return result.rowcount == 1
+
+    def pending_totals(self) -> dict[str, int]:
+        """What pending payments hold in transit, per currency sold."""
+        rows = self.session.execute(
+            select(Journal.currency, func.sum(Journal.amount_minor))
+            .join(CrossBorderTransit, CrossBorderTransit.journal_id == Journal.id)
+            .where(CrossBorderTransit.status == "pending")
+            .group_by(Journal.currency)).tuples()
+        return {currency: int(total) for currency, total in rows}
+
+
 class MandatesRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -349,6 +399,13 @@ class InvariantsRepository:
                 .order_by(Journal.created_at, Journal.id)
             ).tuples()
         )
+
+    def system_balances(self, code: str) -> dict[str, int]:
+        """The balance of the internal account `code` in each currency it exists in."""
+        rows = self.session.execute(
+            select(Account.currency, Account.balance_minor)
+            .where(Account.system_code.like(f"{code}:%"))).tuples()
+        return {currency: int(balance) for currency, balance in rows}
 
     def counts(self) -> tuple[int, int]:
         journals = self.session.execute(select(func.count()).select_from(Journal)).scalar_one()

@@ -15,7 +15,7 @@ from services.common.money import AmountIn, Money, amount_schema
 from services.payments import fx, qr
 
 ACCOUNT_PREFIX = "acc"
-JOURNAL_PREFIXES = "dep|wd|tr|pay|re|ob|xb"
+JOURNAL_PREFIXES = "dep|wd|tr|pay|re|ob|xbs|xbr|xb"
 FX_QUOTE_PREFIX = "fxq"
 REFUNDABLE_PREFIXES = "tr|pay"
 MANDATE_PREFIX = "mdt"
@@ -233,11 +233,12 @@ RATE_PATTERN = r"^[0-9]+(\.[0-9]+)?$"
 
 
 class Settlement(BaseModel):
-    """How long the rail takes. The sandbox ledger books at once; this is when the money would
-    have arrived in the real world."""
+    """How long the rail takes: a paid cross-border payment is `pending` until `settles_by`
+    (by the service clock), then settles."""
 
     estimate: str = Field(examples=["3-5 seconds", "1-3 business days"])
-    settles_by: datetime = Field(description="The latest arrival if paid now (or when paid).")
+    settles_by: datetime = Field(description="When the money arrives if paid now (or, once paid, "
+                                 "when it settles: the latest of the estimate).")
 
 
 class FxQuotePublic(BaseModel):
@@ -281,6 +282,9 @@ class CrossBorderCreate(BaseModel):
     mandate_id: str | None = MandateIdField()
 
 
+CrossBorderStatus = Literal["pending", "settled", "returned"]
+
+
 class CrossBorderDetails(BaseModel):
     """What a cross-border journal converted, at which rate, on which rail."""
 
@@ -291,6 +295,16 @@ class CrossBorderDetails(BaseModel):
     buy: Money
     fee: Money
     settlement: Settlement
+    status: CrossBorderStatus = Field(description=(
+        "`pending`: the payer is debited, the money is in transit (the rail's in-transit account) "
+        "and has not reached the payee; `settled`: credited to the payee at `settlement.settles_by` "
+        "(ripple: seconds; correspondent: 1-3 business days); `returned`: it came back to the "
+        "payer in full instead (a beneficiary the rail cannot pay: the magic name `Test Return`)."))
+    settled_at: datetime | None = Field(default=None, description="When the payee was credited.")
+    returned_at: datetime | None = Field(default=None, description="When the money came back to the payer.")
+    closing_journal_id: str | None = Field(default=None, description=(
+        "The journal that settled it (`xbs_…`: in transit to the payee) or returned it (`xbr_…`: "
+        "in transit back to the payer); null while pending."))
 
 
 # --- merchant QR (EMVCo Merchant-Presented Mode) ---------------------------------------------
@@ -346,7 +360,10 @@ class JournalPublic(BaseModel):
     """A money movement and its postings, which always sum to zero."""
 
     id: str = Field(examples=["tr_01jd3k8m9q2w4e6r8t0y2u4i6o"])
-    kind: Literal["deposit", "withdrawal", "transfer", "payment", "refund", "opening", "cross_border"]
+    kind: Literal["deposit", "withdrawal", "transfer", "payment", "refund", "opening", "cross_border",
+                  "settlement", "return"] = Field(description=(
+        "`settlement` and `return` close a pending `cross_border` payment: its money leaves the "
+        "in-transit account for the payee, or back to the payer."))
     amount: Money
     fee: Money
     from_account_id: str | None

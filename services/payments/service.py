@@ -18,7 +18,7 @@ from services.common.money import AmountIn, Money
 from services.common.problems import Problem, not_found
 from services.payments import cards, events, ledger, mandates
 from services.payments.fastpath import AccountRef, NewJournal
-from services.payments.models import Account, FxQuote, Journal, Mandate
+from services.payments.models import Account, CrossBorderTransit, FxQuote, Journal, Mandate
 from services.payments.presenters import account_public, journal_public, mandate_public
 from services.payments.repository import (
     AccountsRepository,
@@ -26,6 +26,7 @@ from services.payments.repository import (
     InvariantsRepository,
     JournalsRepository,
     MandatesRepository,
+    TransitsRepository,
 )
 from services.payments.schemas import (
     MANDATE_PREFIX,
@@ -47,6 +48,8 @@ CARD_FUNDING = "card_funding"
 BANK_PAYOUTS = "bank_payouts"
 MERCHANT_FEES = "merchant_fees"
 OPENING_BALANCES = "opening_balances"
+# Where a cross-border payment's money waits between its payer and its payee (cross_border.py).
+CROSS_BORDER_IN_TRANSIT = "cross_border_in_transit"
 DIRECT = Caller(None)  # a caller on the service's own port: no participant, sees everything
 
 
@@ -101,6 +104,7 @@ def record_movement(
     legs: list[ledger.Leg],
     accounts: dict[str, Account | AccountRef],
     quote: FxQuote | None = None,
+    transit: CrossBorderTransit | None = None,
 ) -> JournalPublic:
     """Apply the legs to the balances and record the journal (one batch), then refuse the whole
     movement if any balance change would overdraw: the unit of work rolls it all back."""
@@ -122,7 +126,7 @@ def record_movement(
                 f"{Money.of(-delta, account.currency).amount} {account.currency}.",
                 account_id=account_id,
             )
-    return journal_public(journal, postings, quote)
+    return journal_public(journal, postings, quote, transit)
 
 
 def deposit(session: Session, body: DepositCreate, now: datetime, idem_id: str | None,
@@ -426,8 +430,10 @@ def get_journal(session: Session, journal_id: str, caller: Caller = DIRECT) -> J
         accounts = AccountsRepository(session).get_many([p.account_id for p in postings])
         if not any(a.kind != "internal" and caller.may_use(a.participant_id) for a in accounts.values()):
             raise not_found("Journal", journal_id)
-    quotes = FxQuotesRepository(session).of_journals([journal.id] if journal.kind == "cross_border" else [])
-    return journal_public(journal, postings, quotes.get(journal.id))
+    cross_border = [journal.id] if journal.kind == "cross_border" else []
+    quotes = FxQuotesRepository(session).of_journals(cross_border)
+    transits = TransitsRepository(session).of_journals(cross_border)
+    return journal_public(journal, postings, quotes.get(journal.id), transits.get(journal.id))
 
 
 def list_journals(session: Session, limit: int, after: str | None, account_id: str | None,
@@ -435,8 +441,10 @@ def list_journals(session: Session, limit: int, after: str | None, account_id: s
     repo = JournalsRepository(session)
     journals = repo.list(limit, after, account_id, caller.participant_id if caller.restricted else None)
     postings = repo.postings_of([j.id for j in journals])
-    quotes = FxQuotesRepository(session).of_journals([j.id for j in journals if j.kind == "cross_border"])
-    return [journal_public(j, postings[j.id], quotes.get(j.id)) for j in journals]
+    cross_border = [j.id for j in journals if j.kind == "cross_border"]
+    quotes = FxQuotesRepository(session).of_journals(cross_border)
+    transits = TransitsRepository(session).of_journals(cross_border)
+    return [journal_public(j, postings[j.id], quotes.get(j.id), transits.get(j.id)) for j in journals]
 
 
 def check_invariants(session: Session) -> InvariantsReport:
@@ -495,6 +503,14 @@ def check_invariants(session: Session) -> InvariantsReport:
             violations=_mandate_violations(repo.mandated_debits()),
             ok=True,
         ),
+        InvariantCheck(
+            name="in_transit_holds_pending_payments",
+            description="Per currency, the in-transit account holds exactly what the pending "
+            "cross-border payments sent (they left their payers and have not reached their payees).",
+            violations=_transit_violations(repo.system_balances(CROSS_BORDER_IN_TRANSIT),
+                                           TransitsRepository(session).pending_totals()),
+            ok=True,
+        ),
     ]
     for check in checks:
         check.ok = not check.violations
@@ -509,6 +525,12 @@ def check_invariants(session: Session) -> InvariantsReport:
         journals=journals,
         postings=postings,
     )
+
+
+def _transit_violations(balances: dict[str, int], pending: dict[str, int]) -> list[str]:
+    return [f"{currency}: in transit {balances.get(currency, 0)} != pending {pending.get(currency, 0)}"
+            for currency in sorted(balances.keys() | pending.keys())
+            if balances.get(currency, 0) != pending.get(currency, 0)]
 
 
 def _mandate_violations(debits: list[tuple[Journal, Mandate]]) -> list[str]:

@@ -177,8 +177,10 @@ def test_quotes_that_cannot_be_priced_are_refused(client: TestClient) -> None:
 
 
 def test_cross_border_payment_posts_both_currencies_through_the_rail(database_url, make_app: MakeApp) -> None:
+    """Paid: the payer's money goes into transit (two postings); settled after the rail's 5
+    seconds: from transit through the rail's liquidity, in both currencies, to the payee."""
     clock = frozen_clock()
-    with TestClient(make_app(clock=clock, database_url=database_url)) as client:
+    with TestClient(make_app(clock=clock, database_url=database_url, due_work_interval_seconds=0)) as client:
         q = quote(client, sell("1000.00", "CNY", "USD", "ripple"))
         r = client.post("/cross-border-payments", json={**pay(q["id"]), "description": "invoice 42"})
         assert r.status_code == 201, r.text
@@ -190,29 +192,39 @@ def test_cross_border_payment_posts_both_currencies_through_the_rail(database_ur
         assert journal["fx"]["quote_id"] == q["id"]
         assert journal["fx"]["buy"] == {"amount": "137.81", "currency": "USD"}
         assert journal["fx"]["settlement"]["settles_by"] == "2026-01-05T09:00:05Z"
+        assert journal["fx"]["status"] == "pending"
+        internal = lambda: {a["owner_name"] + ":" + a["currency"]: a["balance"]["amount"] for a in  # noqa: E731
+                            client.get("/accounts", params={"kind": "internal", "limit": 100}).json()["data"]}
+        assert {p["account_id"]: p["amount"]["amount"] for p in journal["postings"]}[LI_WEI] == "-1000.00"
+        assert internal()["cross border in transit:CNY"] == "1000.00"
+        assert client.get(f"/accounts/{ALICE}").json()["balance"]["amount"] == "2500.00"  # not yet
 
+        assert client.post("/_sandbox/clock/advance", json={"seconds": 5}).json()["fired"] == {
+            "cross-border-settlement": 1}
+        paid = client.get(f"/journals/{journal['id']}").json()
+        assert paid["fx"]["status"] == "settled" and paid["fx"]["settled_at"] == "2026-01-05T09:00:05Z"
+        settlement = client.get(f"/journals/{paid['fx']['closing_journal_id']}").json()
+        assert settlement["kind"] == "settlement" and settlement["id"].startswith("xbs_")
         by_currency: dict[str, Decimal] = {}
-        for p in journal["postings"]:
+        for p in settlement["postings"]:
             by_currency[p["amount"]["currency"]] = by_currency.get(p["amount"]["currency"], 0) + Decimal(p["amount"]["amount"])
         assert by_currency == {"CNY": 0, "USD": 0}  # balanced in each currency
-        moves = {p["account_id"]: p["amount"] for p in journal["postings"]}
-        assert moves[LI_WEI] == {"amount": "-1000.00", "currency": "CNY"}
+        moves = {p["account_id"]: p["amount"] for p in settlement["postings"]}
         assert moves[ALICE] == {"amount": "137.81", "currency": "USD"}
-        internal = {a["owner_name"] + ":" + a["currency"]: a for a in
-                    client.get("/accounts", params={"kind": "internal", "limit": 100}).json()["data"]}
-        assert internal["ripple liquidity:CNY"]["balance"]["amount"] == "982.20"
-        assert internal["ripple liquidity:USD"]["balance"]["amount"] == "-137.81"  # may go negative
-        assert internal["cross border fees:CNY"]["balance"]["amount"] == "17.80"
+        balances = internal()
+        assert balances["cross border in transit:CNY"] == "0.00"
+        assert balances["ripple liquidity:CNY"] == "982.20"
+        assert balances["ripple liquidity:USD"] == "-137.81"  # may go negative
+        assert balances["cross border fees:CNY"] == "17.80"
         assert client.get(f"/accounts/{LI_WEI}").json()["balance"]["amount"] == "4000.00"
         assert client.get(f"/accounts/{ALICE}").json()["balance"]["amount"] == "2637.81"
 
-        # The journal reads back the same, alone, in the list and on both statements.
-        assert client.get(f"/journals/{journal['id']}").json() == journal
-        listed = [j for j in client.get("/journals", params={"limit": 100}).json()["data"] if j["id"] == journal["id"]]
-        assert listed == [journal]
-        for account in (LI_WEI, ALICE):
+        # The payment reads back the same, alone and in the list; each side's statement shows it.
+        listed = [j for j in client.get("/journals", params={"limit": 100}).json()["data"] if j["id"] == paid["id"]]
+        assert listed == [paid]
+        for account, shown in ((LI_WEI, paid["id"]), (ALICE, settlement["id"])):
             ids = [j["id"] for j in client.get(f"/accounts/{account}/journals", params={"limit": 100}).json()["data"]]
-            assert journal["id"] in ids
+            assert shown in ids
         assert client.get(f"/fx/quotes/{q['id']}").json()["status"] == "used"
         assert client.get(f"/fx/quotes/{q['id']}").json()["journal_id"] == journal["id"]
 
