@@ -49,6 +49,10 @@ Test cards for top-ups: `4242424242424242` pays; `4000000000000002` declines, `4
 insufficient funds, `4000000000009987` lost card, `4000000000009979` stolen card,
 `4000000000000069` expired card, `4000000000000119` processing error; a number failing the Luhn
 check is an incorrect number.
+
+A cross-border payment is `pending` (the payer debited, the money in transit) until its rail's
+settlement time by the service clock (ripple 5 seconds, correspondent 3 business days), then
+`settled`; one to a payee account named `Test Return` is `returned` to the payer in full instead.
 """
 
 
