@@ -3,6 +3,8 @@ cross-border payment on the ripple rail against the correspondent one."""
 
 from __future__ import annotations
 
+import time
+
 from datetime import datetime
 from decimal import Decimal
 
@@ -102,6 +104,17 @@ def _settles_in(quote: dict) -> float:
     return (settles - created).total_seconds()
 
 
+def _wait_until_settled(scene: Scene, journal_id: str, at_most_s: float) -> None:
+    """Poll, without narrating each look, until the payment is no longer pending (payments
+    settles a ripple payment by itself, seconds after it was paid), for at most `at_most_s`."""
+    deadline = time.monotonic() + at_most_s
+    while time.monotonic() < deadline:
+        answer = scene.http.get(f"/payments/journals/{journal_id}", headers={"X-API-Key": WALLET_CO.api_key})
+        if answer.status_code == 200 and answer.json().get("fx", {}).get("status") != "pending":
+            return
+        time.sleep(0.5)
+
+
 def cross_border(scene: Scene) -> None:
     sent = Decimal("1000.00")
     scene.say("Ripple's claim in the seed: a bank-to-bank payment abroad takes 1–3 days by correspondent "
@@ -135,6 +148,14 @@ def cross_border(scene: Scene) -> None:
                            json={"quote_id": ripple["id"], "from_account_id": LI_WEI, "to_account_id": ALICE},
                            show=("id", "kind", "fx.rail", "amount.amount", "fx.buy.amount")))
     scene.check(paid["fx.quote_id"] == ripple["id"], "the journal paid the ripple quote", f"it paid {paid['fx.quote_id']}")
+    scene.check(paid["fx.status"] == "pending", "the payment is pending: the money left Li Wei and is in transit",
+                f"its status is {paid['fx.status']}")
+    _wait_until_settled(scene, paid.body["id"], ripple_seconds + 15)
+    settled = scene.call(Step("the ripple payment, seconds later: the rail has settled it", "GET",
+                              f"/payments/journals/{paid.body['id']}", WALLET_CO,
+                              show=("fx.status", "fx.settled_at", "fx.closing_journal_id")))
+    scene.check(settled["fx.status"] == "settled", "the ripple payment settled within seconds",
+                f"it is still {settled['fx.status']}")
     li_after = balance(scene, LI_WEI, "Li Wei", "Li Wei's CNY wallet after")
     alice_after = balance(scene, ALICE, "Alice Example", "Alice's USD wallet after")
     scene.check(li_before - li_after == sent, f"Li Wei's wallet paid {sent} CNY, the fee included",
