@@ -35,7 +35,7 @@ from services.common.problems import Problem, not_found
 from services.payments import events, fx, ledger
 from services.payments.fastpath import NewJournal
 from services.payments.models import CrossBorderTransit, FxQuote
-from services.payments.presenters import quote_public
+from services.payments.presenters import quote_public, seen_by
 from services.payments.repository import (
     AccountsRepository,
     FxQuotesRepository,
@@ -163,8 +163,8 @@ def cross_border_payment(session: Session, body: CrossBorderCreate, now: datetim
         session.refresh(quote)
         raise _quote_used(quote.id, quote.journal_id or "another payment")
     TransitsRepository(session).add(transit)
-    events.cross_border_event(session, "pending", result, now, payer.participant_id)
-    return result
+    events.cross_border_event(session, "pending", result, now, accounts, payer.participant_id)
+    return seen_by(result, caller, accounts)
 
 
 # --- settlement: what falls due when time passes ----------------------------------------------
@@ -214,8 +214,9 @@ def _close(session: Session, journal_id: str, now: datetime, outcome: str) -> in
         currency=quote.sell_currency, amount_minor=quote.sell_minor, fee_minor=fee,
         from_account_id=source, to_account_id=target, description=f"{what} of {journal_id}",
         created_at=now), legs, accounts)
-    owners = repo.get_many([payment.from_account_id, payment.to_account_id])
-    events.cross_border_event(session, outcome, get_journal(session, journal_id), now,
+    shown = get_journal(session, journal_id)  # as a caller outside the gateway sees it: every balance
+    owners = repo.get_many([payment.from_account_id, payment.to_account_id, *(p.account_id for p in shown.postings)])
+    events.cross_border_event(session, outcome, shown, now, owners,
                               owners[payment.from_account_id].participant_id,
                               owners[payment.to_account_id].participant_id)
     return 1

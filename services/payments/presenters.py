@@ -6,11 +6,13 @@ model. Amounts leave here as `Money` in their currency's exponent.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
+from services.common.caller import Caller
 from services.common.money import Money
 from services.payments import fx, mandates
-from services.payments.fastpath import NewJournal, PostingRow
+from services.payments.fastpath import AccountRef, NewJournal, PostingRow
 from services.payments.models import Account, CrossBorderTransit, FxQuote, Journal, Mandate, Posting
 from services.payments.schemas import (
     AccountPublic,
@@ -65,6 +67,25 @@ def journal_public(journal: Journal | NewJournal, postings: list[Posting] | list
         mandate_id=journal.mandate_id,
         created_at=journal.created_at,
     )
+
+
+def balance_visible(viewer: Caller, account: Account | AccountRef) -> bool:
+    """Whether `viewer` may see this account's balance: its own customers' (or, acting for a
+    participant, that one's), not another firm's nor the sandbox's own accounts."""
+    if not viewer.restricted:
+        return True
+    return account.kind != "internal" and account.participant_id is not None and viewer.may_use(account.participant_id)
+
+
+def seen_by(movement: JournalPublic, viewer: Caller,
+            accounts: Mapping[str, Account | AccountRef]) -> JournalPublic:
+    """The journal as `viewer` may see it: every line, but the balance after it only on the
+    accounts `balance_visible` allows (an account missing from `accounts` is hidden)."""
+    if not viewer.restricted:
+        return movement
+    postings = [p if (a := accounts.get(p.account_id)) is not None and balance_visible(viewer, a)
+                else p.model_copy(update={"balance_after": None}) for p in movement.postings]
+    return movement.model_copy(update={"postings": postings})
 
 
 def mandate_public(mandate: Mandate, used_this_period_minor: int, now: datetime) -> MandatePublic:

@@ -353,7 +353,10 @@ class PostingPublic(BaseModel):
 
     account_id: str
     amount: Money = Field(description="Added to the account's balance; negative is a debit.")
-    balance_after: Money
+    balance_after: Money | None = Field(description=(
+        "The account's balance after this line. Through the gateway, null on an account of another "
+        "participant or of the sandbox itself (card funding, fees, payouts, in transit): a firm sees "
+        "its own customers' balances, never another firm's."))
 
 
 class JournalPublic(BaseModel):

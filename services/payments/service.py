@@ -19,7 +19,7 @@ from services.common.problems import Problem, not_found
 from services.payments import cards, events, ledger, mandates
 from services.payments.fastpath import AccountRef, NewJournal
 from services.payments.models import Account, CrossBorderTransit, FxQuote, Journal, Mandate
-from services.payments.presenters import account_public, journal_public, mandate_public
+from services.payments.presenters import account_public, journal_public, mandate_public, seen_by
 from services.payments.repository import (
     AccountsRepository,
     FxQuotesRepository,
@@ -156,10 +156,11 @@ def deposit(session: Session, body: DepositCreate, now: datetime, idem_id: str |
         created_at=now,
     )
     legs = ledger.move(funding.id, wallet.id, journal.amount_minor)
-    result = record_movement(session, journal, legs, {funding.id: funding, wallet.id: wallet})
+    accounts = {funding.id: funding, wallet.id: wallet}
+    result = record_movement(session, journal, legs, accounts)
     # The wallet's participant topped it up: the card funding side is the sandbox's own.
-    events.movement_events(session, "deposit", result, now, wallet.participant_id)
-    return result
+    events.movement_events(session, "deposit", result, now, accounts, wallet.participant_id)
+    return seen_by(result, caller, accounts)
 
 
 def withdraw(session: Session, body: WithdrawalCreate, now: datetime, idem_id: str | None,
@@ -188,9 +189,10 @@ def withdraw(session: Session, body: WithdrawalCreate, now: datetime, idem_id: s
         created_at=now,
     )
     legs = ledger.move(wallet.id, payouts.id, journal.amount_minor)
-    result = record_movement(session, journal, legs, {payouts.id: payouts, wallet.id: wallet})
-    events.movement_events(session, "withdrawal", result, now, wallet.participant_id)
-    return result
+    accounts = {payouts.id: payouts, wallet.id: wallet}
+    result = record_movement(session, journal, legs, accounts)
+    events.movement_events(session, "withdrawal", result, now, accounts, wallet.participant_id)
+    return seen_by(result, caller, accounts)
 
 
 def payer_and_payee(session: Session, payer_id: str, payee_id: str, mandate_id: str | None,
@@ -326,8 +328,8 @@ def transfer(session: Session, body: TransferCreate, now: datetime, idem_id: str
         created_at=now,
     )
     result = record_movement(session, journal, legs, accounts)
-    events.movement_events(session, resource, result, now, payer.participant_id, payee.participant_id)
-    return result
+    events.movement_events(session, resource, result, now, accounts, payer.participant_id, payee.participant_id)
+    return seen_by(result, caller, accounts)
 
 
 def refund(session: Session, body: RefundCreate, now: datetime, idem_id: str | None,
@@ -387,9 +389,9 @@ def refund(session: Session, body: RefundCreate, now: datetime, idem_id: str | N
     )
     result = record_movement(session, journal, legs, accounts)
     # The refund's payer is the original payee (the merchant); the original payer receives it.
-    events.movement_events(session, "refund", result, now, accounts[payee].participant_id,
+    events.movement_events(session, "refund", result, now, accounts, accounts[payee].participant_id,
                            accounts[payer].participant_id)
-    return result
+    return seen_by(result, caller, accounts)
 
 
 def open_with_balance(session: Session, account: Account, opening_minor: int, now: datetime) -> None:
@@ -426,6 +428,7 @@ def get_journal(session: Session, journal_id: str, caller: Caller = DIRECT) -> J
     if journal is None:
         raise not_found("Journal", journal_id)
     postings = repo.postings_of([journal.id])[journal.id]
+    accounts: dict[str, AccountRef] = {}
     if caller.restricted:
         accounts = AccountsRepository(session).get_many([p.account_id for p in postings])
         if not any(a.kind != "internal" and caller.may_use(a.participant_id) for a in accounts.values()):
@@ -433,7 +436,8 @@ def get_journal(session: Session, journal_id: str, caller: Caller = DIRECT) -> J
     cross_border = [journal.id] if journal.kind == "cross_border" else []
     quotes = FxQuotesRepository(session).of_journals(cross_border)
     transits = TransitsRepository(session).of_journals(cross_border)
-    return journal_public(journal, postings, quotes.get(journal.id), transits.get(journal.id))
+    return seen_by(journal_public(journal, postings, quotes.get(journal.id), transits.get(journal.id)),
+                   caller, accounts)
 
 
 def list_journals(session: Session, limit: int, after: str | None, account_id: str | None,
@@ -444,7 +448,12 @@ def list_journals(session: Session, limit: int, after: str | None, account_id: s
     cross_border = [j.id for j in journals if j.kind == "cross_border"]
     quotes = FxQuotesRepository(session).of_journals(cross_border)
     transits = TransitsRepository(session).of_journals(cross_border)
-    return [journal_public(j, postings[j.id], quotes.get(j.id), transits.get(j.id)) for j in journals]
+    accounts: dict[str, AccountRef] = {}
+    if caller.restricted:
+        accounts = AccountsRepository(session).get_many(
+            list({p.account_id for lines in postings.values() for p in lines}))
+    return [seen_by(journal_public(j, postings[j.id], quotes.get(j.id), transits.get(j.id)), caller, accounts)
+            for j in journals]
 
 
 def check_invariants(session: Session) -> InvariantsReport:

@@ -125,3 +125,42 @@ def test_nobody_withdraws_from_an_internal_account(payments: TestClient) -> None
     for headers in (as_(FIRM_A), {}):
         refused = payments.post("/withdrawals", headers=headers, json={"account_id": fees, "amount": cny("0.60")})
         assert refused.status_code == 409 and refused.json()["type"].endswith(":internal-account")
+
+
+def _balances_shown(journal: dict) -> dict[str, str | None]:
+    return {p["account_id"]: p["balance_after"] and p["balance_after"]["amount"] for p in journal["postings"]}
+
+
+def test_a_firm_sees_its_own_customers_balances_only(payments: TestClient) -> None:
+    """A payment between two firms' customers: each firm sees its own customer's balance after
+    it, never the other firm's customer's nor the sandbox's own accounts'; a direct caller sees all."""
+    alice = open_funded(payments, FIRM_A, "Alice")
+    bob = open_funded(payments, FIRM_B, "Bob")
+    paid = payments.post("/transfers", headers=as_(FIRM_A),
+                         json={"from_account_id": alice, "to_account_id": bob, "amount": cny("5.00")})
+    assert paid.status_code == 201, paid.text
+    assert _balances_shown(paid.json()) == {alice: "95.00", bob: None}
+    journal = paid.json()["id"]
+    assert _balances_shown(payments.get(f"/journals/{journal}", headers=as_(FIRM_B)).json()) == {
+        alice: None, bob: "105.00"}
+    listed = payments.get("/journals", headers=as_(FIRM_B)).json()["data"]
+    assert _balances_shown(next(j for j in listed if j["id"] == journal)) == {alice: None, bob: "105.00"}
+    assert _balances_shown(payments.get(f"/journals/{journal}").json()) == {alice: "95.00", bob: "105.00"}
+    # A top-up: the card funding account is the sandbox's own, its balance everyone's business but none.
+    topped = payments.post("/deposits", headers=as_(FIRM_A),
+                           json={"account_id": alice, "amount": cny("1.00"), "card_number": CARD}).json()
+    shown = _balances_shown(topped)
+    assert shown.pop(alice) == "96.00" and set(shown.values()) == {None}
+
+
+def test_each_firms_event_shows_its_own_customers_balance_only(payments: TestClient) -> None:
+    alice = open_funded(payments, FIRM_A, "Alice")
+    bob = open_funded(payments, FIRM_B, "Bob")
+    paid = payments.post("/transfers", headers=as_(FIRM_A),
+                         json={"from_account_id": alice, "to_account_id": bob, "amount": cny("5.00")}).json()
+    events = {e["type"]: e for e in payments.get("/_sandbox/events", params={"limit": 500}).json()["data"]
+              if e["subject_id"] == paid["id"]}
+    assert events["payments.transfer.completed"]["participant_id"] == FIRM_A
+    assert _balances_shown(events["payments.transfer.completed"]["data"]) == {alice: "95.00", bob: None}
+    assert events["payments.transfer.received"]["participant_id"] == FIRM_B
+    assert _balances_shown(events["payments.transfer.received"]["data"]) == {alice: None, bob: "105.00"}
