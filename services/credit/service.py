@@ -412,12 +412,14 @@ def disburse(session: Session, payments: PaymentsClient, clock: Any, loan_id: st
         return loan_public(session, loan)  # already paid: disbursing again changes nothing
     now = clock.now()
     claimed = LoansRepository(session).claim_for_payout(loan.id, now, now - PAYOUT_STALE_AFTER)
+    # Read the claimed row before the commit, not after: a read after it would open a transaction
+    # (on SQLite a writer's, BEGIN IMMEDIATE) that stayed open, the database locked, during the payout.
+    session.refresh(loan)
     record_first(session, "the payout's claim is durable before any money can move")
     if not claimed:
         raise Problem(409, "disbursal-in-progress", "This loan is being disbursed",
                       "Another request is paying this loan out; fetch the loan in a moment.",
                       headers={"Retry-After": "1"})
-    session.refresh(loan)
     try:
         # For the loan's lender, whoever asked: its limits, its audit entry.
         journal = payments.transfer(
