@@ -232,13 +232,14 @@ def high_risk_corridor(call: Caller, rng: Random, tag: str) -> Injection:
     """Demo TPP starts a payment to a creditor whose address is in a call-for-action country:
     blocked at the initiation (403), never executed."""
     country = rng.choice(CALL_FOR_ACTION)
-    inj = Injection("high_risk_corridor", ["high_risk_jurisdiction"], "tpp", accounts=[TYPOLOGY_DEBTOR])
+    # The debtor is shared with other typologies: attributed by request id, not by account.
+    inj = Injection("high_risk_corridor", ["high_risk_jurisdiction"], "tpp")
     creditor_name = f"Load Corridor Trading {tag}"
     creditor = _open_account(inj, call, creditor_name, kind="merchant")
     tpp_payment(_tpp_step(inj, call), debtor=TYPOLOGY_DEBTOR, debtor_name="Wang Fang", psu=TYPOLOGY_DEBTOR_PSU,
                 creditor=creditor, creditor_name=creditor_name, amount=odd_amount(rng, "300", "400"),
                 reference=f"invoice {tag}", country=country, expect=(403,))
-    inj.note = f"creditor country {country}"
+    inj.note = f"from {TYPOLOGY_DEBTOR} to a creditor in {country}"
     inj.completed = True
     return inj
 
