@@ -188,6 +188,12 @@ def _demo(args: argparse.Namespace) -> int:
     return play(args)
 
 
+def _load(args: argparse.Namespace) -> int:
+    from sandbox.load.run import main as load
+
+    return load(args)
+
+
 def _verify_log(args: argparse.Namespace) -> int:
     try:
         module = importlib.import_module("sandbox.gateway.cli_verify")
@@ -238,6 +244,13 @@ def main(argv: list[str] | None = None) -> int:
 
     demo_arguments(p)
     p.set_defaults(func=_demo)
+
+    p = sub.add_parser("load", help="drive realistic participant traffic and injected AML typologies through the "
+                       "gateway (Locust, headless), then check the regulator's alerts against them")
+    from sandbox.load.run import add_arguments as load_arguments
+
+    load_arguments(p)
+    p.set_defaults(func=_load)
 
     p = sub.add_parser("verify-log", help="verify the gateway's tamper-evident audit log "
                        "(options after it go to the verifier: verify-log --help)", add_help=False)
