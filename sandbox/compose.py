@@ -66,6 +66,25 @@ JAEGER = {
 }
 
 
+# Load and drills (README): `docker compose --profile load run --rm load` drives the participant
+# mixes and the AML typologies through the gateway, then checks the regulator's alerts. A
+# one-off run, so it never restarts, and it waits for a healthy gateway.
+LOAD_PROFILE = "load"
+
+
+def load_service() -> dict[str, Any]:
+    return {
+        "image": "fintech-sandbox:local",
+        "build": {"context": "."},
+        "profiles": [LOAD_PROFILE],
+        "command": ["fintech-sandbox", "load", "--gateway-url", f"http://{GATEWAY.name}:{GATEWAY.port}",
+                    "--users", "${LOAD_USERS:-8}", "--run-time", "${LOAD_RUN_TIME:-60s}",
+                    "--typology-rate", "${LOAD_TYPOLOGY_RATE:-0.05}", "--every-typology"],
+        "depends_on": {GATEWAY.name: {"condition": "service_healthy"}},
+        "restart": "no",
+    }
+
+
 def tracing_environment(spec: ServiceSpec) -> dict[str, str]:
     """The OpenTelemetry variables of a container: its service.name, and where to export."""
     return {"OTEL_SERVICE_NAME": spec.name, "OTEL_EXPORTER_OTLP_ENDPOINT": OTLP_ENDPOINT}
@@ -92,6 +111,7 @@ def document() -> dict[str, Any]:
     for spec in specs:
         services[spec.name] = _service(spec, specs)
     services["jaeger"] = JAEGER
+    services["load"] = load_service()
     return {"services": services, "volumes": {"pgdata": {}}}
 
 

@@ -38,7 +38,7 @@ def test_committed_compose_file_is_what_the_topology_generates(committed: dict) 
 
 def test_every_topology_service_is_a_compose_service_on_its_port(committed: dict) -> None:
     assert SPECS, "no service is built"
-    assert set(committed["services"]) == {"postgres", "jaeger"} | {s.name for s in SPECS}
+    assert set(committed["services"]) == {"postgres", "jaeger", "load"} | {s.name for s in SPECS}
     for spec in SPECS:
         service = committed["services"][spec.name]
         assert service["ports"] == [f"{spec.port}:{spec.port}"]
@@ -98,8 +98,22 @@ def test_jaeger_is_opt_in_with_its_ui_and_otlp_ports(committed: dict) -> None:
         assert "jaeger" not in committed["services"][spec.name]["depends_on"]
 
 
+def test_load_is_a_one_off_job_in_its_profile_against_the_gateway(committed: dict) -> None:
+    load = committed["services"]["load"]
+    assert load["profiles"] == [compose.LOAD_PROFILE]  # `docker compose up` alone does not start it
+    assert load["depends_on"] == {GATEWAY.name: {"condition": "service_healthy"}}
+    assert load["restart"] == "no"  # its exit status is the verdict: never rerun on its own
+    command = load["command"]
+    assert command[:2] == ["fintech-sandbox", "load"]
+    assert command[command.index("--gateway-url") + 1] == f"http://{GATEWAY.name}:{GATEWAY.port}"
+    assert "--run-time" in command or "--iterations" in command  # always bounded
+    assert not [s.name for s in SPECS if "load" in committed["services"][s.name]["depends_on"]]
+
+
 def test_every_container_has_a_healthcheck_probing_readiness(committed: dict) -> None:
     for name, service in committed["services"].items():
+        if compose.LOAD_PROFILE in service.get("profiles", []):
+            continue  # a one-off job that exits with its verdict: nothing waits on its health
         check = service.get("healthcheck")
         assert check, f"{name} has no healthcheck"
         assert check["test"][0] in ("CMD", "CMD-SHELL")
