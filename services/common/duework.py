@@ -23,6 +23,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from starlette.concurrency import run_in_threadpool
+
 log = logging.getLogger("sandbox.due")
 
 
@@ -36,9 +38,12 @@ async def run_due_work(works: Sequence[DueWork], now: datetime) -> dict[str, int
     """Run each due work for `now`, in order; how many things each did (those that did some)."""
     fired: dict[str, int] = {}
     for work in works:
-        done = work.run(now)
-        if inspect.isawaitable(done):
-            done = await done
+        if inspect.iscoroutinefunction(work.run):
+            done = await work.run(now)
+        else:  # in a worker thread: a unit waiting for the writer lock must not hold the loop
+            done = await run_in_threadpool(work.run, now)
+            if inspect.isawaitable(done):
+                done = await done
         if done:
             fired[work.name] = int(done)
     return fired

@@ -28,9 +28,20 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Column, Integer, MetaData, String, Table, Text, insert, select, update
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 from services.common.db import DatabaseDep, UTCDateTime
 from services.common.ids import new_id
@@ -134,6 +145,10 @@ def outbox_router(table: Table) -> APIRouter:
                                    .values(published_at=datetime.now(UTC))).rowcount
             return PublishedCount(published=done)
 
-        return await database.run(mark)
+        # In a worker thread, not on the loop (where `Database.run` puts SQLite's units): the mark
+        # may wait for the writer lock held by one of this service's own requests, and that
+        # request may be waiting on a call that needs this process's loop (a hop through the
+        # gateway served in-process, as in tests).
+        return await run_in_threadpool(database.unit_of_work, mark)
 
     return router
