@@ -142,7 +142,7 @@ def _check_consent(consent: dict[str, Any], consent_id: str, now: datetime) -> N
                                f"The applicant revoked consent {consent_id} at the bank; nothing more can be "
                                "read with it.", consent_id, consent_status=status)
     expires_at = _aware_iso(consent.get("ExpirationDateTime"))
-    if status == "Expired" or (status == "Authorised" and expires_at is not None and now >= expires_at):
+    if status == "Authorised" and expires_at is not None and now >= expires_at:
         raise _consent_problem("consent-expired", "The consent has expired",
                                f"Consent {consent_id} expired at {wire_time(expires_at)}; ask the applicant "
                                "to authorise a new one.", consent_id, consent_status=status,
@@ -216,7 +216,6 @@ def bank_consent_public(
                       "applicant's decision.",
         "Rejected": "The applicant rejected it; create a new consent or apply with inline data.",
         "Revoked": "The applicant revoked it; create a new consent or apply with inline data.",
-        "Expired": "It expired at the bank; create a new consent or apply with inline data.",
     }
     return BankConsentPublic(
         consent_id=consent["ConsentId"],

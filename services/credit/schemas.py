@@ -160,8 +160,8 @@ class ApplicationCreate(BaseModel):
     )
 
 
-# As Sandbox Bank reports it: `Expired` once its ExpirationDateTime has passed by the bank's clock.
-ConsentStatus = Literal["AwaitingAuthorisation", "Authorised", "Rejected", "Revoked", "Expired"]
+# As Sandbox Bank reports it (OBIE's statuses: an expired consent keeps its own, past its ExpirationDateTime).
+ConsentStatus = Literal["AwaitingAuthorisation", "Authorised", "Rejected", "Revoked"]
 
 
 class PsuAuthorisation(BaseModel):

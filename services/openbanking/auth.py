@@ -110,7 +110,7 @@ def ensure_usable(consent: Consent, now) -> None:  # type: ignore[no-untyped-def
     if consent.deleted:
         raise OBIEError(403, "UK.OBIE.Resource.InvalidConsentStatus",
                         f"Consent {consent.id} was deleted by the TPP.")
-    # Expiry first: the same answer before and after the bank marks the consent Expired.
+    # Expiry first: the same answer before and after the bank's due work marks the consent expired.
     if is_expired(consent.expires_at, now):
         raise OBIEError(403, "UK.OBIE.Resource.InvalidConsentStatus",
                         f"Consent {consent.id} expired at {wire_time(consent.expires_at)}.")  # type: ignore[union-attr]

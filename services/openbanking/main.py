@@ -94,7 +94,7 @@ def create_app(settings: OpenBankingSettings | None = None, clock: Clock | None 
         routers=ROUTERS,
         on_shutdown=payments.close,
         reset=ResetHooks(reseed=seed),
-        # Consents end at their ExpirationDateTime by the bank's clock: status Expired, and the event.
+        # Consents end at their ExpirationDateTime by the bank's clock: marked, and the event.
         due_work=[DueWork("consent-expiry", expire_consents)],
         openapi_tags=[
             {"name": "authorisation", "description": "OAuth2 tokens, client registration, the PSU's decision"},

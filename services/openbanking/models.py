@@ -78,6 +78,9 @@ class Consent(BankModel, table=True):
     deleted: bool = False  # the TPP deleted it: gone from the API, and every token with it
     created_at: datetime = Field(sa_type=UTCDateTime())
     status_updated_at: datetime = Field(sa_type=UTCDateTime())
+    # When the bank's due work saw its ExpirationDateTime pass (and recorded the event). OBIE
+    # v3.1.11 has no Expired status: the consent keeps its status, and every use is refused.
+    expired_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
 
 
 class AuthorizationCode(BankModel, table=True):

@@ -228,11 +228,9 @@ class OBReadConsent1(BaseModel):
     Risk: OBRisk2
 
 
-# OBIE v3.1.11's statuses of an account-access or funds-confirmation consent, and `Expired`: the
-# sandbox's own, which v3.1.11 does not list (there an expired consent stays `Authorised` past its
-# ExpirationDateTime). The bank sets it when the consent's ExpirationDateTime passes by its clock,
-# so a TPP reading the consent sees why it stopped working.
-ConsentStatus = Literal["Authorised", "AwaitingAuthorisation", "Rejected", "Revoked", "Expired"]
+# OBIE v3.1.11's statuses of an account-access or funds-confirmation consent. It has no Expired:
+# an expired consent keeps its status, its past ExpirationDateTime says why it no longer works.
+ConsentStatus = Literal["Authorised", "AwaitingAuthorisation", "Rejected", "Revoked"]
 
 
 class OBReadConsentResponseData(BaseModel):

@@ -216,15 +216,17 @@ def record_consent_event(session: Session, consent: Consent, what: str, now: dat
 
 
 def expire_consents(session: Session, now: datetime) -> int:
-    """Live consents whose ExpirationDateTime has passed by the bank's clock become Expired, each
-    with its event; a conditional update, so a second runner at the same moment finds none left."""
+    """Live consents whose ExpirationDateTime has passed by the bank's clock are marked expired,
+    each with its event; a conditional update, so a second runner at the same moment finds none
+    left. Their OBIE status stays (v3.1.11 has no Expired); every use is refused by its time."""
     due = session.execute(select(Consent).where(
         Consent.expires_at.is_not(None), Consent.expires_at <= now, Consent.deleted.is_(False),
-        Consent.status.in_(LIVE_CONSENT_STATUSES)).order_by(Consent.expires_at)).scalars().all()
+        Consent.expired_at.is_(None), Consent.status.in_(LIVE_CONSENT_STATUSES))
+        .order_by(Consent.expires_at)).scalars().all()
     expired = 0
     for consent in due:
-        moved = session.execute(update(Consent).where(Consent.id == consent.id, Consent.status == consent.status)
-                                .values(status="Expired", status_updated_at=now)).rowcount
+        moved = session.execute(update(Consent).where(Consent.id == consent.id, Consent.expired_at.is_(None))
+                                .values(expired_at=now)).rowcount
         if moved != 1:
             continue
         session.refresh(consent)
@@ -274,7 +276,7 @@ def authorise(session: Session, server: BankAuthorizationServer, body: Authorize
     except OAuth2Error as error:
         raise OBIEError(400, "UK.OBIE.Field.Invalid", f"{error.error}: {error.description}") from None
     psu = login_psu(session, body.psu_id, body.otp)
-    # Expiry first: the same 403 whether or not the bank has marked the consent Expired yet.
+    # Expiry first: the same 403 whether or not the bank's due work has marked it expired yet.
     if rules.is_expired(consent.expires_at, now):
         raise OBIEError(403, "UK.OBIE.Resource.InvalidConsentStatus",
                         f"Consent {consent.id} expired before the PSU decided.")
