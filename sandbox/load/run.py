@@ -2,8 +2,8 @@
 stays out of this process), then print what happened: requests by participant and endpoint,
 failures, latency, each injected typology and the regulator's alerts that show it, and any
 alert no typology explains. Every figure comes from this run's CSV stats, its manifest and the
-gateway's regulator API; the exit status is 1 if a typology raised no alert of its rule or an
-alert is left unexplained."""
+gateway's regulator API; the exit status is 1 if a typology raised no alert of its rule, was cut
+short by a failed call, or an alert is left unexplained."""
 
 from __future__ import annotations
 
@@ -143,7 +143,8 @@ def summarise(stats: list[dict[str, str]], failures: list[dict[str, str]], manif
                    for a in alerts if a["id"] not in explained]
     missed = [i for i in injections if i["completed"] and not i["caught"]]
     return {
-        "ok": not missed and not unexplained and bool(verify.get("ok")),
+        # An injection cut short proves nothing either way: the run does not pass with one.
+        "ok": not missed and not unexplained and all(i["completed"] for i in injections) and bool(verify.get("ok")),
         "requests": int(total["Request Count"]) if total else 0,
         "failures": int(total["Failure Count"]) if total else 0,
         "rps": total["Requests/s"] if total else "0",
@@ -189,6 +190,7 @@ def render(s: dict[str, Any]) -> str:
     lines.append(f"audit log: {'intact' if log['ok'] else 'BROKEN at ' + str(log['first_broken'])}, {log['size']} entries")
     lines.append("OK" if s["ok"] else "FAILED: " + "; ".join(
         ([f"no alert for {', '.join(s['missed'])}"] if s["missed"] else [])
+        + ([f"{len(s['incomplete'])} typology injection(s) cut short"] if s["incomplete"] else [])
         + ([f"{len(s['unexplained_alerts'])} unexplained alert(s)"] if s["unexplained_alerts"] else [])
         + ([] if log["ok"] else ["the audit log does not verify"])))
     return "\n".join(lines)
