@@ -107,6 +107,8 @@ class ScreenedOperation:
     customer: Pointer | None
     country: Pointer | None
     card_number: Pointer | None
+    # The currency the payee receives, when it is not the one paid (a cross-border payment's buy side).
+    counter_currency: Pointer | None = None
     # A resource of the same service to read before screening (its path, with {/pointer}s into
     # the body): a cross-border payment's quote, a refund's journal. Under `_lookup` to pointers.
     lookup: str | None = None
@@ -133,6 +135,7 @@ class Transaction:
     payer_name: str | None = None
     payee_name: str | None = None
     country: str | None = None
+    counter_currency: str | None = None  # what the payee receives, when another currency
     card_last4: str | None = None
     payer_is_account: bool = False
     payee_is_account: bool = False
@@ -277,6 +280,7 @@ class RuleSet:
             payer=Party.parse(op.get("payer")), payee=Party.parse(op.get("payee")),
             customer=_pointer(op.get("customer")), country=_pointer(op.get("country")),
             card_number=_pointer(op.get("card_number")), lookup=op.get("lookup"),
+            counter_currency=_pointer(op.get("counter_currency")),
         )
 
     def screened_operation(self, service: str, method: str, path: str) -> ScreenedOperation | None:
@@ -325,6 +329,8 @@ class RuleSet:
         tx.customer = customer if isinstance(customer, str) else None
         country = _resolve(body, op.country)
         tx.country = country.upper() if isinstance(country, str) else None
+        counter = _resolve(body, op.counter_currency)
+        tx.counter_currency = counter if isinstance(counter, str) and re.fullmatch(r"[A-Z]{3}", counter) else None
         card = _resolve(body, op.card_number)
         if isinstance(card, str) and len(card) >= 4:
             tx.card_last4 = card[-4:]  # the only part of a card number the gateway keeps
@@ -436,7 +442,10 @@ class RuleSet:
         by_currency = dict(cfg.get("currency_jurisdictions", {}))
 
         def high_risk_jurisdiction(tx: Transaction, _h: History, _now: float) -> RuleHit | None:
-            for country, source in ((tx.country, "creditor address"), (by_currency.get(tx.currency), f"currency {tx.currency}")):
+            sources = [(tx.country, "creditor address"), (by_currency.get(tx.currency), f"currency {tx.currency}")]
+            if tx.counter_currency:  # buying a currency is dealing in its jurisdiction too
+                sources.append((by_currency.get(tx.counter_currency), f"currency bought {tx.counter_currency}"))
+            for country, source in sources:
                 if country is None:
                     continue
                 if country in severe[1]:

@@ -100,6 +100,18 @@ def test_high_risk_jurisdiction_reads_the_currency() -> None:
     assert "high_risk_jurisdiction" in fired(tx("10.00", currency="IRR"))
 
 
+def test_high_risk_jurisdiction_fires_on_the_currency_a_cross_border_payment_buys() -> None:
+    op = RULES.screened_operation("payments", "POST", "/cross-border-payments")
+    assert op is not None
+    body = {"quote_id": "fxq_1", "from_account_id": "acc_a", "to_account_id": "acc_b",
+            "_lookup": {"sell": {"amount": "100.00", "currency": "CNY"}, "buy": {"amount": "1.00", "currency": "IRR"}}}
+    t = RULES.transaction(op, body, "ptp_test")
+    assert t.counter_currency == "IRR"
+    decision = RULES.screen(t, History(RULES.horizon_s), 1e9)
+    assert decision.outcome == "block"
+    assert "currency bought IRR points to IR" in decision.hits[0].reason
+
+
 def test_high_risk_jurisdiction_does_not_fire_for_other_countries() -> None:
     assert "high_risk_jurisdiction" not in fired(tx("10.00", country="FR"))
 
