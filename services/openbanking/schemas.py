@@ -375,6 +375,24 @@ LocalInstrumentCode = Literal[
 ]
 
 
+class OBPostalAddress6(BaseModel):
+    """Where the creditor is (OBIE's OBPostalAddress6): the gateway screens its `Country`."""
+
+    model_config = _FORBID
+
+    AddressType: Literal["Business", "Correspondence", "DeliveryTo", "MailTo", "POBox", "Postal",
+                         "Residential", "Statement"] | None = None
+    Department: str | None = Field(default=None, min_length=1, max_length=70)
+    SubDepartment: str | None = Field(default=None, min_length=1, max_length=70)
+    StreetName: str | None = Field(default=None, min_length=1, max_length=70)
+    BuildingNumber: str | None = Field(default=None, min_length=1, max_length=16)
+    PostCode: str | None = Field(default=None, min_length=1, max_length=16)
+    TownName: str | None = Field(default=None, min_length=1, max_length=35)
+    CountrySubDivision: str | None = Field(default=None, min_length=1, max_length=35)
+    Country: str | None = Field(default=None, pattern=r"^[A-Z]{2,2}$", examples=["GB"])
+    AddressLine: list[Annotated[str, Field(min_length=1, max_length=70)]] | None = Field(default=None, max_length=7)
+
+
 class OBDomesticInitiation(BaseModel):
     """What to pay, to whom, from where (DebtorAccount optional: the PSU picks at the bank)."""
 
@@ -386,6 +404,7 @@ class OBDomesticInitiation(BaseModel):
     InstructedAmount: InstructedAmount
     DebtorAccount: OBCashAccountIn | None = None
     CreditorAccount: OBCreditorAccountIn
+    CreditorPostalAddress: OBPostalAddress6 | None = None
     RemittanceInformation: OBRemittanceInformation | None = None
 
 
@@ -449,6 +468,7 @@ class OBDomesticInitiationOut(BaseModel):
     InstructedAmount: OBActiveOrHistoricCurrencyAndAmount
     DebtorAccount: OBCashAccount | None = None
     CreditorAccount: OBCashAccount
+    CreditorPostalAddress: OBPostalAddress6 | None = None
     RemittanceInformation: dict[str, str] | None = None
 
 

@@ -131,3 +131,19 @@ def test_the_tpp_reads_its_payment_with_a_client_token(bank: Bank) -> None:
     payment_id = bank.pay(consent, token).json()["Data"]["DomesticPaymentId"]
     read = bank.client.get(f"/v3.1/pisp/domestic-payments/{payment_id}", headers=bearer(bank.client_token()))
     assert read.status_code == 200 and read.json()["Data"]["ConsentId"] == consent
+
+
+def test_the_creditors_postal_address_is_taken_echoed_and_paid(bank: Bank) -> None:
+    """OBIE's optional CreditorPostalAddress: the bank keeps it with the consent and echoes it
+    (the gateway screens its Country)."""
+    address = {"AddressType": "Business", "StreetName": "Nanluoguxiang", "BuildingNumber": "12",
+               "TownName": "Beijing", "Country": "CN", "AddressLine": ["Dongcheng District"]}
+    initiation = bank.initiation(CreditorPostalAddress=address)
+    created = bank.payment_consent(initiation)
+    assert created.status_code == 201, created.text
+    assert created.json()["Data"]["Initiation"]["CreditorPostalAddress"] == address
+    consent = created.json()["Data"]["ConsentId"]
+    paid = bank.pay(consent, bank.psu_token(consent), initiation)
+    assert paid.status_code == 201 and paid.json()["Data"]["Initiation"]["CreditorPostalAddress"] == address
+    wrong = bank.payment_consent(bank.initiation(CreditorPostalAddress={"Country": "China"}), key="other")
+    assert wrong.status_code == 400, wrong.text
