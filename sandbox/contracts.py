@@ -57,7 +57,7 @@ def participant_document(documents: dict[str, dict[str, Any]]) -> dict[str, Any]
     """openapi/sandbox.json from the services' documents (by service name), as the gateway serves them."""
     services = [ServiceContract(spec.name, spec.gateway_prefix, documents[spec.name])
                 for spec in api_services() if spec.kind == "service"]
-    return participant_contract(services, screened_by_gateway())
+    return participant_contract(services, screened_by_gateway(), gateway=documents.get("gateway"))
 
 
 def export(out_dir: Path = OPENAPI_DIR) -> list[Path]:

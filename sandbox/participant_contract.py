@@ -273,6 +273,64 @@ def service_paths(service: ServiceContract, names: dict[str, str],
     return paths
 
 
+# -- the gateway's own participant operations: events and webhooks -------------------------------
+
+GATEWAY_NAME = "gateway"
+# Tags of the gateway's own operations a participant calls with its key (openapi/gateway.json).
+PARTICIPANT_TAGS = ("events", "webhooks")
+
+
+def gateway_operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(path, method, operation) of the gateway's own operations for participants: not the
+    regulator's `/sandbox/…`, tagged events or webhooks."""
+    return [(path, method, op) for path, method, op in _operations(document)
+            if not path.startswith(("/sandbox", "/_sandbox")) and set(op.get("tags") or ()) & set(PARTICIPANT_TAGS)]
+
+
+def _referenced(document: dict[str, Any], roots: list[Any]) -> list[str]:
+    """Schema names the roots reference, transitively, in the order first met."""
+    schemas = document.get("components", {}).get("schemas", {})
+    seen: dict[str, None] = {}
+    pending = list(roots)
+    while pending:
+        for node in walk(pending.pop()):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith(SCHEMA_REF):
+                name = ref.removeprefix(SCHEMA_REF)
+                if name not in seen and name in schemas:
+                    seen[name] = None
+                    pending.append(schemas[name])
+    return list(seen)
+
+
+def gateway_paths(document: dict[str, Any], shared: dict[str, dict[str, Any]]) -> tuple[
+        dict[str, dict[str, Any]], dict[str, Any]]:
+    """The gateway's participant operations as they are (answered by the gateway itself, so no
+    proxy refusals are added), operationIds prefixed `gateway_`, schemas namespaced `gateway.`."""
+    operations = gateway_operations(document)
+    used = _referenced(document, [op for _, _, op in operations])
+    schemas = document.get("components", {}).get("schemas", {})
+    names = {n: n if shared.get(n) == schemas[n] else f"{GATEWAY_NAME}{SCHEME_SEPARATOR}{n}" for n in used}
+    own: dict[str, Any] = {}
+    for name in used:
+        if names[name] in shared:
+            continue
+        schema = _fresh(schemas[name])
+        _rewrite_refs(schema, names)
+        if schema.get("title") == name:
+            schema["title"] = names[name]
+        own[names[name]] = schema
+    paths: dict[str, dict[str, Any]] = {}
+    for path, method, op in operations:
+        op = _fresh(op)
+        _rewrite_refs(op, names)
+        op["operationId"] = f"{GATEWAY_NAME}_{op['operationId']}"
+        op["tags"] = [f"{GATEWAY_NAME}: {t}" for t in op.get("tags") or ()]
+        op["security"] = [{API_KEY_SCHEME: []}]
+        paths.setdefault(path, {})[method] = op
+    return paths, own
+
+
 # -- the whole contract -------------------------------------------------------------------------
 
 DESCRIPTION = """What a participant calls: every operation of the sandbox's services as it is reached
@@ -287,6 +345,11 @@ operations also 409 for a request still in flight and 422 for a body the gateway
 and the headers the gateway adds to every answer (`X-Request-ID`, `X-Sandbox-Receipt`,
 `RateLimit-*`; `X-Sandbox-Decision` on money-moving operations, those its AML rules screen).
 
+The gateway's own operations for participants are here too: `GET /events` (this participant's
+events from a cursor) and `/webhooks/…` (signed webhook endpoints and their deliveries). The
+gateway answers them itself, so they carry its problem+json answers (401, 403, 404, 422) but no
+proxy headers; their schemas are under `gateway.`.
+
 Schemas are namespaced by service (`payments.Money`, `openbanking.OBWriteDomestic2`), operationIds
 prefixed by it (`payments_create_transfer`); the problem schema is shared.
 
@@ -297,8 +360,10 @@ gateway's own regulator API at `/sandbox/…`, which is `openapi/gateway.json`.
 
 
 def participant_contract(services: Iterable[ServiceContract], money_moving: MoneyMoving,
-                         shared: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """openapi/sandbox.json from the services' documents and the gateway's screening rules."""
+                         shared: dict[str, dict[str, Any]] | None = None,
+                         gateway: dict[str, Any] | None = None) -> dict[str, Any]:
+    """openapi/sandbox.json from the services' documents and the gateway's screening rules, and
+    the gateway's own events and webhooks operations from its document (`gateway`)."""
     services = list(services)
     shared = problem_schemas() if shared is None else shared
     schemas: dict[str, Any] = _fresh(shared)
@@ -328,6 +393,17 @@ def participant_contract(services: Iterable[ServiceContract], money_moving: Mone
         for tag in used:
             own = described.get(tag.removeprefix(f"{service.name}: "), {})
             tags.append({**own, "name": tag})
+    if gateway is not None:
+        own_paths, own_schemas = gateway_paths(gateway, shared)
+        schemas.update(own_schemas)
+        for path, item in own_paths.items():
+            if path in paths:
+                raise ValueError(f"{path} is served twice")
+            paths[path] = item
+        described = {t["name"]: t for t in gateway.get("tags", [])}
+        for tag in PARTICIPANT_TAGS:
+            if any(f"{GATEWAY_NAME}: {tag}" in op["tags"] for item in own_paths.values() for op in item.values()):
+                tags.append({**described.get(tag, {}), "name": f"{GATEWAY_NAME}: {tag}"})
     prefixes = ", ".join(f"`{s.prefix}/…`" for s in services)
     return {
         "openapi": "3.1.0",

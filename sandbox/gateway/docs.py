@@ -36,8 +36,9 @@ class ParticipantContract:
     """openapi/sandbox.json as this gateway serves it: built once every service has answered
     with its document, then kept; a service that cannot be reached is left out until it can."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, own_document: Any = None) -> None:
         self.gateway = gateway
+        self.own_document = own_document  # the gateway's own OpenAPI document: its events and webhooks
         self._complete: dict[str, Any] | None = None
 
     async def document(self) -> dict[str, Any]:
@@ -54,7 +55,8 @@ class ParticipantContract:
                 services.append(ServiceContract(spec.name, spec.gateway_prefix, document))
         rules = self.gateway.rules
         contract = participant_contract(
-            services, lambda service, method, path: rules.screened_operation(service, method, path) is not None)
+            services, lambda service, method, path: rules.screened_operation(service, method, path) is not None,
+            gateway=self.own_document() if self.own_document is not None else None)
         if missing:
             contract["info"]["description"] += (
                 f"\n\n**Not listed now:** {', '.join(missing)}: the service did not answer the gateway; "
@@ -89,7 +91,7 @@ def install_docs(app: FastAPI, gateway: Gateway) -> None:
     the gateway's own document move to /sandbox/docs and /sandbox/redoc."""
     kit_pages = {"/docs", "/redoc"}
     app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) not in kit_pages]
-    contract = ParticipantContract(gateway)
+    contract = ParticipantContract(gateway, app.openapi)
 
     @app.get(CONTRACT_URL, include_in_schema=False)
     async def participant_contract_json(request: Request) -> Response:
