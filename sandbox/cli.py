@@ -1,4 +1,4 @@
-"""`fintech-sandbox` (also `python -m sandbox`): run, reset, openapi, compose, bench, fuzz, demo, verify-log."""
+"""`fintech-sandbox` (also `python -m sandbox`): run, reset, openapi, compose, bench, fuzz, demo, listen, trigger, verify-log."""
 
 from __future__ import annotations
 
@@ -251,6 +251,11 @@ def main(argv: list[str] | None = None) -> int:
 
     load_arguments(p)
     p.set_defaults(func=_load)
+
+    from sandbox.cli_events import add_listen, add_trigger  # like `stripe listen` and `stripe trigger`
+
+    add_listen(sub)
+    add_trigger(sub)
 
     p = sub.add_parser("verify-log", help="verify the gateway's tamper-evident audit log "
                        "(options after it go to the verifier: verify-log --help)", add_help=False)
