@@ -137,7 +137,7 @@ def list_all_events(
 def create_webhook_endpoint(body: WebhookEndpointCreate, caller: ParticipantDep, request: Request,
                             session: SessionDep, gateway: GatewayDep) -> WebhookEndpointWithSecret:
     """Register an endpoint for this participant's events. The answer shows its signing secret
-    (`whsec_…`) this once. A URL on a host the sandbox does not allow is refused (422
+    (`whsec_…`) this once. A URL on a host the sandbox does not allow is refused (403
     `webhook-url-not-allowed`): loopback only, unless the operator lists hosts."""
     with _refusals_logged(gateway, request, session, caller, "create_webhook_endpoint"):
         created = webhooks.create_endpoint(session, caller.id, body, gateway.webhook_allow, gateway.events)  # type: ignore[arg-type]

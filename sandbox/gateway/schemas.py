@@ -358,6 +358,7 @@ DELIVERY_PREFIX = "whd"
 # An event type or every type under one: `payments.transfer.completed`, `payments.transfer`,
 # `payments` or `payments.*` (sandbox/gateway/webhook_rules.py).
 EVENT_TYPE_PATTERN = r"^[a-z][a-z0-9_]{0,39}(\.[a-z][a-z0-9_]{0,39}){0,4}(\.\*)?$"
+WEBHOOK_URL_PATTERN = r"^https?://[^\s/?#]+([/?#]\S*)?$"  # the host is checked against the allow-list
 EventTypePattern = Annotated[str, StringConstraints(pattern=EVENT_TYPE_PATTERN, max_length=80)]
 
 
@@ -401,7 +402,7 @@ class WebhookEndpointCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
         "url": "http://127.0.0.1:9000/webhooks", "event_types": ["payments.transfer.completed", "credit.*"]}]})
 
-    url: str = Field(min_length=1, max_length=2000, description=(
+    url: str = Field(min_length=1, max_length=2000, pattern=WEBHOOK_URL_PATTERN, description=(
         "http(s) URL on a host the sandbox allows (loopback unless the operator set "
         "`GATEWAY_WEBHOOK_ALLOWED_HOSTS`); a private address is never reached unless listed."))
     event_types: EventTypes = Field(default_factory=list, description=(
@@ -414,7 +415,7 @@ class WebhookEndpointUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str | None = Field(None, min_length=1, max_length=2000)
+    url: str | None = Field(None, min_length=1, max_length=2000, pattern=WEBHOOK_URL_PATTERN)
     event_types: EventTypes | None = None
     description: str | None = Text(200, "What it is for.", optional=True)
     enabled: bool | None = Field(None, description="false disables it now; true re-enables it and "

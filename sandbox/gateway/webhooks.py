@@ -85,7 +85,8 @@ def url_refusal(url: str, allow: AllowList) -> str | None:
 
 
 def _url_not_allowed(url: str, reason: str) -> Problem:
-    return Problem(422, "webhook-url-not-allowed", "Webhook URL not allowed",
+    # 403, not 422: the URL is well formed; the sandbox's policy says where deliveries may go.
+    return Problem(403, "webhook-url-not-allowed", "Webhook URL not allowed",
                    f"{url[:200]} cannot receive webhooks: {reason}. The sandbox delivers to loopback "
                    "unless its operator lists hosts in GATEWAY_WEBHOOK_ALLOWED_HOSTS.", url=url[:200])
 
