@@ -60,6 +60,12 @@ class EventStore:
         """The last seq handed out (an endpoint registered now is owed what comes after)."""
         return self._next_seq - 1
 
+    def committed_head(self) -> int:
+        """The last seq whose transaction has ended: read under the lock, so an insert still on
+        its way to commit is not counted (the fan-out would skip it, thinking it read it)."""
+        with self._lock:
+            return self._next_seq - 1
+
     def insert(self, conn: Connection | Session, events: Sequence[Mapping[str, Any]]) -> int:
         """Insert events (inside `writing()`) whose ids are not stored yet; how many were new."""
         if not events:

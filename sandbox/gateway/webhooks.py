@@ -341,7 +341,7 @@ class Dispatcher:
     def fan_out(self) -> int:
         """Deliveries for the events stored after the cursor, and the cursor moved past them, in
         one transaction: each event is owed once to each endpoint subscribed when it came."""
-        head = self.store.head
+        head = self.store.committed_head()
         if head <= self._fanned_up_to:
             return 0
         read, made = self._fan_out()
