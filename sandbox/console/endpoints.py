@@ -199,6 +199,20 @@ def layout(diagram: sequence.SequenceDiagram) -> dict[str, Any]:
             "box_width": column - 30}
 
 
+# -- events --------------------------------------------------------------------------------
+
+@router.get("/events", response_class=HTMLResponse)
+async def events_page(request: Request, api: ApiDep) -> HTMLResponse:
+    """The latest events (type, participant, subject, time), and each webhook endpoint's deliveries."""
+    try:
+        events, endpoints = await asyncio.gather(api.events(), api.webhook_endpoints())
+        deliveries = {e["id"]: await api.webhook_deliveries(e["id"]) for e in endpoints}
+        names = await participant_names(api)
+    except SourceUnavailable as exc:
+        raise unavailable(exc) from exc
+    return page(request, "events.html", events=events, endpoints=endpoints, deliveries=deliveries, names=names)
+
+
 # -- alerts --------------------------------------------------------------------------------
 
 @router.get("/alerts", response_class=HTMLResponse)

@@ -151,6 +151,23 @@ class SandboxApi:
 
     # -- participants -----------------------------------------------------------------------
 
+    async def events(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The latest events of every participant and the sandbox's own, newest first."""
+        after, latest = 0, []
+        while True:  # the store is read from a cursor; the page keeps the last `limit`
+            page = await self._regulator_get("the events", "/events", after=after, limit=500)
+            latest = (latest + page["data"])[-limit:]
+            after = page["next_after"]
+            if not page["has_more"]:
+                return list(reversed(latest))
+
+    async def webhook_endpoints(self) -> list[dict[str, Any]]:
+        return (await self._regulator_get("the webhook endpoints", "/webhooks/endpoints", limit=100))["data"]
+
+    async def webhook_deliveries(self, endpoint_id: str) -> list[dict[str, Any]]:
+        return (await self._regulator_get("an endpoint's deliveries", f"/webhooks/endpoints/{endpoint_id}/deliveries",
+                                          limit=20))["data"]
+
     async def participants(self) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
         cursor: str | None = None

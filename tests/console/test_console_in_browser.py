@@ -9,7 +9,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+import threading
+import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -222,3 +225,44 @@ def test_every_page_can_be_reached_from_the_keyboard(console_url: str, browser: 
     outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
     assert outline == "solid"
     page.close()
+
+
+def test_the_events_page_shows_a_transfer_s_event_and_an_endpoint_s_deliveries(sandbox: Sandbox, console_url: str,
+                                                                               browser: Browser) -> None:
+    class Ok(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    try:
+        endpoint = httpx.post(f"{sandbox.url}/webhooks/endpoints", headers=WALLET, timeout=30, json={
+            "url": f"http://127.0.0.1:{receiver.server_address[1]}/hooks", "event_types": ["payments.transfer"]})
+        assert endpoint.status_code == 201, endpoint.text
+        sent = _transfer(sandbox.url, _request_id("events"))
+        assert sent.status_code == 201, sent.text
+        transfer_id = sent.json()["id"]
+        deadline = time.monotonic() + 20  # bounded: the relay and the delivery take well under a second
+        while time.monotonic() < deadline:
+            page_ = httpx.get(f"{sandbox.url}/webhooks/endpoints/{endpoint.json()['id']}/deliveries",
+                              headers=WALLET, timeout=30).json()["data"]
+            if any(d["status"] == "succeeded" for d in page_):
+                break
+            time.sleep(0.1)
+        page = browser.new_page()
+        page.goto(console_url + "/events")
+        row = page.locator("tr[data-event-type='payments.transfer.completed']", has_text=transfer_id)
+        assert "Demo Wallet Co" in row.inner_text()
+        section = page.locator(f"section.endpoint[data-endpoint-id='{endpoint.json()['id']}']")
+        assert "succeeded" in section.locator("tr[data-delivery-status='succeeded']").first.inner_text()
+        assert "204" in section.inner_text()
+        screenshot(page, "events")
+        page.close()
+    finally:
+        receiver.shutdown()
+        httpx.delete(f"{sandbox.url}/webhooks/endpoints/{endpoint.json()['id']}", headers=WALLET, timeout=30)
