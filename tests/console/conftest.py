@@ -76,7 +76,9 @@ class Browser:
         self.browser.close()
 
 
-@pytest.fixture(scope="session")
+# Module, not session: a sync playwright keeps its event loop running in the main thread while it
+# is open, so every later test in this worker that runs asyncio (or another playwright) would fail.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if CHROMIUM is None:  # only under CI=true (skipped otherwise, above): a failure
         pytest.fail(INSTALL_HINT)

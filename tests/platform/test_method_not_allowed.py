@@ -93,7 +93,9 @@ def test_through_the_gateway_a_services_405_keeps_its_allow_and_detail(tmp_path:
             # The issue's own example, and one on the gateway's own routes, as a participant calls them.
             accounts = client.delete("/payments/accounts")
             participants = client.put("/sandbox/participants")
-    assert {prefix for _, path, _ in calls for prefix in [path.split("/")[1]]} == {"payments", "credit", "advisor", "open-banking"}
+    # Every service's routes, and the gateway's own participant routes (events, webhooks).
+    assert {prefix for _, path, _ in calls for prefix in [path.split("/")[1]]} == {
+        "payments", "credit", "advisor", "open-banking", "events", "webhooks"}
     assert wrong == []
     assert accounts.headers["allow"] == "GET, POST"
     assert accounts.json()["detail"] == "DELETE is not allowed here; this path allows GET, POST: use one of them."
