@@ -18,13 +18,20 @@ from tests.support.resettable import ResettableApp
 def test_stateful_fuzzing_chains_account_deposit_payment_and_refund(make_app: MakeApp, tmp_path) -> None:
     counter = itertools.count()
     app = ResettableApp(lambda: make_app(data_dir=tmp_path / str(next(counter))))
-    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    # The testing-only routes (/_sandbox/clock, outbox, idempotency records, reset) are fuzzed
+    # by the contract tests; here they would only dilute the walk toward a refund.
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app).exclude(path_regex="^/_sandbox/")
     successes: Counter[str] = Counter()
     broken: list[dict] = []
 
     class Recording(schema.as_state_machine()):  # type: ignore[misc]
         def setup(self) -> None:
             app.reset()
+
+        def get_call_kwargs(self, case):  # type: ignore[no-untyped-def]
+            # In-process calls on a loaded 2-core CI machine have stalled past schemathesis's
+            # 10 s default; a timeout there is not a finding and makes hypothesis's replay flaky.
+            return {"timeout": 120}
 
         def after_call(self, response, case):  # type: ignore[no-untyped-def]
             if 200 <= response.status_code < 300:
@@ -35,8 +42,8 @@ def test_stateful_fuzzing_chains_account_deposit_payment_and_refund(make_app: Ma
             if not report["ok"]:
                 broken.append(report)
 
-    # Links are followed at random (a refund needs a CNY wallet, a top-up and a payment first,
-    # about one round in two reaches it, fewer now the spec has its outbox routes); up to 25
+    # Links are followed at random (a refund needs a CNY wallet, a top-up and a payment first;
+    # about one round in two reaches it); up to 25
     # bounded rounds, stopping at the first that completes the chain, make it certain in practice
     # without pinning a seed.
     wanted = ("create_account", "create_deposit", "create_transfer", "create_refund")
