@@ -13,6 +13,7 @@ help:
 	@echo "make test      run the whole test suite"
 	@echo "make openapi   re-export openapi/<service>.json from the code"
 	@echo "make compose   regenerate docker-compose.yml from sandbox/topology.py"
+	@echo "make k8s       regenerate deploy/k8s (Kubernetes: kustomize base, kind overlay) from sandbox/topology.py"
 	@echo "make bench     run every benchmark (prints figures; not a test)"
 	@echo "make fuzz      schemathesis against the running stack and through the gateway (start it with make run first; ARGS=\"--max-examples 10\")"
 
@@ -37,6 +38,9 @@ openapi: $(STAMP)
 
 compose: $(STAMP)
 	$(PY) -m sandbox compose
+
+k8s: $(STAMP)
+	$(PY) -m sandbox k8s
 
 bench: $(STAMP)
 	$(PY) -m sandbox bench all

@@ -1,4 +1,4 @@
-"""`fintech-sandbox` (also `python -m sandbox`): run, reset, openapi, compose, bench, fuzz, demo, listen, trigger, verify-log."""
+"""`fintech-sandbox` (also `python -m sandbox`): run, reset, openapi, compose, k8s, bench, fuzz, demo, listen, trigger, verify-log."""
 
 from __future__ import annotations
 
@@ -47,6 +47,12 @@ def _compose(_args: argparse.Namespace) -> int:
     for path in write():
         print(f"wrote {path}")
     return 0
+
+
+def _k8s(args: argparse.Namespace) -> int:
+    from sandbox.k8s import main as k8s_main
+
+    return k8s_main(check=args.check)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -224,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("openapi", help="export openapi/<service>.json").set_defaults(func=_openapi)
     sub.add_parser("compose", help="regenerate docker-compose.yml").set_defaults(func=_compose)
+    p = sub.add_parser("k8s", help="regenerate the Kubernetes manifests in deploy/k8s (kustomize base, kind overlay)")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if deploy/k8s drifted from the topology")
+    p.set_defaults(func=_k8s)
 
     p = sub.add_parser("bench", help="run a benchmark: " + ", ".join(BENCHMARKS) + " or all "
                        "(options after the name go to it: bench payments --help)", add_help=False)
