@@ -35,15 +35,15 @@ DEMO_WARNING = (
 )
 DEMO_ANNOTATION = {"fintech-sandbox/demo-values": "true"}
 
-# Which processes may run more than one replica. The console keeps nothing of its own, so an HPA
-# scales it. The others still keep state in the process that a second replica would not see: the
-# gateway seals the audit log's hash chain from a head read at start-up and counts limits in
-# memory (sandbox/gateway/auditlog.py ChainHead: two replicas would write the same index), and
-# every service keeps its clock in memory (services/common/clock.py: a clock move would reach one
-# replica). So they run one replica each, replaced with Recreate (a rolling update runs the old
-# and the new pod side by side). Flip a kind here once its replicas share that state through
-# PostgreSQL: it gets an HPA and rolling updates, and tests/platform/test_k8s.py follows.
-SCALES_OUT: dict[SpecKind, bool] = {"console": True, "gateway": False, "service": False}
+# Which processes may run more than one replica. The console keeps nothing of its own. The
+# gateway's state is its audit log's projection, and each replica catches up the others' entries
+# before it decides (sandbox/gateway/shared.py; tests/faults/test_replicas.py runs two on one
+# PostgreSQL database): an HPA scales both. Every service still keeps its clock in memory
+# (services/common/clock.py: a lesson's clock move would reach one replica of it), so services run
+# one replica each, replaced with Recreate (a rolling update runs the old and the new pod side by
+# side). Flip "service" once their clocks live in their databases: they get an HPA and rolling
+# updates, and tests/platform/test_k8s.py follows.
+SCALES_OUT: dict[SpecKind, bool] = {"console": True, "gateway": True, "service": False}
 HPA_MAX_REPLICAS = 3
 HPA_CPU_UTILIZATION = 70  # % of the CPU request
 

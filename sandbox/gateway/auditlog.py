@@ -6,8 +6,10 @@ names the first one. A receipt (index, hash) handed to a participant pins the lo
 entry: a log rewritten later cannot reproduce the receipt's hash. Truncating the tail is only
 visible against a head or receipt published earlier, as in Certificate Transparency.
 
-One gateway process is the single writer: it keeps the chain head in memory and appends with
-one INSERT per request, so the hot path computes one hash and writes one row.
+Every append seals on the log's true head: under the log lock (shared.py) the gateway reads the
+entries committed since its last one, which are other replicas' if any, then writes one row.
+So the hot path computes one hash and writes one row, and replicas on one database make one
+chain, never a fork.
 """
 
 from __future__ import annotations

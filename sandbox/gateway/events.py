@@ -3,13 +3,14 @@
 **The cursor is commit order.** The events API hands out `seq` as a cursor (`GET /events?after=`).
 On PostgreSQL two transactions commit in any order, so with a database sequence a reader could
 see seq 8 committed, move its cursor past it, and then miss seq 7 committing a moment later.
-Here every insert into the store, the relay's and the gateway's own, is made under one lock
-held until its transaction commits, and seq comes from the gateway's own counter under that
-lock (as the audit log's chain head does: one gateway process owns its database). So a
+Here every insert into the store, the relay's and the gateway's own, is made under the log
+lock (sandbox/gateway/shared.py: PostgreSQL's advisory lock, SQLite's write lock), held until its
+transaction commits, and seq is the stored maximum plus one, read under that lock. So a
 transaction that takes seq n has committed before any transaction takes n+1, on SQLite and
-PostgreSQL alike; a rolled-back insert leaves a gap, never a late arrival.
+PostgreSQL alike, however many gateway replicas write; a rolled-back insert takes nothing.
 
-**Lock order.** Take `EventStore.writing()` before the transaction begins, never inside one:
+**Lock order.** Take `EventStore.writing()` (this process's turn) before the transaction
+begins, never inside one:
 the relay, the regulator's changes and the audit append all do (`Gateway.audit` takes it only
 for an entry that opens an alert), so no writer holds SQLite's lock while waiting for this one.
 """
@@ -31,6 +32,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from sandbox.gateway.models import StoredEvent
+from sandbox.gateway.shared import lock_log
 from services.common.ids import new_id
 
 log = logging.getLogger("sandbox.gateway.events")
@@ -44,9 +46,8 @@ class EventStore:
     """Appends to the events table, one writer at a time, with seq in commit order."""
 
     def __init__(self, engine: Engine) -> None:
+        self.engine = engine
         self._lock = threading.RLock()
-        with engine.connect() as conn:
-            self._next_seq = (conn.execute(select(func.max(EVENTS.c.seq))).scalar() or 0) + 1
         self.stored_since_start = 0  # how many events this process stored (the dispatcher's wake-up)
 
     @contextmanager
@@ -55,31 +56,35 @@ class EventStore:
         with self._lock:
             yield
 
-    @property
-    def head(self) -> int:
-        """The last seq handed out (an endpoint registered now is owed what comes after)."""
-        return self._next_seq - 1
+    @staticmethod
+    def head_in(conn: Connection | Session) -> int:
+        """The last seq stored, read in the caller's transaction (an endpoint registered now is
+        owed what comes after)."""
+        return conn.execute(select(func.max(EVENTS.c.seq))).scalar() or 0
 
     def committed_head(self) -> int:
-        """The last seq whose transaction has ended: read under the lock, so an insert still on
-        its way to commit is not counted (the fan-out would skip it, thinking it read it)."""
-        with self._lock:
-            return self._next_seq - 1
+        """The last seq whose transaction has committed, by any replica. Seqs are taken under
+        the log lock until commit, so every seq below it has committed too (the fan-out reads
+        up to it and never skips one still on its way)."""
+        with self.engine.connect() as conn:
+            return self.head_in(conn)
 
     def insert(self, conn: Connection | Session, events: Sequence[Mapping[str, Any]]) -> int:
         """Insert events (inside `writing()`) whose ids are not stored yet; how many were new."""
         if not events:
             return 0
+        lock_log(conn.connection() if isinstance(conn, Session) else conn)
         ids = [e["id"] for e in events]
         known = set(conn.execute(select(EVENTS.c.id).where(EVENTS.c.id.in_(ids))).scalars())
+        next_seq = self.head_in(conn) + 1
         now = datetime.now(UTC)
         rows = []
         for event in events:
             if event["id"] in known:
                 continue
             known.add(event["id"])
-            rows.append({**event, "seq": self._next_seq, "stored_at": now})
-            self._next_seq += 1  # never given back: a rolled-back insert leaves a gap, harmless
+            rows.append({**event, "seq": next_seq, "stored_at": now})
+            next_seq += 1
         if rows:
             conn.execute(insert(EVENTS), rows)
             self.stored_since_start += len(rows)

@@ -56,7 +56,8 @@ class Policy:
 
 @dataclass
 class Usage:
-    """What a participant has used so far (rebuilt from the audit log on start). Requests still
+    """What a participant has used so far (the audit log's projection: rebuilt on start, and
+    brought up to date with other replicas' entries before each decision). Requests still
     in flight are included: their amounts are held before forwarding (`hold_usage`), so
     parallel requests cannot all pass the same check, and given back if the service refuses."""
 
@@ -64,8 +65,6 @@ class Usage:
     day_volume: int = 0  # accepted and held
     customers: set[str] = field(default_factory=set)  # accepted
     pending_customers: dict[str, int] = field(default_factory=dict)  # new customers held: holds each
-    rate_window: int = -1
-    rate_count: int = 0
 
     def serves(self, customer: str) -> bool:
         return customer in self.customers or customer in self.pending_customers
@@ -194,14 +193,15 @@ class RateState:
         }
 
 
-def take_rate(policy: Policy, usage: Usage, now_s: float) -> RateState:
-    """A fixed one-minute window per participant, on the gateway's clock."""
-    window = int(now_s // RATE_WINDOW_S)
-    if usage.rate_window != window:
-        usage.rate_window, usage.rate_count = window, 0
-    reset = max(1, int((window + 1) * RATE_WINDOW_S - now_s + 0.999))
+def rate_window(now_s: float) -> int:
+    """The fixed one-minute window a moment falls in, on the gateway's clock."""
+    return int(now_s // RATE_WINDOW_S)
+
+
+def rate_state(policy: Policy, count: int, now_s: float) -> RateState:
+    """Whether the request that made the window's count `count` (itself included) may pass."""
+    reset = max(1, int((rate_window(now_s) + 1) * RATE_WINDOW_S - now_s + 0.999))
     limit = policy.rate_limit_per_minute
-    if usage.rate_count >= limit:
+    if count > limit:
         return RateState(False, limit, 0, reset)
-    usage.rate_count += 1
-    return RateState(True, limit, limit - usage.rate_count, reset)
+    return RateState(True, limit, limit - count, reset)

@@ -11,7 +11,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext, suppress
 from dataclasses import MISSING, dataclass, field
 from dataclasses import fields as dataclass_fields
@@ -24,7 +24,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from sandbox.gateway import repository
+from sandbox.gateway import repository, shared
 from sandbox.gateway.auditlog import ChainHead
 from sandbox.gateway.door import FloodSummary, UnauthenticatedLimiter, json_depth_exceeds
 from sandbox.gateway.events import EventStore, Relay
@@ -40,8 +40,10 @@ from sandbox.gateway.limits import (
     commit_usage,
     hash_key,
     hold_usage,
+    rate_state,
+    rate_window,
+    record_usage,
     release_usage,
-    take_rate,
 )
 from sandbox.gateway.models import Participant
 from sandbox.gateway.screening import (
@@ -103,6 +105,11 @@ RETRY_RECONCILE_S = 2.0  # how long a retry of an open intent waits for its reco
 # Raised before a single byte of the request left the gateway: certainly not applied.
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 MAX_JSON_DEPTH = 32  # money-moving bodies are three or four levels deep
+
+
+# How the regulator's clock moves are logged (endpoints.advance_clock, events_api.advance_sandbox_clock):
+# another replica reads the seconds back from the entry and moves its own clock as far.
+CLOCK_MOVE = re.compile(r"^advance_(?:sandbox_)?clock \+(\d+) s\b")
 
 
 class ScreeningUnavailable(Exception):
@@ -349,9 +356,25 @@ def _movement_of(row: Any) -> Transaction:
                        payee=row.payee, customer=row.customer)
 
 
+def _logged_decision(fields: Mapping[str, Any]) -> Decision:
+    """The decision an entry records (its rules by name: the reasons are in the alert)."""
+    return Decision(fields["decision"], fields["score"] or 0,
+                    tuple(RuleHit(r, 0, "") for r in (fields["rules"] or "").split(",") if r),
+                    fields["ruleset_version"] or "")
+
+
+class _Row:
+    """An entry's fields as attributes, as `_movement_of` reads a row."""
+
+    def __init__(self, fields: Mapping[str, Any]) -> None:
+        self.__dict__.update(fields)
+
+
 class Gateway:
     """The proxy's state: who may call, what they used, the screening history, the chain head,
     and the one shared HTTP client."""
+
+    faults: Any = None  # the regulator's fault flags (faults.FaultFlags), set by create_app
 
     def __init__(self, *, db: Database, clock: Clock, rules: RuleSet, upstreams: Mapping[str, str],
                  regulator_key: str, transports: Mapping[str, httpx.AsyncBaseTransport] | None,
@@ -383,7 +406,16 @@ class Gateway:
         self.dispatcher: Any = None  # webhooks.Dispatcher: the store out to participants' endpoints
         self.webhook_allow: Any = None  # webhook_rules.AllowList: where deliveries may go
         self.head = ChainHead()
-        self._audit_lock = threading.Lock()  # regulator handlers append from worker threads
+        # Regulator handlers append from worker threads; a catch-up and the decision around it
+        # take it too, so it is re-entrant.
+        self._audit_lock = threading.RLock()
+        # Replicas (sandbox/gateway/shared.py): `applied` is the last log index this memory
+        # reflects; entries after it are other processes' and are applied by `catch_up`.
+        self.applied = -1
+        self.replicated = shared.is_postgres(db.engine)  # several processes may share the log
+        self.decisions = shared.DecisionLock(db.engine)
+        self.rates = shared.RateCounter(db.engine)
+        self.foreign: dict[int, OpenIntent] = {}  # other replicas' intents, forwarded, not answered yet
         # The regulator's reset (sandbox/gateway/reset.py) starts a new epoch: what the gateway
         # counts (limits, screening history, reports) starts at the epoch's `reset` entry.
         self.epoch = 0
@@ -451,6 +483,7 @@ class Gateway:
         head = repository.audit_head(self.db.engine)
         if head is not None:
             self.head = ChainHead(head[0] + 1, head[1])
+            self.applied = head[0]
         reset = repository.last_reset(self.db.engine)
         if reset is not None:
             self.epoch_start, self.epoch = reset
@@ -495,9 +528,7 @@ class Gateway:
             state = "open" if intent is not None else ("counted" if 200 <= closed_status < 300 else None)
             if state is None:
                 continue
-            decision = Decision(fields["decision"], fields["score"] or 0,
-                                tuple(RuleHit(r, 0, "") for r in (fields["rules"] or "").split(",") if r),
-                                fields["ruleset_version"] or "")
+            decision = _logged_decision(fields)
             self.keys[(key_holder, fields["service"], fields["idempotency_key"])] = KeyRecord(
                 fields["fingerprint"], state, _parse_iso(fields["at"]).timestamp(), decision,
                 fields["alert_id"], intent)
@@ -513,12 +544,14 @@ class Gateway:
         self.history = History(self.rules.horizon_s)
         self.keys = {}
         self.hops = {}
+        self.foreign = {}
         self.owner_names = {}
 
     def begin_epoch(self, fields: dict[str, Any]) -> int:
         """Append the `reset` entry of the next epoch; from it on, the epoch's entries count."""
         epoch = self.epoch + 1
-        idx, _ = self.audit({**fields, "phase": "reset", "epoch": epoch})
+        self.rates.forget()
+        idx, _ = self.audit({**fields, "phase": "reset", "epoch": epoch})  # type: ignore[misc]
         self.epoch, self.epoch_start = epoch, idx
         return idx
 
@@ -539,29 +572,144 @@ class Gateway:
 
     # -- the audit log -------------------------------------------------------------------------
 
-    def audit(self, fields: dict[str, Any], alert: dict[str, Any] | None = None) -> tuple[int, str]:
+    def audit(self, fields: dict[str, Any], alert: dict[str, Any] | None = None,
+              guard: Callable[[], bool] | None = None) -> tuple[int, str] | None:
         """Seal and write one entry (and its alert, with its `sandbox.alert.opened` event, in the
-        same transaction). No await between the two: one writer."""
+        same transaction), on the log's true head: under the log lock, the entries other
+        replicas appended are applied first (shared.py). `guard`, asked after them: whether the
+        entry is still to be written (None returned when not)."""
         complete_entry(fields)
         # The events store's lock first, before the transaction begins (sandbox/gateway/events.py).
         opens_alert = alert is not None and self.events is not None
         with self.events.writing() if opens_alert else nullcontext(), self._audit_lock:  # type: ignore[union-attr]
-            if alert is not None:
-                alert["audit_index"] = self.head.next_idx
-            self.head.seal(fields)
             try:
-                repository.append_audit(self.db.engine, fields, alert,
-                                        self.events if opens_alert else None)
+                with self.db.engine.begin() as conn:
+                    shared.lock_log(conn)
+                    self._apply_foreign(shared.entries_after(conn, self.applied))
+                    if guard is not None and not guard():
+                        return None
+                    if alert is not None:
+                        alert["audit_index"] = self.head.next_idx
+                    self.head.seal(fields)
+                    repository.insert_audit(conn, fields, alert, self.events if opens_alert else None)
             except BaseException:
-                self.head.rewind(fields)
+                if fields.get("idx") == self.head.next_idx - 1:
+                    self.head.rewind(fields)
                 raise
+            self.applied = fields["idx"]
         return fields["idx"], fields["hash"]
+
+    # -- replicas: the entries other processes appended -------------------------------------
+
+    def catch_up(self) -> None:
+        """Apply what other replicas logged since this process last looked (PostgreSQL only:
+        an embedded SQLite file has one gateway process, and its appends catch up anyway)."""
+        if not self.replicated:
+            return
+        with self._audit_lock, self.db.engine.connect() as conn:
+            self._apply_foreign(shared.entries_after(conn, self.applied))
+
+    def _apply_foreign(self, rows: list[dict[str, Any]]) -> None:
+        """Another process's entries, in log order, into this one's memory: as if it had made
+        them (an intent holds, an outcome settles, a regulator's change is read again)."""
+        for row in rows:
+            self.head = ChainHead(row["idx"] + 1, row["hash"])
+            self.applied = row["idx"]
+            phase = row["phase"]
+            if phase == "reset":
+                self.clock.reset()
+                with self.db.session(self.reader) as session:
+                    self.forget_activity(repository.all_participants(session))
+                self.epoch, self.epoch_start = row["epoch"], row["idx"]
+            elif row["participant_id"] == "regulator" and row["method"] not in ("GET", "HEAD"):
+                moved = CLOCK_MOVE.match(row["operation"] or "") if row["status"] == 200 else None
+                if moved:  # the regulator moved the sandbox's time on another replica: here too
+                    self.clock.advance(timedelta(seconds=int(moved.group(1))))
+                else:
+                    self._reload_policies()
+            elif phase == "intent":
+                self._foreign_intent(row)
+            elif phase in repository.CLOSING_PHASES and row["intent_idx"] is not None:
+                self._foreign_close(row)
+            elif phase == "unanswered" and row["intent_idx"] in self.foreign:
+                intent = self.foreign.pop(row["intent_idx"])
+                self.open_intents[intent.idx] = intent  # any replica may reconcile it now
+                record = self.keys.get((intent.scope, intent.service, intent.key or ""))
+                if record is not None and record.intent is intent:
+                    record.state = "open"
+                self._drop_hop(row["request_id"], intent.hold)
+
+    def _reload_policies(self) -> None:
+        with self.db.session(self.reader) as session:
+            participants = repository.all_participants(session)
+        self.policies, self.policies_by_id = {}, {}
+        for participant in participants:
+            self.remember(participant)
+
+    def _foreign_intent(self, row: dict[str, Any]) -> None:
+        """Another replica's movement on its way: its usage and history held, its key in flight,
+        its ledger hop expected (or, for a hop, the payment it continues linked)."""
+        moment = _parse_iso(row["at"])
+        tx = _movement_of(_Row(row))
+        counts = row["counts"]
+        usage = self._usage(row["participant_id"])
+        limits = counts in repository.COUNTS_FOR_LIMITS and moment.toordinal() == self.clock.now().astimezone(UTC).toordinal()
+        hold = Hold(usage, hold_usage(usage, tx, moment) if limits else None,
+                    self.history.record(tx, moment.timestamp()) if counts in repository.COUNTS_FOR_HISTORY else None)
+        fields = {k: v for k, v in row.items() if k not in ("hash", "prev_hash")}
+        key_holder = row["via"] or row["participant_id"]
+        intent = self.foreign[row["idx"]] = OpenIntent(
+            row["idx"], fields, row["service"], key_holder, row["idempotency_key"], row["fingerprint"],
+            row["deadline_ms"], hold)
+        decision = _logged_decision(row)
+        if row["idempotency_key"] is not None:
+            self.keys[(key_holder, row["service"], row["idempotency_key"])] = KeyRecord(
+                row["fingerprint"], "in_flight", moment.timestamp(), decision, row["alert_id"], intent)
+        request_id = row["request_id"]
+        if counts == "history":  # the ledger hop of a payment: the payment's history is the hop's
+            link = self.hops.get(request_id)
+            if link is not None and not link.linked:
+                link.linked = True
+                if link.hold.history is not None:
+                    self.history.forget(link.hold.history)
+                    link.hold.history = None
+        elif row["service"] in self.service_participants:
+            self.hops[request_id] = Hop(row["participant_id"], row["service"], row["value_minor"], hold,
+                                        decision, row["alert_id"])
+
+    def _foreign_close(self, row: dict[str, Any]) -> None:
+        """An outcome or reconciliation another replica logged: the movement's hold is kept or
+        given back, its key counted or forgotten."""
+        idx = row["intent_idx"]
+        intent = self.foreign.pop(idx, None) or self.open_intents.pop(idx, None)
+        ok = 200 <= row["status"] < 300
+        if intent is None:
+            # A retry the service ran afresh (its key had expired): the money moved now.
+            if ok and row["phase"] == "outcome" and row["value_minor"] is not None and row["counts"] is None:
+                record_usage(self._usage(row["participant_id"]), _movement_of(_Row(row)), _parse_iso(row["at"]))
+            return
+        self._settle_hold(intent.hold, ok and row["counts"] != "none")
+        self._close_key(intent, ok)
+        self._drop_hop(row["request_id"], intent.hold)
+
+    def _drop_hop(self, request_id: str, hold: Hold) -> None:
+        hop = self.hops.get(request_id)
+        if hop is not None and hop.hold is hold:
+            del self.hops[request_id]
+
+    def adopt_abandoned(self, now_ms: float) -> None:
+        """Other replicas' intents past their deadline with no outcome: their process is gone
+        (a live one answers or logs `unanswered` by then), so this one reconciles them."""
+        for idx, intent in list(self.foreign.items()):
+            if now_ms >= intent.deadline_ms + ABSENT_AFTER_MS:
+                self.open_intents[idx] = self.foreign.pop(idx)
 
     # -- the request path: authenticate, check limits, screen, forward, record ----------------
 
     async def handle(self, request: Request, service: str, prefix: str) -> Response:
         """One request through the door; every way out records its entry in the audit log."""
         call = self._arrive(request, service, prefix)
+        self.catch_up()  # another replica's suspension, admission or movement counts here too
         api_key = request.headers.get("x-api-key")
         if not self._authenticate(call, api_key):
             return await self._without_participant_key(call, api_key)
@@ -641,7 +789,8 @@ class Gateway:
     def _take_rate(self, call: Call) -> Response | None:
         """The sender's requests a minute (its own, also when it acts for another)."""
         policy = call.sender
-        rate = take_rate(policy, self._usage(policy.id), call.now.timestamp())
+        now_s = call.now.timestamp()
+        rate = rate_state(policy, self.rates.take(policy.id, rate_window(now_s)), now_s)
         call.rate_headers = rate.headers()
         if rate.allowed:
             return None
@@ -689,11 +838,14 @@ class Gateway:
                 return answer
         # From here until the request is on its way there is no await: the limits are checked
         # again (others may have held usage meanwhile), the transaction is screened and its
-        # usage and history are held, as one step no parallel request can interleave with.
-        refusal = self._check_amounts(call, move) or self._screen(call, move)
-        if refusal is not None:
-            return refusal
-        self._write_ahead(call, move)
+        # usage and history are held, as one step no parallel request can interleave with,
+        # nor another replica's (the decision lock; what they held is caught up first).
+        with self.decisions.held(), self._audit_lock:
+            self.catch_up()
+            refusal = self._check_amounts(call, move) or self._screen(call, move)
+            if refusal is not None:
+                return refusal
+            self._write_ahead(call, move)
         return await self._forward(call, move)
 
     async def _read_movement(self, call: Call, operation: ScreenedOperation) -> Movement | None:
@@ -847,7 +999,10 @@ class Gateway:
         answered = False  # the service's status line and headers arrived
         self.forwarding += 1
         try:
-            response = await self.transport(call.service).handle_async_request(upstream)
+            transport = self.transport(call.service)
+            if self.faults is not None:  # an injected fault takes the path a real one takes (faults.py)
+                transport = self.faults.transport(call, transport)
+            response = await transport.handle_async_request(upstream)
             answered = True
             body = await _small_body(response)
         except (httpx.TimeoutException, httpx.TransportError) as exc:
@@ -884,6 +1039,7 @@ class Gateway:
         """Keep or give back what a movement holds by the service's answer (None: none came)."""
         if move is None:
             return
+        self.catch_up()  # its ledger hop may have passed another replica
         if move.replay:
             self._settle_replay(call, move, response)
         else:
@@ -972,10 +1128,12 @@ class Gateway:
                       status=status if state == "done" else 0, alert_id=intent.fields.get("alert_id"),
                       error=None if state == "done" else "not-applied",
                       counts=intent.fields.get("counts") if applied else None)
-        self._settle_hold(intent.hold, applied)
-        del self.open_intents[intent.idx]
-        self.audit(fields)
-        self._close_key(intent, applied)
+        with self._audit_lock:  # the check (after the other replicas' entries), the entry and the settling: one step
+            if self.audit(fields, guard=lambda: intent.idx in self.open_intents) is None:
+                return "closed"  # another replica reconciled it meanwhile
+            self._settle_hold(intent.hold, applied)
+            del self.open_intents[intent.idx]
+            self._close_key(intent, applied)
         verdict = "applied" if applied else ("refused" if state == "done" else "not-applied")
         log.info("reconciled intent %s (%s key %s): %s", intent.idx, intent.service, intent.key, verdict)
         return verdict
@@ -1040,6 +1198,8 @@ class Gateway:
             if self.door is not None:
                 for summary in self.door.due_summaries(time.time()):
                     self._log_flood(summary, iso(self.clock.now()), new_id("req"))
+            self.catch_up()
+            self.adopt_abandoned(time.time() * 1000)
             if self.open_intents:
                 try:
                     await self.reconcile_open()

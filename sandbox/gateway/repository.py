@@ -72,14 +72,21 @@ def _insert(table: Table, keys: tuple[str, ...]) -> Prepared:
 
 def append_audit(engine: Engine, entry: dict[str, Any], alert: dict[str, Any] | None,
                  events: EventStore | None = None) -> None:
-    """One short transaction: the entry, and the alert it opened if any with its
-    `sandbox.alert.opened` event (`events`, whose lock the caller holds)."""
+    """One short transaction of its own: `insert_audit` (the offline reset's; the gateway's
+    appends catch up with other replicas under the log lock first, `Gateway.audit`)."""
     with engine.begin() as conn:
-        _insert(AUDIT, tuple(entry)).execute(conn, entry).close()
-        if alert is not None:
-            _insert(ALERTS, tuple(alert)).execute(conn, alert).close()
-            if events is not None:
-                events.insert(conn, [alert_opened_event(alert)])
+        insert_audit(conn, entry, alert, events)
+
+
+def insert_audit(conn: Any, entry: dict[str, Any], alert: dict[str, Any] | None,
+                 events: EventStore | None = None) -> None:
+    """The entry, and the alert it opened if any with its `sandbox.alert.opened` event
+    (`events`, whose lock the caller holds), in the caller's transaction."""
+    _insert(AUDIT, tuple(entry)).execute(conn, entry).close()
+    if alert is not None:
+        _insert(ALERTS, tuple(alert)).execute(conn, alert).close()
+        if events is not None:
+            events.insert(conn, [alert_opened_event(alert)])
 
 
 def alert_opened_event(alert: dict[str, Any]) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from standardwebhooks import Webhook
 
 from sandbox.gateway.events import EVENTS, EventStore
 from sandbox.gateway.models import EventCursor, StoredEvent, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from sandbox.gateway.shared import WEBHOOKS_LEADER, Leadership, lock_log
 from sandbox.gateway.schemas import (
     EventPublic,
     WebhookAttemptPublic,
@@ -116,7 +117,7 @@ def create_endpoint(session: Session, participant_id: str, body: WebhookEndpoint
     now = datetime.now(UTC)
     row = WebhookEndpoint(id=new_id("whe"), participant_id=participant_id, url=body.url,
                           description=body.description or "", event_types="\n".join(body.event_types),
-                          secret=new_secret(), from_seq=store.head, created_at=now, updated_at=now)
+                          secret=new_secret(), from_seq=store.head_in(session), created_at=now, updated_at=now)
     session.add(row)
     return with_secret(row)
 
@@ -288,6 +289,7 @@ class Dispatcher:
         self.reader = reader  # due deliveries are read without SQLite's writer lock
         self.store = store
         self._fanned_up_to = -1  # the store's head at the last fan-out: nothing new, no transaction
+        self.leadership = Leadership(engine, WEBHOOKS_LEADER)  # one replica delivers at a time
         self.settings = settings
         self.on_disabled = on_disabled  # (endpoint row, reason) → None: the audit log's entry
         self._wake = asyncio.Event()
@@ -314,6 +316,7 @@ class Dispatcher:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        await asyncio.to_thread(self.leadership.release)
 
     async def run_forever(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -329,7 +332,10 @@ class Dispatcher:
                 log.exception("webhook round failed; its deliveries stay pending")
 
     async def round(self) -> int:
-        """Fan out what was stored, then attempt every due delivery (a batch); how many were tried."""
+        """Fan out what was stored, then attempt every due delivery (a batch); how many were tried.
+        With replicas, only the one that leads does (the others wait their turn to take over)."""
+        if not await asyncio.to_thread(self.leadership.held):
+            return 0
         await asyncio.to_thread(self.fan_out)
         due = await asyncio.to_thread(self._due)
         if not due:
@@ -351,6 +357,7 @@ class Dispatcher:
 
     def _fan_out(self) -> tuple[int, int]:
         with Session(self.engine, expire_on_commit=False) as session:
+            lock_log(session.connection())  # the cursor moves in one replica's transaction at a time
             cursor = session.get(EventCursor, FAN_OUT_CURSOR)
             after = cursor.seq if cursor is not None else 0
             events = list(session.execute(select(EVENTS).where(EVENTS.c.seq > after, EVENTS.c.participant_id.is_not(None))
