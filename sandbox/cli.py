@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sandbox.topology import api_services
 
-BENCHMARKS = ("payments", "gateway", "credit", "advisor")
+BENCHMARKS = ("payments", "gateway", "credit", "advisor", "replicas")
 
 
 def _run(args: argparse.Namespace) -> int:
