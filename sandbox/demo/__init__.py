@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sandbox.demo import advisor, credit, openbanking, payments, regulator
+from sandbox.demo import advisor, credit, faults, openbanking, payments, regulator
 from sandbox.demo.narration import Scene
 
 
@@ -35,6 +35,9 @@ SCENARIOS: tuple[Scenario, ...] = (
              "payee blocked before the ledger", regulator.aml),
     Scenario("exit-report", "the regulator admits a remittance firm, sees it breach a limit, reads its "
              "exit report and ends its test", regulator.exit_report),
+    Scenario("retry-through-timeout", "the regulator injects a lost answer: a transfer times out after the "
+             "ledger applied it, the retry with its Idempotency-Key is replayed, the money moves once",
+             faults.retry_through_timeout),
 )
 
 

@@ -20,6 +20,8 @@ from sandbox.gateway.door import UnauthenticatedLimiter
 from sandbox.gateway.endpoints import clock_router, receipts, router
 from sandbox.gateway.events import EventStore, Relay
 from sandbox.gateway.events_api import participant_router, regulator_router
+from sandbox.gateway.faults import FaultFlags
+from sandbox.gateway.faults_api import router as faults_router
 from sandbox.gateway.webhook_rules import AllowList, DisablePolicy, RetryPolicy
 from sandbox.gateway.webhooks import DispatchSettings, Dispatcher
 from sandbox.gateway.models import GatewayModel
@@ -141,6 +143,7 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
         window_s=settings.unauthenticated_window_s, logged_per_window=settings.unauthenticated_logged_per_window,
         tracked_addresses=settings.unauthenticated_tracked_addresses)
     gateway.load()
+    gateway.faults = FaultFlags(db)  # the regulator's fault flags, shared by replicas through the database
     gateway.events = EventStore(db.engine)
     gateway.relay = Relay(db.engine, gateway.events, gateway.upstreams, lambda: gateway.client, settings.relay_batch)
     gateway.webhook_allow = AllowList.from_setting(settings.webhook_allowed_hosts)
@@ -158,7 +161,7 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
         settings=settings,
         database=db,
         clock=clock,
-        routers=[router, receipts, regulator_router, participant_router],
+        routers=[router, receipts, regulator_router, participant_router, faults_router],
         openapi_tags=[
             {"name": "participants", "description": "Admit, suspend and inspect participants"},
             {"name": "alerts", "description": "Alerts from review and block decisions; the rule set"},
@@ -168,6 +171,8 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
              "own at `/events`, every one at `/sandbox/events` (docs/events.md)"},
             {"name": "webhooks", "description": "A participant's signed webhook endpoints (Standard Webhooks) "
              "and their delivery log"},
+            {"name": "faults", "description": "Fault flags: latency, errors, an unavailable service or a lost "
+             "answer injected into the gateway's forwarding (docs/faults.md)"},
         ],
     )
     app.state.gateway = gateway
@@ -199,6 +204,7 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
                         await task
                 await gateway.dispatcher.aclose()
                 await gateway.aclose()
+                gateway.faults.close()
 
     app.router.lifespan_context = lifespan
 

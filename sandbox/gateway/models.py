@@ -202,3 +202,26 @@ class EventCursor(GatewayModel, table=True):
 
     name: str = Field(primary_key=True, max_length=20)
     seq: int = Field(sa_type=BigInteger)
+
+
+# -- fault flags (docs/faults.md) ----------------------------------------------------------------
+
+# A fault the regulator injects into the gateway's forwarding (sandbox/gateway/faults.py): kept
+# here, not in one process's memory, so every gateway replica on this database applies it, and a
+# fault set for "the next n requests" counts them down once across all of them.
+class FaultFlag(GatewayModel, table=True):
+    __tablename__ = "fault_flags"
+
+    id: str = Field(primary_key=True, max_length=40)  # the regulator's name for it
+    service: str = Field(max_length=20)  # a gateway prefix: payments, credit, advisor, open-banking
+    method: str | None = Field(default=None, max_length=10)  # with path: one operation; NULL: all
+    path: str | None = Field(default=None, max_length=200)  # a template, as the allow-list writes it
+    participant_id: str | None = Field(default=None, max_length=40)  # NULL: every participant
+    kind: str = Field(max_length=12)  # latency | error | unavailable | timeout
+    latency_ms: int = 0
+    error_rate: float | None = None
+    error_status: int | None = None
+    remaining: int | None = None  # requests it still applies to; NULL: until it expires
+    expires_at: datetime = Field(sa_type=UTCDateTime)  # wall clock
+    note: str | None = Field(default=None, max_length=200)
+    created_at: datetime = Field(sa_type=UTCDateTime)  # wall clock

@@ -12,7 +12,8 @@ The steps, in order:
    reset before it stay reset, the gateway's own state does not change, and repeating the reset
    finishes the job.
 4. The gateway: its clock back to real time, participants back to the seeded set (admitted ones
-   removed), usage, rate and customer counts, screening history and remembered keys emptied.
+   removed), fault flags removed, usage, rate and customer counts, screening history and
+   remembered keys emptied.
 5. A `reset` entry in the hash-chained log (who, when, the new epoch's number). Reports, alerts
    and limits count from that entry on; `verify-log` still walks the whole chain.
 """
@@ -27,7 +28,7 @@ from typing import Any
 import httpx
 from sqlmodel import Session
 
-from sandbox.gateway import repository, service
+from sandbox.gateway import faults, repository, service
 from sandbox.gateway.auditlog import ChainHead
 from sandbox.gateway.models import Participant
 from sandbox.gateway.proxy import Gateway, complete_entry, iso
@@ -109,6 +110,8 @@ async def _reset_gateway(gateway: Gateway, seed: bool, request_id: str, reconcil
     now = gateway.clock.reset()
     participants, removed = seeded_participants(gateway.db, seed, now)
     gateway.forget_activity(participants)
+    if gateway.faults is not None:
+        gateway.faults.changed()  # the fault flags went with the participants
     idx = gateway.begin_epoch(reset_entry(now, request_id, "POST", int((time.perf_counter() - started) * 1e6),
                                           f"reset: {len(services)} services and the gateway back to the seeded demo state"))
     return SandboxReset(
@@ -119,8 +122,10 @@ async def _reset_gateway(gateway: Gateway, seed: bool, request_id: str, reconcil
 
 
 def seeded_participants(db: Database, seed: bool, now: datetime) -> tuple[list[Participant], int]:
-    """Participants back to the seeded set, in one transaction: (them, how many admitted ones went)."""
+    """Participants back to the seeded set and no fault flags, in one transaction: (them, how many
+    admitted ones went)."""
     def reseed(session: Session) -> tuple[set[str], list[Participant]]:
+        faults.clear_faults(session)  # a fault the regulator injected is not part of the demo state
         before = {row.id for row in repository.all_participants(session)}
         repository.delete_participants(session)
         if seed:

@@ -64,7 +64,7 @@ def balance(sandbox: Sandbox, account_id: str) -> str:
 
 def check_every_call_is_narrated(out: str, sandbox: Sandbox) -> None:
     """Each numbered step shows why, method and path, whose key, the answer and its console link."""
-    steps = re.findall(r"^ ?\d+\. .+\n    (GET|POST) (/\S+)  as (.+) \((sbx_\S+)\)\n(?:    [{\[].*\n)?    → (\d{3}) ",
+    steps = re.findall(r"^ ?\d+\. .+\n    ([A-Z]+) (/\S+)  as (.+) \((sbx_\S+)\)\n(?:    [{\[].*\n)?    → (\d{3}) ",
                        out, re.MULTILINE)
     links = CONSOLE_LINK.findall(out)
     assert steps and len(links) == len(steps), (len(steps), len(links), out)
@@ -202,3 +202,21 @@ def test_no_sandbox_no_run(tmp_path: Path) -> None:
                              "http://127.0.0.1:9"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2
     assert "No sandbox answers at http://127.0.0.1:9: start it with `make run`" in result.stdout
+
+
+def test_retry_through_timeout_moves_the_money_once(sandbox: Sandbox) -> None:
+    out = played(sandbox, "retry-through-timeout")
+    check_every_call_is_narrated(out, sandbox)
+    assert "PUT /sandbox/faults/lost-transfer-answer  as the regulator (sbx_regulator_key)" in out
+    assert re.search(r"POST /payments/transfers  as Demo Wallet Co \(sbx_demo_wallet_key\)\n.*\n    → 504 ", out)
+    assert "✓ the money moved once: Li Wei 5000.00 → 4948.00, Zhang Min 1200.00 → 1252.00" in out
+    assert "✓ the log closed it: intent, unanswered, then reconciled as applied (201)" in out
+    assert (balance(sandbox, LI_WEI), balance(sandbox, ZHANG_MIN)) == ("4948.00", "1252.00")
+    assert httpx.get(f"{sandbox.url}/sandbox/faults", headers=REGULATOR).json()["data"] == []
+    lost = out[out.index("POST /payments/transfers"):]
+    request_id = CONSOLE_LINK.search(lost).group(2)  # the attempt whose answer was lost
+    entries = httpx.get(f"{sandbox.url}/sandbox/audit/entries", headers=REGULATOR,
+                        params={"request_id": request_id}).json()["data"]
+    assert [(e["phase"], e["status"], e["counts_toward"]) for e in entries] == [
+        ("intent", 0, None), ("unanswered", 504, None), ("reconciled", 201, ["limits", "history"])]
+    assert httpx.get(f"{sandbox.url}/payments/invariants", headers=WALLET).json()["ok"] is True
