@@ -84,10 +84,14 @@ def _fuzz(args: argparse.Namespace) -> int:
         # Nor the resets: they would wipe what the learner (and the run) made in the stack
         # (tests/platform/test_reset.py, tests/common/test_reset.py test them). Nor the door's
         # keyless budget: a random one would hold for up to a day (tests/gateway/test_door_budget.py).
+        # Nor the fault flags: a random fault would turn the later phases' answers into 5xx
+        # (tests/gateway/test_faults.py tests them).
         cmd = [str(st), "run", f"http://127.0.0.1:{port}/openapi.json", "--checks", "all",
                "--max-examples", str(args.max_examples), "--phases", "examples,coverage,fuzzing,stateful",
                "--exclude-path", "/_sandbox/clock/advance", "--exclude-path", "/_sandbox/reset",
-               "--exclude-path", "/sandbox/reset", "--exclude-path", "/sandbox/door/unauthenticated"]
+               "--exclude-path", "/sandbox/clock/advance",
+               "--exclude-path", "/sandbox/reset", "--exclude-path", "/sandbox/door/unauthenticated",
+               "--exclude-path", "/sandbox/faults", "--exclude-path", "/sandbox/faults/{fault_id}"]
         if spec.kind == "gateway":
             cmd += ["--header", f"X-API-Key: {DEMO_REGULATOR_KEY}"]
         print(f"\n=== schemathesis: {spec.name} ===", flush=True)

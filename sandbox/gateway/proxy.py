@@ -601,13 +601,18 @@ class Gateway:
 
     # -- replicas: the entries other processes appended -------------------------------------
 
-    def catch_up(self) -> None:
+    def catch_up(self, conn: Any = None) -> None:
         """Apply what other replicas logged since this process last looked (PostgreSQL only:
-        an embedded SQLite file has one gateway process, and its appends catch up anyway)."""
+        an embedded SQLite file has one gateway process, and its appends catch up anyway), on
+        `conn` if given (the decision lock's)."""
         if not self.replicated:
             return
-        with self._audit_lock, self.db.engine.connect() as conn:
-            self._apply_foreign(shared.entries_after(conn, self.applied))
+        with self._audit_lock:
+            if conn is not None:
+                self._apply_foreign(shared.entries_after(conn, self.applied))
+                return
+            with shared.autocommit(self.db.engine) as own:
+                self._apply_foreign(shared.entries_after(own, self.applied))
 
     def _apply_foreign(self, rows: list[dict[str, Any]]) -> None:
         """Another process's entries, in log order, into this one's memory: as if it had made
@@ -840,8 +845,8 @@ class Gateway:
         # again (others may have held usage meanwhile), the transaction is screened and its
         # usage and history are held, as one step no parallel request can interleave with,
         # nor another replica's (the decision lock; what they held is caught up first).
-        with self.decisions.held(), self._audit_lock:
-            self.catch_up()
+        with self.decisions.held() as locked, self._audit_lock:
+            self.catch_up(locked)
             refusal = self._check_amounts(call, move) or self._screen(call, move)
             if refusal is not None:
                 return refusal
@@ -1039,7 +1044,8 @@ class Gateway:
         """Keep or give back what a movement holds by the service's answer (None: none came)."""
         if move is None:
             return
-        self.catch_up()  # its ledger hop may have passed another replica
+        if move.hop is not None:
+            self.catch_up()  # its ledger hop may have passed another replica
         if move.replay:
             self._settle_replay(call, move, response)
         else:

@@ -80,25 +80,33 @@ class DecisionLock:
         self._depth = 0
 
     @contextmanager
-    def held(self) -> Iterator[None]:
+    def held(self) -> Iterator[Connection | None]:
+        """The lock's connection (autocommit: one round trip to take the lock, one to give it
+        back), for the catch-up that follows; None without PostgreSQL or when already held."""
         with self._local:
             if not self.shared or self._depth:
                 self._depth += 1
                 try:
-                    yield
+                    yield None
                 finally:
                     self._depth -= 1
                 return
-            with self.engine.connect() as conn:
+            with autocommit(self.engine) as conn:
                 conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": DECISION_LOCK})
-                conn.commit()
                 self._depth += 1
                 try:
-                    yield
+                    yield conn
                 finally:
                     self._depth -= 1
                     conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": DECISION_LOCK})
-                    conn.commit()
+
+
+@contextmanager
+def autocommit(engine: Engine) -> Iterator[Connection]:
+    """A connection whose statements commit one by one: no BEGIN and COMMIT round trips for a
+    single statement (a read, an upsert, an advisory lock of the session's)."""
+    with engine.connect() as conn:
+        yield conn.execution_options(isolation_level="AUTOCOMMIT")
 
 
 # Run in every append: on the driver's cursor (services/common/prepared.py), since SQLAlchemy's
@@ -145,7 +153,7 @@ class RateCounter:
             "INSERT INTO rate_windows (participant_id, minute, count) VALUES (:p, :w, 1) "
             "ON CONFLICT (participant_id, minute) DO UPDATE SET count = rate_windows.count + 1 "
             "RETURNING count")
-        with self.engine.begin() as conn:
+        with autocommit(self.engine) as conn:  # the upsert is atomic on its own
             count = conn.execute(upsert, {"p": participant_id, "w": window}).scalar_one()
             if count == 1:  # the first request of a new window: the finished ones can go
                 conn.execute(RATE.delete().where(RATE.c.participant_id == participant_id, RATE.c.minute < window - 1))
