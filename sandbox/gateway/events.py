@@ -45,8 +45,9 @@ RELAY_TIMEOUT_S = 5.0
 class EventStore:
     """Appends to the events table, one writer at a time, with seq in commit order."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, reader: Engine | None = None) -> None:
         self.engine = engine
+        self.reader = reader or engine  # a SQLite file's read-only engine: no write lock for a read
         self._lock = threading.RLock()
         self.stored_since_start = 0  # how many events this process stored (the dispatcher's wake-up)
 
@@ -66,7 +67,7 @@ class EventStore:
         """The last seq whose transaction has committed, by any replica. Seqs are taken under
         the log lock until commit, so every seq below it has committed too (the fan-out reads
         up to it and never skips one still on its way)."""
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return self.head_in(conn)
 
     def insert(self, conn: Connection | Session, events: Sequence[Mapping[str, Any]]) -> int:

@@ -70,7 +70,8 @@ class Usage:
         return customer in self.customers or customer in self.pending_customers
 
     def customer_count(self) -> int:
-        return len(self.customers) + sum(1 for c in self.pending_customers if c not in self.customers)
+        pending = list(self.pending_customers)  # another thread may be applying a replica's entry
+        return len(self.customers) + sum(1 for c in pending if c not in self.customers)
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,8 @@ def hold_usage(usage: Usage, tx: Transaction, now: datetime) -> UsageHold:
     """Count a money movement against the limits before it is forwarded. Called right after
     `check_amounts` with no await in between, so the check and the hold are one atomic step."""
     day = now.astimezone(UTC).toordinal()
+    if day < usage.day:  # logged before midnight, applied after: today's volume is not its day's
+        return UsageHold(day, 0, None)
     if usage.day != day:
         usage.day, usage.day_volume = day, 0
     usage.day_volume += tx.value

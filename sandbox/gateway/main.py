@@ -144,7 +144,7 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
         tracked_addresses=settings.unauthenticated_tracked_addresses)
     gateway.load()
     gateway.faults = FaultFlags(db)  # the regulator's fault flags, shared by replicas through the database
-    gateway.events = EventStore(db.engine)
+    gateway.events = EventStore(db.engine, db.reader)
     gateway.relay = Relay(db.engine, gateway.events, gateway.upstreams, lambda: gateway.client, settings.relay_batch)
     gateway.webhook_allow = AllowList.from_setting(settings.webhook_allowed_hosts)
     gateway.dispatcher = Dispatcher(db.engine, db.reader, gateway.events, DispatchSettings(

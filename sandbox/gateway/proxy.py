@@ -414,8 +414,10 @@ class Gateway:
         self.applied = -1
         self.replicated = shared.is_postgres(db.engine)  # several processes may share the log
         self.decisions = shared.DecisionLock(db.engine)
+        shared.bound_waits(db.engine)
         self.rates = shared.RateCounter(db.engine)
         self.foreign: dict[int, OpenIntent] = {}  # other replicas' intents, forwarded, not answered yet
+        self.reconciled: dict[int, None] = {}  # intents closed by a `reconciled` entry (latest, in order)
         # The regulator's reset (sandbox/gateway/reset.py) starts a new epoch: what the gateway
         # counts (limits, screening history, reports) starts at the epoch's `reset` entry.
         self.epoch = 0
@@ -476,21 +478,28 @@ class Gateway:
 
     def load(self) -> None:
         """Participants, the chain head, the screening history, today's usage, the idempotency
-        keys of the last day and the intents still open, from the database."""
-        with self.db.session() as session:
-            for row in repository.all_participants(session):
-                self.remember(row)
+        keys of the last day and the intents still open, from the database: the log as of its
+        head, read first (other replicas may append meanwhile; `catch_up` applies those after)."""
         head = repository.audit_head(self.db.engine)
+        up_to = head[0] if head is not None else -1
         if head is not None:
             self.head = ChainHead(head[0] + 1, head[1])
             self.applied = head[0]
-        reset = repository.last_reset(self.db.engine)
+        with self.db.session() as session:  # after the head: an admission is logged after its row
+            for row in repository.all_participants(session):
+                self.remember(row)
+        reset = repository.last_reset(self.db.engine, up_to)
         if reset is not None:
             self.epoch_start, self.epoch = reset
+        if self.replicated:  # the live replicas' clock: the regulator's moves since the reset
+            for operation in repository.clock_moves(self.db.engine, self.epoch_start, up_to):
+                moved = CLOCK_MOVE.match(operation)
+                if moved:
+                    self.clock.advance(timedelta(seconds=int(moved.group(1))))
         now = self.clock.now()
         day = now.astimezone(UTC).toordinal()
         since = iso(now - timedelta(seconds=self.rules.horizon_s))
-        for row in repository.accepted_money_movements(self.db.engine, since, self.epoch_start):
+        for row in repository.accepted_money_movements(self.db.engine, since, self.epoch_start, up_to):
             moment = _parse_iso(row.at)
             if row.counts in repository.COUNTS_FOR_HISTORY:
                 self.history.record(_movement_of(row), moment.timestamp())
@@ -499,15 +508,18 @@ class Gateway:
                 if usage.day != day:
                     usage.day, usage.day_volume = day, 0
                 usage.day_volume += row.value_minor
-        for row in repository.customers_by_participant(self.db.engine, self.epoch_start):
+        for row in repository.customers_by_participant(self.db.engine, self.epoch_start, up_to):
             self._usage(row.participant_id).customers.add(row.customer)
-        self._load_intents(now)
+        self._load_intents(now, up_to)
 
-    def _load_intents(self, now: datetime) -> None:
-        """Open intents hold their usage again; keys of the last day are remembered again."""
+    def _load_intents(self, now: datetime, up_to: int) -> None:
+        """Open intents hold their usage again; keys of the last day are remembered again. With
+        replicas, an open intent still within its deadline may be another live replica's, on
+        its way: it is held as theirs (`foreign`), and reconciled only if it is abandoned."""
         day = now.astimezone(UTC).toordinal()
         since = iso(now - RETENTION)
-        for row in repository.money_intents(self.db.engine, since, self.epoch_start):
+        now_ms = time.time() * 1000
+        for row in repository.money_intents(self.db.engine, since, self.epoch_start, up_to):
             fields = dict(row._mapping)
             closed_status = fields.pop("closed_status")
             key_holder = fields["via"] or fields["participant_id"]
@@ -520,12 +532,19 @@ class Gateway:
                 hold = Hold(usage, hold_usage(usage, tx, moment) if limits else None,
                             self.history.record(tx, moment.timestamp())
                             if fields["counts"] in repository.COUNTS_FOR_HISTORY else None)
-                intent = self.open_intents[fields["idx"]] = OpenIntent(
-                    fields["idx"], fields, fields["service"], key_holder, fields["idempotency_key"],
-                    fields["fingerprint"], fields["deadline_ms"], hold)
+                intent = OpenIntent(fields["idx"], fields, fields["service"], key_holder,
+                                    fields["idempotency_key"], fields["fingerprint"], fields["deadline_ms"], hold)
+                in_flight = self.replicated and now_ms < (fields["deadline_ms"] or 0) + ABSENT_AFTER_MS
+                (self.foreign if in_flight else self.open_intents)[intent.idx] = intent
+                if in_flight and fields["counts"] is None and fields["service"] in self.service_participants:
+                    # Its ledger hop may still come: the hop continues it, as when it was forwarded.
+                    self.hops[fields["request_id"]] = Hop(fields["participant_id"], fields["service"],
+                                                          fields["value_minor"], hold, _logged_decision(fields),
+                                                          fields["alert_id"])
             if fields["idempotency_key"] is None or fields["at"] < since:
                 continue
-            state = "open" if intent is not None else ("counted" if 200 <= closed_status < 300 else None)
+            state = ("in_flight" if intent.idx in self.foreign else "open") if intent is not None \
+                else ("counted" if 200 <= closed_status < 300 else None)
             if state is None:
                 continue
             decision = _logged_decision(fields)
@@ -585,7 +604,8 @@ class Gateway:
             try:
                 with self.db.engine.begin() as conn:
                     shared.lock_log(conn)
-                    self._apply_foreign(shared.entries_after(conn, self.applied))
+                    if self.replicated:  # (an embedded SQLite file has one gateway process: no one else appends)
+                        self._apply_foreign(shared.entries_after(conn, self.applied))
                     if guard is not None and not guard():
                         return None
                     if alert is not None:
@@ -618,31 +638,38 @@ class Gateway:
         """Another process's entries, in log order, into this one's memory: as if it had made
         them (an intent holds, an outcome settles, a regulator's change is read again)."""
         for row in rows:
+            try:
+                self._apply_one(row)
+            except Exception:  # one entry's effect failing must not stop the log's projection
+                log.exception("could not apply entry %s logged by another replica", row["idx"])
             self.head = ChainHead(row["idx"] + 1, row["hash"])
             self.applied = row["idx"]
-            phase = row["phase"]
-            if phase == "reset":
-                self.clock.reset()
-                with self.db.session(self.reader) as session:
-                    self.forget_activity(repository.all_participants(session))
-                self.epoch, self.epoch_start = row["epoch"], row["idx"]
-            elif row["participant_id"] == "regulator" and row["method"] not in ("GET", "HEAD"):
-                moved = CLOCK_MOVE.match(row["operation"] or "") if row["status"] == 200 else None
-                if moved:  # the regulator moved the sandbox's time on another replica: here too
-                    self.clock.advance(timedelta(seconds=int(moved.group(1))))
-                else:
-                    self._reload_policies()
-            elif phase == "intent":
-                self._foreign_intent(row)
-            elif phase in repository.CLOSING_PHASES and row["intent_idx"] is not None:
-                self._foreign_close(row)
-            elif phase == "unanswered" and row["intent_idx"] in self.foreign:
-                intent = self.foreign.pop(row["intent_idx"])
-                self.open_intents[intent.idx] = intent  # any replica may reconcile it now
-                record = self.keys.get((intent.scope, intent.service, intent.key or ""))
-                if record is not None and record.intent is intent:
-                    record.state = "open"
-                self._drop_hop(row["request_id"], intent.hold)
+
+    def _apply_one(self, row: dict[str, Any]) -> None:
+        """One entry another process logged."""
+        phase = row["phase"]
+        if phase == "reset":
+            self.clock.reset()
+            with self.db.session(self.reader) as session:
+                self.forget_activity(repository.all_participants(session))
+            self.epoch, self.epoch_start = row["epoch"], row["idx"]
+        elif row["participant_id"] == "regulator" and row["method"] not in ("GET", "HEAD"):
+            moved = CLOCK_MOVE.match(row["operation"] or "") if row["status"] == 200 else None
+            if moved:  # the regulator moved the sandbox's time on another replica: here too
+                self.clock.advance(timedelta(seconds=int(moved.group(1))))
+            else:
+                self._reload_policies()
+        elif phase == "intent":
+            self._foreign_intent(row)
+        elif phase in repository.CLOSING_PHASES and row["intent_idx"] is not None:
+            self._foreign_close(row)
+        elif phase == "unanswered" and row["intent_idx"] in self.foreign:
+            intent = self.foreign.pop(row["intent_idx"])
+            self.open_intents[intent.idx] = intent  # any replica may reconcile it now
+            record = self.keys.get((intent.scope, intent.service, intent.key or ""))
+            if record is not None and record.intent is intent:
+                record.state = "open"
+            self._drop_hop(row["request_id"], intent.hold)
 
     def _reload_policies(self) -> None:
         with self.db.session(self.reader) as session:
@@ -688,14 +715,31 @@ class Gateway:
         idx = row["intent_idx"]
         intent = self.foreign.pop(idx, None) or self.open_intents.pop(idx, None)
         ok = 200 <= row["status"] < 300
+        if row["phase"] == "reconciled":
+            self._note_reconciled(idx)
         if intent is None:
-            # A retry the service ran afresh (its key had expired): the money moved now.
-            if ok and row["phase"] == "outcome" and row["value_minor"] is not None and row["counts"] is None:
+            # A retry the service ran afresh (its key had expired): the money moved now. (Not a
+            # late outcome of an intent a `reconciled` entry already counted: that one is "none".)
+            if ok and row["phase"] == "outcome" and row["value_minor"] is not None and row["counts"] is None \
+                    and idx not in self.reconciled:
                 record_usage(self._usage(row["participant_id"]), _movement_of(_Row(row)), _parse_iso(row["at"]))
             return
-        self._settle_hold(intent.hold, ok and row["counts"] != "none")
+        accepted = ok and row["counts"] != "none"
+        if accepted and row["counts"] == "limits" and intent.hold.history is not None:
+            # A payment whose ledger hop holds its history (linked where this replica did not see it).
+            self.history.forget(intent.hold.history)
+            intent.hold.history = None
+        if accepted and intent.hold.limits is None and row["customer"] is not None \
+                and intent.fields.get("counts") in repository.COUNTS_FOR_LIMITS:
+            intent.hold.usage.customers.add(row["customer"])  # held on another day: its customer still counts
+        self._settle_hold(intent.hold, accepted)
         self._close_key(intent, ok)
         self._drop_hop(row["request_id"], intent.hold)
+
+    def _note_reconciled(self, intent_idx: int) -> None:
+        self.reconciled[intent_idx] = None
+        if len(self.reconciled) > KEY_MEMORY:
+            del self.reconciled[next(iter(self.reconciled))]
 
     def _drop_hop(self, request_id: str, hold: Hold) -> None:
         hop = self.hops.get(request_id)
@@ -845,12 +889,24 @@ class Gateway:
         # again (others may have held usage meanwhile), the transaction is screened and its
         # usage and history are held, as one step no parallel request can interleave with,
         # nor another replica's (the decision lock; what they held is caught up first).
-        with self.decisions.held() as locked, self._audit_lock:
-            self.catch_up(locked)
-            refusal = self._check_amounts(call, move) or self._screen(call, move)
-            if refusal is not None:
-                return refusal
-            self._write_ahead(call, move)
+        try:
+            locked = await self.decisions.acquire()
+        except Exception as exc:  # another replica held it past the lock timeout
+            log.warning("decision lock not obtained: %r", exc)
+            call.entry.error = "gateway-busy"
+            return self._refuse(call, 503, "gateway-busy", "The gateway is busy",
+                                "Another gateway replica held the limits' lock too long; nothing was "
+                                "forwarded. Retry in a moment.", headers={"Retry-After": "1"})
+        try:
+            # The events store's turn first, as every writer takes them (sandbox/gateway/events.py).
+            with self.events.writing() if self.events is not None else nullcontext(), self._audit_lock:
+                self.catch_up(locked)
+                refusal = self._check_amounts(call, move) or self._screen(call, move)
+                if refusal is not None:
+                    return refusal
+                self._write_ahead(call, move)
+        finally:
+            self.decisions.release(locked)
         return await self._forward(call, move)
 
     async def _read_movement(self, call: Call, operation: ScreenedOperation) -> Movement | None:
@@ -1002,15 +1058,22 @@ class Gateway:
                                 "was forwarded. Retry in a few seconds.", headers={"Retry-After": "2"})
         upstream = self._upstream_request(call, move)
         answered = False  # the service's status line and headers arrived
+        # A movement's answer is waited for until its deadline at most, whatever httpx's
+        # per-phase timeouts add up to: past it, another replica may reconcile it.
+        patience = move.deadline_ms / 1000 - DEADLINE_GRACE_S - time.time() \
+            if move is not None and move.deadline_ms is not None else None
         self.forwarding += 1
         try:
             transport = self.transport(call.service)
             if self.faults is not None:  # an injected fault takes the path a real one takes (faults.py)
                 transport = self.faults.transport(call, transport)
-            response = await transport.handle_async_request(upstream)
-            answered = True
-            body = await _small_body(response)
-        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            async with asyncio.timeout(patience):
+                response = await transport.handle_async_request(upstream)
+                answered = True
+                body = await _small_body(response)
+        except (httpx.TimeoutException, httpx.TransportError, TimeoutError) as exc:
+            if answered:
+                await response.aclose()
             sent = answered or not isinstance(exc, NOT_SENT)
             self._settle_answer(call, move, None, sent)
             return self._upstream_failed(call, sent, exc)
@@ -1057,6 +1120,14 @@ class Gateway:
         entry, request_id = call.entry, call.entry.request_id
         if move.hop is not None and self.hops.get(request_id) is move.hop:
             del self.hops[request_id]
+        if response is not None and self.replicated and time.time() * 1000 > (move.deadline_ms or 0):
+            # Answered past its deadline (this process was stopped?): another replica may have
+            # reconciled it meanwhile, and counted it; then this outcome counts toward nothing.
+            self.catch_up()
+            if move.intent is not None and move.intent.idx in self.reconciled:
+                self._settle_hold(move.hold, 200 <= response.status_code < 300)  # type: ignore[arg-type]
+                entry.counts = "none"
+                return
         if response is None and sent:
             # Forwarded, never answered: it may have been applied. The hold stays, the intent
             # stays open, and reconciliation asks the service for the key's outcome.
@@ -1139,7 +1210,9 @@ class Gateway:
                 return "closed"  # another replica reconciled it meanwhile
             self._settle_hold(intent.hold, applied)
             del self.open_intents[intent.idx]
+            self._note_reconciled(intent.idx)
             self._close_key(intent, applied)
+            self._drop_hop(intent.fields.get("request_id") or "", intent.hold)
         verdict = "applied" if applied else ("refused" if state == "done" else "not-applied")
         log.info("reconciled intent %s (%s key %s): %s", intent.idx, intent.service, intent.key, verdict)
         return verdict

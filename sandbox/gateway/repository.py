@@ -97,9 +97,15 @@ def alert_opened_event(alert: dict[str, Any]) -> dict[str, Any]:
     return own_event("sandbox.alert.opened", alert["participant_id"], alert["id"], alert["created_at"], data)
 
 
-def last_reset(engine: Engine) -> tuple[int, int] | None:
+# `up_to`: the log as of an index (start-up reads the head first, then everything up to it, so
+# what other replicas append meanwhile is caught up after, never counted twice).
+NO_LIMIT = 2**62
+
+
+def last_reset(engine: Engine, up_to: int = NO_LIMIT) -> tuple[int, int] | None:
     """(index, epoch) of the latest `reset` entry: the current epoch counts from that index on."""
-    query = select(AUDIT.c.idx, AUDIT.c.epoch).where(AUDIT.c.phase == "reset").order_by(AUDIT.c.idx.desc()).limit(1)
+    query = (select(AUDIT.c.idx, AUDIT.c.epoch).where(AUDIT.c.phase == "reset", AUDIT.c.idx <= up_to)
+             .order_by(AUDIT.c.idx.desc()).limit(1))
     with engine.connect() as conn:
         row = conn.execute(query).first()
     return (row.idx, row.epoch) if row else None
@@ -118,14 +124,24 @@ def audit_rows(engine: Engine, batch: int = 5000) -> Iterator[dict[str, Any]]:
         after = rows[-1]["idx"]
 
 
-def accepted_money_movements(engine: Engine, since_iso: str, from_idx: int = 0) -> list[Any]:
+def clock_moves(engine: Engine, from_idx: int, up_to: int) -> list[str]:
+    """The regulator's clock moves logged in the epoch from `from_idx` (their `operation`s)."""
+    query = (select(AUDIT.c.operation)
+             .where(AUDIT.c.idx >= from_idx, AUDIT.c.idx <= up_to, AUDIT.c.participant_id == "regulator",
+                    AUDIT.c.status == 200, AUDIT.c.operation.like("advance_%clock +%"))
+             .order_by(AUDIT.c.idx))
+    with engine.connect() as conn:
+        return [row.operation for row in conn.execute(query)]
+
+
+def accepted_money_movements(engine: Engine, since_iso: str, from_idx: int = 0, up_to: int = NO_LIMIT) -> list[Any]:
     """Screened requests the services accepted since a time, in the epoch that starts at
     `from_idx`: to rebuild screening history and today's volumes (`counts` says which of the
     two each one counts toward)."""
     query = (select(AUDIT.c.at, AUDIT.c.participant_id, AUDIT.c.value_minor, AUDIT.c.payer,
                     AUDIT.c.payee, AUDIT.c.customer, AUDIT.c.counts)
-             .where(AUDIT.c.idx >= from_idx, AUDIT.c.at >= since_iso, AUDIT.c.value_minor.is_not(None),
-                    AUDIT.c.status >= 200, AUDIT.c.status < 300)
+             .where(AUDIT.c.idx >= from_idx, AUDIT.c.idx <= up_to, AUDIT.c.at >= since_iso,
+                    AUDIT.c.value_minor.is_not(None), AUDIT.c.status >= 200, AUDIT.c.status < 300)
              .order_by(AUDIT.c.idx))
     with engine.connect() as conn:
         return list(conn.execute(query))
@@ -134,12 +150,12 @@ def accepted_money_movements(engine: Engine, since_iso: str, from_idx: int = 0) 
 CLOSING_PHASES = ("outcome", "reconciled")  # an intent followed by one of these is settled
 
 
-def money_intents(engine: Engine, since_iso: str, from_idx: int = 0) -> list[Any]:
+def money_intents(engine: Engine, since_iso: str, from_idx: int = 0, up_to: int = NO_LIMIT) -> list[Any]:
     """Intents logged since a time, and every intent still open whenever it was logged, each with
     the status of the entry that closed it (NULL: still open); in the epoch from `from_idx` (a
     reset waits until none is open)."""
     closing = AUDIT.alias("closing")
-    closed_by = and_(closing.c.intent_idx == AUDIT.c.idx, closing.c.phase.in_(CLOSING_PHASES))
+    closed_by = and_(closing.c.intent_idx == AUDIT.c.idx, closing.c.phase.in_(CLOSING_PHASES), closing.c.idx <= up_to)
     closed_status = select(closing.c.status).where(closed_by).order_by(closing.c.idx).limit(1).scalar_subquery()
     query = (select(AUDIT.c.idx, AUDIT.c.at, AUDIT.c.request_id, AUDIT.c.participant_id, AUDIT.c.via,
                     AUDIT.c.method, AUDIT.c.path, AUDIT.c.service, AUDIT.c.operation, AUDIT.c.decision,
@@ -147,16 +163,16 @@ def money_intents(engine: Engine, since_iso: str, from_idx: int = 0) -> list[Any
                     AUDIT.c.value_minor, AUDIT.c.payer, AUDIT.c.payee, AUDIT.c.customer, AUDIT.c.card_last4,
                     AUDIT.c.alert_id, AUDIT.c.counts, AUDIT.c.idempotency_key, AUDIT.c.fingerprint,
                     AUDIT.c.deadline_ms, closed_status.label("closed_status"))
-             .where(AUDIT.c.idx >= from_idx, AUDIT.c.phase == "intent",
+             .where(AUDIT.c.idx >= from_idx, AUDIT.c.idx <= up_to, AUDIT.c.phase == "intent",
                     or_(AUDIT.c.at >= since_iso, ~exists().where(closed_by)))
              .order_by(AUDIT.c.idx))
     with engine.connect() as conn:
         return list(conn.execute(query))
 
 
-def customers_by_participant(engine: Engine, from_idx: int = 0) -> list[Any]:
+def customers_by_participant(engine: Engine, from_idx: int = 0, up_to: int = NO_LIMIT) -> list[Any]:
     query = (select(AUDIT.c.participant_id, AUDIT.c.customer)
-             .where(AUDIT.c.idx >= from_idx, AUDIT.c.customer.is_not(None), AUDIT.c.value_minor.is_not(None),
+             .where(AUDIT.c.idx >= from_idx, AUDIT.c.idx <= up_to, AUDIT.c.customer.is_not(None), AUDIT.c.value_minor.is_not(None),
                     AUDIT.c.status >= 200, AUDIT.c.status < 300, _counts_in(COUNTS_FOR_LIMITS))
              .group_by(AUDIT.c.participant_id, AUDIT.c.customer))
     with engine.connect() as conn:

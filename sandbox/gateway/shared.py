@@ -16,9 +16,10 @@ Two locks make the decisions and the chain come out as if one process made them:
   SQLite the write lock every transaction already takes (BEGIN IMMEDIATE).
 - **The decision lock**, held from a money movement's limit check to its `intent` entry: no
   other replica can check and hold the same daily volume in between, so limits are exact
-  across replicas. On PostgreSQL a session-level advisory lock on a connection of its own (the
-  appends inside take the log lock on theirs: decision before log, always, so no deadlock); on
-  SQLite the process's own lock, because an embedded SQLite file has one gateway process.
+  across replicas. On PostgreSQL a transaction-level advisory lock on a connection of its own,
+  waited for off the event loop (the appends inside take the log lock on theirs: decision
+  before log, always, so no deadlock); on SQLite nothing, because an embedded SQLite file has
+  one gateway process, whose event loop runs the check and the hold with no await between.
 
 Rate windows are not in the log (a request's entry is written when it ends, its rate taken when
 it arrives), so they are a table of counters, one upsert per authenticated request
@@ -27,12 +28,15 @@ it arrives), so they are a table of counters, one upsert per authenticated reque
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import weakref
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import BigInteger, Engine, bindparam, select, text
+from sqlalchemy import BigInteger, Engine, bindparam, event, select, text
 from sqlalchemy.engine import Connection
 from sqlmodel import Field
 
@@ -71,34 +75,80 @@ def lock_log(conn: Connection) -> None:
 
 class DecisionLock:
     """Held from a money movement's limit check until its intent is logged (see the module
-    docstring). Re-entrant within a thread; across processes on PostgreSQL only."""
+    docstring). On PostgreSQL a transaction-level advisory lock on a connection of its own,
+    waited for off the event loop, one request of this process at a time (the others queue on
+    an asyncio lock, not on the database's connections); the wait is bounded by the
+    connection's `lock_timeout` (`bound_waits`). Without PostgreSQL, nothing to wait for: the
+    check and the hold run with no await between them, which one event loop cannot interleave."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.shared = is_postgres(engine)
-        self._local = threading.RLock()
-        self._depth = 0
+        self._turns: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()  # per event loop
+        self._thread: ThreadPoolExecutor | None = None
 
-    @contextmanager
-    def held(self) -> Iterator[Connection | None]:
-        """The lock's connection (autocommit: one round trip to take the lock, one to give it
-        back), for the catch-up that follows; None without PostgreSQL or when already held."""
-        with self._local:
-            if not self.shared or self._depth:
-                self._depth += 1
-                try:
-                    yield None
-                finally:
-                    self._depth -= 1
-                return
-            with autocommit(self.engine) as conn:
-                conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": DECISION_LOCK})
-                self._depth += 1
-                try:
-                    yield conn
-                finally:
-                    self._depth -= 1
-                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": DECISION_LOCK})
+    async def acquire(self) -> Connection | None:
+        """The lock's connection (its transaction holds the lock), for the catch-up that
+        follows; None without PostgreSQL. Raises when the wait times out."""
+        if not self.shared:
+            return None
+        loop = asyncio.get_running_loop()
+        turn = self._turns.get(loop)
+        if turn is None:
+            turn = self._turns[loop] = asyncio.Lock()
+        await turn.acquire()
+        try:
+            if self._thread is None:
+                self._thread = ThreadPoolExecutor(1, thread_name_prefix="decision-lock")
+            return await loop.run_in_executor(self._thread, self._take)
+        except BaseException:
+            turn.release()
+            raise
+
+    def _take(self) -> Connection:
+        conn = self.engine.connect()
+        try:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": DECISION_LOCK})
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def release(self, conn: Connection | None) -> None:
+        """Commit (which lets the lock go) and hand the turn to the next request."""
+        if conn is None:
+            return
+        try:
+            conn.commit()
+        finally:
+            conn.close()
+            self._turns[asyncio.get_running_loop()].release()
+
+
+# How long a replica waits for a lock another holds, and how long PostgreSQL lets a transaction
+# sit idle: a replica stopped (SIGSTOP, a frozen node) while it holds the decision or the log
+# lock loses its session after IDLE_IN_TRANSACTION_S, and its locks with it, instead of
+# holding every other replica up until TCP notices.
+LOCK_TIMEOUT_S = 5
+IDLE_IN_TRANSACTION_S = 15
+
+
+def bound_waits(engine: Engine) -> None:
+    """Every connection of the gateway's PostgreSQL engine waits at most LOCK_TIMEOUT_S for a
+    lock and is ended by the server after IDLE_IN_TRANSACTION_S idle in a transaction."""
+    if not is_postgres(engine):
+        return
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        autocommit = dbapi_conn.autocommit
+        dbapi_conn.autocommit = True
+        with dbapi_conn.cursor() as cur:
+            cur.execute(f"SET lock_timeout = '{LOCK_TIMEOUT_S}s'")
+            cur.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_S}s'")
+        dbapi_conn.autocommit = autocommit
+
+    engine.dispose()  # connections made before (the tables, the seed) are made again with them
 
 
 @contextmanager

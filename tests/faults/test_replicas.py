@@ -22,6 +22,7 @@ from tests.faults.regulator import (
     invariants_hold,
     ledger_journals,
     log_verifies,
+    open_intents,
     report,
 )
 from tests.faults.stack import SERVICES, Stack
@@ -67,6 +68,8 @@ def test_a_daily_limit_is_exact_across_two_gateways(replicas: tuple[Stack, Stack
     """420.00 a day; 240.00 topped up leaves 180.00: of eight 60.00 transfers sent at once,
     four to each gateway, exactly three pass, whichever replica they reach."""
     first, second = replicas
+    if time.time() % 86_400 > 86_400 - 60:  # the top-ups and the transfers on one UTC day
+        time.sleep(86_400 - time.time() % 86_400 + 1)
     _, key = _admit(first.gateway_url, "420.00")
     with _client(first.gateway_url, key) as one, _client(second.gateway_url, key) as two:
         payer = one.post("/payments/accounts", json={"kind": "personal", "owner_name": "Replica Payer"}).json()["id"]
@@ -123,9 +126,10 @@ def test_one_idempotency_key_sent_to_both_gateways_moves_money_once(replicas: tu
 
 
 def test_one_replica_killed_mid_load_the_other_finishes_its_work(replicas: tuple[Stack, Stack]) -> None:
-    """Load through both gateways; the second is killed (kill -9) and stays dead. The first
-    reconciles what the dead one had forwarded once its deadlines pass, and the regulator's
-    audit of the whole run, on the first, finds every movement logged and counted once."""
+    """Load through both gateways; the second is killed (kill -9) while transfers it forwarded
+    wait on its payments (stopped), and stays dead. The first reconciles what the dead one had
+    forwarded once their deadlines pass, and the regulator's audit of the whole run, on the
+    first, finds every movement logged and counted once, and no intent left open."""
     first, second = replicas
     with Wallet(first.gateway_url) as wallet:
         accounts = fund_new_accounts(wallet, 2)
@@ -133,13 +137,21 @@ def test_one_replica_killed_mid_load_the_other_finishes_its_work(replicas: tuple
                  Load(second.gateway_url, accounts, clients=2).start()]
         try:
             loads[1].wait_for_successes(10)
+            second.pause("payments")  # the second gateway's transfers now hang at its payments
+            time.sleep(0.5)  # its clients' next transfers are on their way, their intents logged
+            open_at_kill = open_intents(audit_entries(first))
             second.kill("gateway")
+            second.resume("payments")
             loads[0].wait_for_successes(10)
         finally:
             sent = [s for load in loads for s in load.stop()]
         assert any(s.succeeded for s in loads[1].sent), "the second gateway carried no traffic"
+        assert open_at_kill, "no transfer was on its way through the second gateway when it died"
         findings = audit_after_recovery(first, wallet, sent)
+        closed = {e["intent_index"]: e for e in audit_entries(first) if e["phase"] == "reconciled"}
     assert not findings, report(findings, first)
+    # The dead one's (the first's own in flight then closed with their outcomes).
+    assert any(e["index"] in closed for e in open_at_kill), "the live gateway reconciled none of the dead one's"
 
 
 def test_the_regulators_changes_reach_every_replica(replicas: tuple[Stack, Stack]) -> None:

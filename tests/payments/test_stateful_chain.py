@@ -15,12 +15,17 @@ from tests.payments.factories import MakeApp
 from tests.support.resettable import ResettableApp
 
 
+CHAIN = ("create_account", "get_account", "create_deposit", "create_transfer", "get_journal",
+         "get_merchant_qr", "create_qr_payment", "create_refund")
+
+
 def test_stateful_fuzzing_chains_account_deposit_payment_and_refund(make_app: MakeApp, tmp_path) -> None:
     counter = itertools.count()
     app = ResettableApp(lambda: make_app(data_dir=tmp_path / str(next(counter))))
-    # The testing-only routes (/_sandbox/clock, outbox, idempotency records, reset) are fuzzed
-    # by the contract tests; here they would only dilute the walk toward a refund.
-    schema = schemathesis.openapi.from_asgi("/openapi.json", app).exclude(path_regex="^/_sandbox/")
+    # The operations of the chain and the links between them: every other operation is fuzzed
+    # by the contract tests, and here would only dilute the random walk toward a refund (with
+    # the whole API a round reached it about one time in two, and a CI run once not in 25).
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app).include(operation_id=list(CHAIN))
     successes: Counter[str] = Counter()
     broken: list[dict] = []
 
@@ -42,16 +47,15 @@ def test_stateful_fuzzing_chains_account_deposit_payment_and_refund(make_app: Ma
             if not report["ok"]:
                 broken.append(report)
 
-    # Links are followed at random (a refund needs a CNY wallet, a top-up and a payment first;
-    # about one round in two reaches it); up to 25
-    # bounded rounds, stopping at the first that completes the chain, make it certain in practice
-    # without pinning a seed.
+    # Links are followed at random (a refund needs a CNY wallet, a merchant QR and a payment
+    # first); short rounds (each example is a fresh service), stopping at the first that
+    # completes the chain, up to 100 of them, make it certain in practice without pinning a seed.
     wanted = ("create_account", "create_deposit", "create_transfer", "create_refund")
-    for _round in range(25):
+    for _round in range(100):
         run_state_machine_as_test(
             Recording,
             settings=settings(
-                max_examples=60, stateful_step_count=20, deadline=None,
+                max_examples=10, stateful_step_count=20, deadline=None,
                 suppress_health_check=list(HealthCheck), database=None,
             ),
         )

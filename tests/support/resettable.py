@@ -13,7 +13,10 @@ class ResettableApp:
         self.current = factory()
 
     def reset(self) -> None:
-        self.current = self.factory()
+        previous, self.current = self.current, self.factory()
+        db = getattr(getattr(previous, "state", None), "db", None)
+        if db is not None:  # its engine's connections, and the memory they hold, go with it
+            db.dispose()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         await self.current(scope, receive, send)
