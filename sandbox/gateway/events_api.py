@@ -52,6 +52,7 @@ SERVICE_CLOCK_TIMEOUT_S = 30.0  # a service's due work runs inside its clock mov
 
 def participant_caller(gateway: GatewayDep, api_key: Annotated[str | None, Depends(api_key_of)]) -> Policy:
     """A participant's own key: each sees and changes only its own events and endpoints."""
+    gateway.catch_up()  # one admitted or suspended on another replica
     policy = gateway.policy_for_key(api_key)
     if policy is None:
         if gateway.is_regulator(api_key):
