@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from sandbox.gateway import faults, repository
+from sandbox.gateway import faults, repository, service
 from sandbox.gateway.endpoints import (
     AUTH,
     GatewayDep,
@@ -18,12 +18,12 @@ from sandbox.gateway.endpoints import (
     require_regulator,
 )
 from sandbox.gateway.models import FaultFlag
-from sandbox.gateway.proxy import Gateway, iso
+from sandbox.gateway.proxy import Gateway
 from sandbox.gateway.schemas import PARTICIPANT_PREFIX, ServiceName
 from sandbox.gateway.service import CHANGE_BEFORE_LOG
 from services.common.db import SessionDep, record_first
 from services.common.fields import JsonInt, Text
-from services.common.ids import id_pattern, new_id
+from services.common.ids import id_pattern
 from services.common.pagination import LimitQuery, Page, page_of
 from services.common.problems import not_found, problem_responses
 from services.common.requestctx import current_request_id
@@ -156,9 +156,8 @@ def _now(gateway: Gateway) -> datetime:
 
 
 def _log_change(gateway: Gateway, request: Request, status: int, operation: str) -> None:
-    gateway.audit({"at": iso(gateway.clock.now()), "request_id": current_request_id() or new_id("req"),
-                   "participant_id": "regulator", "method": request.method, "path": request.url.path[:500],
-                   "status": status, "latency_us": 0, "operation": operation[:200]})
+    service.record_regulator_action(gateway, request.method, request.url.path, status, current_request_id(),
+                                    gateway.clock.now(), operation)
     if gateway.faults is not None:
         gateway.faults.changed()
 

@@ -485,17 +485,13 @@ class Gateway:
         if head is not None:
             self.head = ChainHead(head[0] + 1, head[1])
             self.applied = head[0]
-        with self.db.session() as session:  # after the head: an admission is logged after its row
-            for row in repository.all_participants(session):
-                self.remember(row)
+        self._remember_all(self._participants())  # after the head: an admission is logged after its row
         reset = repository.last_reset(self.db.engine, up_to)
         if reset is not None:
             self.epoch_start, self.epoch = reset
         if self.replicated:  # the live replicas' clock: the regulator's moves since the reset
             for operation in repository.clock_moves(self.db.engine, self.epoch_start, up_to):
-                moved = CLOCK_MOVE.match(operation)
-                if moved:
-                    self.clock.advance(timedelta(seconds=int(moved.group(1))))
+                self._move_clock_as_logged(operation)
         now = self.clock.now()
         day = now.astimezone(UTC).toordinal()
         since = iso(now - timedelta(seconds=self.rules.horizon_s))
@@ -522,43 +518,25 @@ class Gateway:
         for row in repository.money_intents(self.db.engine, since, self.epoch_start, up_to):
             fields = dict(row._mapping)
             closed_status = fields.pop("closed_status")
-            key_holder = fields["via"] or fields["participant_id"]
             intent = None
             if closed_status is None:  # open: hold its usage (today's) and history until reconciled
-                moment = _parse_iso(fields["at"])
-                tx = _movement_of(row)
-                usage = self._usage(fields["participant_id"])
-                limits = moment.toordinal() == day and fields["counts"] in repository.COUNTS_FOR_LIMITS
-                hold = Hold(usage, hold_usage(usage, tx, moment) if limits else None,
-                            self.history.record(tx, moment.timestamp())
-                            if fields["counts"] in repository.COUNTS_FOR_HISTORY else None)
-                intent = OpenIntent(fields["idx"], fields, fields["service"], key_holder,
-                                    fields["idempotency_key"], fields["fingerprint"], fields["deadline_ms"], hold)
+                intent = self._logged_intent(fields, day)
                 in_flight = self.replicated and now_ms < (fields["deadline_ms"] or 0) + ABSENT_AFTER_MS
                 (self.foreign if in_flight else self.open_intents)[intent.idx] = intent
                 if in_flight and fields["counts"] is None and fields["service"] in self.service_participants:
-                    # Its ledger hop may still come: the hop continues it, as when it was forwarded.
-                    self.hops[fields["request_id"]] = Hop(fields["participant_id"], fields["service"],
-                                                          fields["value_minor"], hold, _logged_decision(fields),
-                                                          fields["alert_id"])
+                    self._expect_hop(fields, intent.hold)  # its ledger hop may still come
             if fields["idempotency_key"] is None or fields["at"] < since:
                 continue
             state = ("in_flight" if intent.idx in self.foreign else "open") if intent is not None \
                 else ("counted" if 200 <= closed_status < 300 else None)
-            if state is None:
-                continue
-            decision = _logged_decision(fields)
-            self.keys[(key_holder, fields["service"], fields["idempotency_key"])] = KeyRecord(
-                fields["fingerprint"], state, _parse_iso(fields["at"]).timestamp(), decision,
-                fields["alert_id"], intent)
+            if state is not None:
+                self._remember_logged_key(fields, state, intent)
 
     def forget_activity(self, participants: list[Participant]) -> None:
         """The reset's new epoch: only `participants` may call; usage, rate and customer counts,
         the screening history, remembered keys and account names start empty. (Open intents
         were reconciled before; the reset refuses while any is left.)"""
-        self.policies, self.policies_by_id = {}, {}
-        for row in participants:
-            self.remember(row)
+        self._remember_all(participants)
         self.usage = {}
         self.history = History(self.rules.horizon_s)
         self.keys = {}
@@ -573,6 +551,16 @@ class Gateway:
         idx, _ = self.audit({**fields, "phase": "reset", "epoch": epoch})  # type: ignore[misc]
         self.epoch, self.epoch_start = epoch, idx
         return idx
+
+    def _participants(self) -> list[Participant]:
+        with self.db.session(self.reader) as session:
+            return repository.all_participants(session)
+
+    def _remember_all(self, participants: list[Participant]) -> None:
+        """Exactly these participants may call."""
+        self.policies, self.policies_by_id = {}, {}
+        for row in participants:
+            self.remember(row)
 
     def remember(self, row: Participant) -> None:
         """Admission, suspension and reinstatement take effect on the next request."""
@@ -627,12 +615,8 @@ class Gateway:
         `conn` if given (the decision lock's)."""
         if not self.replicated:
             return
-        with self._audit_lock:
-            if conn is not None:
-                self._apply_foreign(shared.entries_after(conn, self.applied))
-                return
-            with shared.autocommit(self.db.engine) as own:
-                self._apply_foreign(shared.entries_after(own, self.applied))
+        with self._audit_lock, nullcontext(conn) if conn is not None else shared.autocommit(self.db.engine) as reading:
+            self._apply_foreign(shared.entries_after(reading, self.applied))
 
     def _apply_foreign(self, rows: list[dict[str, Any]]) -> None:
         """Another process's entries, in log order, into this one's memory: as if it had made
@@ -650,15 +634,13 @@ class Gateway:
         phase = row["phase"]
         if phase == "reset":
             self.clock.reset()
-            with self.db.session(self.reader) as session:
-                self.forget_activity(repository.all_participants(session))
+            self.forget_activity(self._participants())
             self.epoch, self.epoch_start = row["epoch"], row["idx"]
         elif row["participant_id"] == "regulator" and row["method"] not in ("GET", "HEAD"):
-            moved = CLOCK_MOVE.match(row["operation"] or "") if row["status"] == 200 else None
-            if moved:  # the regulator moved the sandbox's time on another replica: here too
-                self.clock.advance(timedelta(seconds=int(moved.group(1))))
-            else:
-                self._reload_policies()
+            # The regulator moved the sandbox's time on another replica (here too), or changed
+            # who may call.
+            if row["status"] != 200 or not self._move_clock_as_logged(row["operation"] or ""):
+                self._remember_all(self._participants())
         elif phase == "intent":
             self._foreign_intent(row)
         elif phase in repository.CLOSING_PHASES and row["intent_idx"] is not None:
@@ -671,43 +653,53 @@ class Gateway:
                 record.state = "open"
             self._drop_hop(row["request_id"], intent.hold)
 
-    def _reload_policies(self) -> None:
-        with self.db.session(self.reader) as session:
-            participants = repository.all_participants(session)
-        self.policies, self.policies_by_id = {}, {}
-        for participant in participants:
-            self.remember(participant)
+    def _move_clock_as_logged(self, operation: str) -> bool:
+        """Move the clock as far as a logged clock move did; whether `operation` was one."""
+        moved = CLOCK_MOVE.match(operation)
+        if moved:
+            self.clock.advance(timedelta(seconds=int(moved.group(1))))
+        return moved is not None
+
+    def _logged_intent(self, fields: dict[str, Any], today: int) -> OpenIntent:
+        """A logged intent, holding again what it held: its usage if it is today's and counts
+        toward the limits, its entries in the screening history if it counts toward those."""
+        moment = _parse_iso(fields["at"])
+        tx = _movement_of(_Row(fields))
+        counts = fields["counts"]
+        usage = self._usage(fields["participant_id"])
+        limits = counts in repository.COUNTS_FOR_LIMITS and moment.toordinal() == today
+        hold = Hold(usage, hold_usage(usage, tx, moment) if limits else None,
+                    self.history.record(tx, moment.timestamp()) if counts in repository.COUNTS_FOR_HISTORY else None)
+        return OpenIntent(fields["idx"], fields, fields["service"], fields["via"] or fields["participant_id"],
+                          fields["idempotency_key"], fields["fingerprint"], fields["deadline_ms"], hold)
+
+    def _remember_logged_key(self, fields: dict[str, Any], state: str, intent: OpenIntent | None) -> None:
+        self.keys[(fields["via"] or fields["participant_id"], fields["service"], fields["idempotency_key"])] = KeyRecord(
+            fields["fingerprint"], state, _parse_iso(fields["at"]).timestamp(), _logged_decision(fields),
+            fields["alert_id"], intent)
+
+    def _expect_hop(self, fields: dict[str, Any], hold: Hold) -> None:
+        """A logged payment whose service may move its money in a hop of its own: that hop
+        continues it, as when the payment was forwarded."""
+        self.hops[fields["request_id"]] = Hop(fields["participant_id"], fields["service"], fields["value_minor"],
+                                              hold, _logged_decision(fields), fields["alert_id"])
 
     def _foreign_intent(self, row: dict[str, Any]) -> None:
         """Another replica's movement on its way: its usage and history held, its key in flight,
         its ledger hop expected (or, for a hop, the payment it continues linked)."""
-        moment = _parse_iso(row["at"])
-        tx = _movement_of(_Row(row))
-        counts = row["counts"]
-        usage = self._usage(row["participant_id"])
-        limits = counts in repository.COUNTS_FOR_LIMITS and moment.toordinal() == self.clock.now().astimezone(UTC).toordinal()
-        hold = Hold(usage, hold_usage(usage, tx, moment) if limits else None,
-                    self.history.record(tx, moment.timestamp()) if counts in repository.COUNTS_FOR_HISTORY else None)
         fields = {k: v for k, v in row.items() if k not in ("hash", "prev_hash")}
-        key_holder = row["via"] or row["participant_id"]
-        intent = self.foreign[row["idx"]] = OpenIntent(
-            row["idx"], fields, row["service"], key_holder, row["idempotency_key"], row["fingerprint"],
-            row["deadline_ms"], hold)
-        decision = _logged_decision(row)
+        intent = self.foreign[row["idx"]] = self._logged_intent(fields, self.clock.now().astimezone(UTC).toordinal())
         if row["idempotency_key"] is not None:
-            self.keys[(key_holder, row["service"], row["idempotency_key"])] = KeyRecord(
-                row["fingerprint"], "in_flight", moment.timestamp(), decision, row["alert_id"], intent)
-        request_id = row["request_id"]
-        if counts == "history":  # the ledger hop of a payment: the payment's history is the hop's
-            link = self.hops.get(request_id)
+            self._remember_logged_key(fields, "in_flight", intent)
+        if row["counts"] == "history":  # the ledger hop of a payment: the payment's history is the hop's
+            link = self.hops.get(row["request_id"])
             if link is not None and not link.linked:
                 link.linked = True
                 if link.hold.history is not None:
                     self.history.forget(link.hold.history)
                     link.hold.history = None
         elif row["service"] in self.service_participants:
-            self.hops[request_id] = Hop(row["participant_id"], row["service"], row["value_minor"], hold,
-                                        decision, row["alert_id"])
+            self._expect_hop(fields, intent.hold)
 
     def _foreign_close(self, row: dict[str, Any]) -> None:
         """An outcome or reconciliation another replica logged: the movement's hold is kept or

@@ -199,10 +199,13 @@ def audit_head(gateway: Gateway) -> AuditHead:
     return AuditHead(size=head[0] + 1 if head else 0, head_hash=head[1] if head else "0" * 64)
 
 
-def record_regulator_action(gateway: Gateway, method: str, path: str, status: int, request_id: str | None, now: datetime) -> None:
-    """The regulator's own changes go into the same log as the participants' traffic."""
+def record_regulator_action(gateway: Gateway, method: str, path: str, status: int, request_id: str | None, now: datetime,
+                            operation: str | None = None) -> None:
+    """The regulator's own changes go into the same log as the participants' traffic
+    (`operation`: what the change was, in words, when the path does not say it)."""
     gateway.audit({"at": iso(now), "request_id": request_id or new_id("req"), "participant_id": "regulator",
-                   "method": method, "path": path[:500], "status": status, "latency_us": 0})
+                   "method": method, "path": path[:500], "status": status, "latency_us": 0,
+                   **({"operation": operation[:200]} if operation is not None else {})})
 
 
 # -- alerts ------------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from contextlib import ExitStack
 import httpx
 import pytest
 
-from services.common.demo import DEMO_REGULATOR_KEY
 from tests.faults.regulator import (
     audit_after_recovery,
     audit_entries,
@@ -23,6 +22,7 @@ from tests.faults.regulator import (
     ledger_journals,
     log_verifies,
     open_intents,
+    regulator,
     report,
 )
 from tests.faults.stack import SERVICES, Stack
@@ -45,14 +45,10 @@ def replicas(tmp_path) -> Iterator[tuple[Stack, Stack]]:
         yield first, second
 
 
-def _regulator(url: str) -> httpx.Client:
-    return httpx.Client(base_url=url, headers={"X-API-Key": DEMO_REGULATOR_KEY}, timeout=10)
-
-
-def _admit(gateway_url: str, daily_volume: str, rate_limit: int = 600) -> tuple[str, str]:
+def _admit(stack: Stack, daily_volume: str, rate_limit: int = 600) -> tuple[str, str]:
     """A participant of the test's own: (its id, its API key)."""
-    with _regulator(gateway_url) as regulator:
-        answer = regulator.post("/sandbox/participants", json={
+    with regulator(stack) as client:
+        answer = client.post("/sandbox/participants", json={
             "name": f"Replica Pay {uuid.uuid4().hex[:6]}", "services": ["payments"],
             "limits": {"max_single_transaction": "100.00", "daily_volume": daily_volume,
                        "max_customers": 10, "rate_limit_per_minute": rate_limit}})
@@ -70,7 +66,7 @@ def test_a_daily_limit_is_exact_across_two_gateways(replicas: tuple[Stack, Stack
     first, second = replicas
     if time.time() % 86_400 > 86_400 - 60:  # the top-ups and the transfers on one UTC day
         time.sleep(86_400 - time.time() % 86_400 + 1)
-    _, key = _admit(first.gateway_url, "420.00")
+    _, key = _admit(first, "420.00")
     with _client(first.gateway_url, key) as one, _client(second.gateway_url, key) as two:
         payer = one.post("/payments/accounts", json={"kind": "personal", "owner_name": "Replica Payer"}).json()["id"]
         payee = two.post("/payments/accounts", json={"kind": "personal", "owner_name": "Replica Payee"}).json()["id"]
@@ -100,7 +96,7 @@ def test_a_rate_limit_counts_both_gateways(replicas: tuple[Stack, Stack]) -> Non
     """Ten requests a minute: sixteen reads alternating between the replicas get ten answers
     and six 429s, in one window."""
     first, second = replicas
-    _, key = _admit(first.gateway_url, "1000.00", rate_limit=10)
+    _, key = _admit(first, "1000.00", rate_limit=10)
     if time.time() % 60 > 45:  # all sixteen in one fixed minute
         time.sleep(61 - time.time() % 60)
     with _client(first.gateway_url, key) as one, _client(second.gateway_url, key) as two:
@@ -157,16 +153,16 @@ def test_one_replica_killed_mid_load_the_other_finishes_its_work(replicas: tuple
 def test_the_regulators_changes_reach_every_replica(replicas: tuple[Stack, Stack]) -> None:
     """A suspension and a clock move made on one gateway hold on the other from its next request."""
     first, second = replicas
-    participant_id, key = _admit(first.gateway_url, "1000.00")
-    with _client(second.gateway_url, key) as participant, _regulator(first.gateway_url) as regulator, \
-            _regulator(second.gateway_url) as regulator_two:
+    participant_id, key = _admit(first, "1000.00")
+    with _client(second.gateway_url, key) as participant, regulator(first) as regulator_one, \
+            regulator(second) as regulator_two:
         assert participant.get("/payments/accounts").status_code == 200  # admitted on the first, known on the second
-        suspended = regulator.post(f"/sandbox/participants/{participant_id}/suspend", json={"reason": "replica drill"})
+        suspended = regulator_one.post(f"/sandbox/participants/{participant_id}/suspend", json={"reason": "replica drill"})
         assert suspended.status_code == 200, suspended.text
         refused = participant.get("/payments/accounts")
         assert refused.status_code == 403 and refused.json()["limit"] == "status", refused.text
         before = regulator_two.get("/_sandbox/clock").json()["now"]
-        moved = regulator.post("/_sandbox/clock/advance", json={"seconds": 86400})
+        moved = regulator_one.post("/_sandbox/clock/advance", json={"seconds": 86400})
         assert moved.status_code == 200, moved.text
         after = regulator_two.get("/_sandbox/clock").json()["now"]  # the regulator's reads catch up too
     assert after[:10] > before[:10], (before, after)

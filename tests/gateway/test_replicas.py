@@ -10,7 +10,7 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -122,6 +122,23 @@ def _volume(client: TestClient, participant_id: str) -> int:
     return 0 if usage is None else usage.day_volume
 
 
+@contextmanager
+def _on_its_way(client: TestClient, payments: FakePayments, key: str, amount: str) -> Iterator[dict[str, httpx.Response]]:
+    """A transfer through `client` that payments has applied, its answer held back until the
+    block ends (then it is in the dict, as "answer"), whatever happens in the block."""
+    payments.answers.clear()
+    payments.applied.clear()
+    answered: dict[str, httpx.Response] = {}
+    sender = threading.Thread(target=lambda: answered.setdefault("answer", _transfer(client, key, amount)))
+    sender.start()
+    try:
+        assert payments.applied.wait(30)
+        yield answered
+    finally:
+        payments.answers.set()
+        sender.join(30)
+
+
 def test_a_replica_starting_leaves_another_replicas_transfer_on_its_way_alone(
         database: str, payments: FakePayments, tmp_path: Path) -> None:
     """B starts while A's transfer is applied at payments and its answer is still coming: B holds
@@ -130,20 +147,11 @@ def test_a_replica_starting_leaves_another_replicas_transfer_on_its_way_alone(
     with ExitStack() as stack:
         a = stack.enter_context(_replica(database, payments, tmp_path / "a"))
         participant_id, key = _admit(a, "1000.00")
-        payments.answers.clear()
-        payments.applied.clear()
-        answered: dict[str, httpx.Response] = {}
-        sender = threading.Thread(target=lambda: answered.setdefault("a", _transfer(a, key, "20.00")))
-        sender.start()
-        stack.callback(sender.join, 30)
-        stack.callback(payments.answers.set)  # whatever happens, A's answer comes in the end
-        assert payments.applied.wait(30)
-        b = stack.enter_context(_replica(database, payments, tmp_path / "b"))  # start-up: load, reconcile
-        assert len(b.app.state.gateway.foreign) == 1 and not b.app.state.gateway.open_intents
-        assert _volume(b, participant_id) == 2000  # held as A's
-        payments.answers.set()
-        sender.join(30)
-        assert answered["a"].status_code == 201
+        with _on_its_way(a, payments, key, "20.00") as answered:
+            b = stack.enter_context(_replica(database, payments, tmp_path / "b"))  # start-up: load, reconcile
+            assert len(b.app.state.gateway.foreign) == 1 and not b.app.state.gateway.open_intents
+            assert _volume(b, participant_id) == 2000  # held as A's
+        assert answered["answer"].status_code == 201
         assert [(phase, status) for phase, status, _, _ in _logged(database, participant_id)] == \
             [("intent", 0), ("outcome", 201)]
         assert _volume(a, participant_id) == _volume(b, participant_id) == 2000
@@ -155,19 +163,10 @@ def test_a_hold_taken_on_one_replica_limits_the_other(database: str, payments: F
     A's transfer is in, 5.00 through B passes."""
     with _replica(database, payments, tmp_path / "a") as a, _replica(database, payments, tmp_path / "b") as b:
         participant_id, key = _admit(a, "20.00")
-        payments.answers.clear()
-        payments.applied.clear()
-        answered: dict[str, httpx.Response] = {}
-        sender = threading.Thread(target=lambda: answered.setdefault("a", _transfer(a, key, "15.00")))
-        sender.start()
-        try:
-            assert payments.applied.wait(30)
+        with _on_its_way(a, payments, key, "15.00") as answered:
             refused = _transfer(b, key, "10.00")
-        finally:
-            payments.answers.set()
-            sender.join(30)
         assert refused.status_code == 403 and refused.json()["limit"] == "daily_volume", refused.text
-        assert answered["a"].status_code == 201
+        assert answered["answer"].status_code == 201
         assert _transfer(b, key, "5.00").status_code == 201
         assert _transfer(a, key, "0.01").status_code == 403
         assert _volume(a, participant_id) == _volume(b, participant_id) == 2000
